@@ -1,0 +1,216 @@
+"""Typed settings, read once per container from environment variables.
+
+Logic never reads ``os.environ`` itself: it receives a :class:`Settings`. That keeps every knob
+in one place, makes tests build settings explicitly, and lets the local stack set one set of
+variables for all functions (os.environ is one per process).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+from qbo_connect.errors import ConfigurationError
+
+# Intuit's real endpoints: the defaults. Every one can be replaced by an env var of the same
+# name, which is how tests and the local stack point the service at the simulator.
+INTUIT_DEFAULTS: dict[str, str] = {
+    "INTUIT_AUTHORIZATION_ENDPOINT": "https://appcenter.intuit.com/connect/oauth2",
+    "INTUIT_TOKEN_ENDPOINT": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    "INTUIT_REVOCATION_ENDPOINT": "https://developer.api.intuit.com/v2/oauth2/tokens/revoke",
+    "INTUIT_JWKS_URI": "https://oauth.platform.intuit.com/op/v1/jwks",
+    "INTUIT_ISSUER": "https://oauth.platform.intuit.com/op/v1",
+}
+USERINFO_DEFAULTS = {
+    "sandbox": "https://sandbox-accounts.platform.intuit.com/v1/openid_connect/userinfo",
+    "production": "https://accounts.platform.intuit.com/v1/openid_connect/userinfo",
+}
+API_BASE_DEFAULTS = {
+    "sandbox": "https://sandbox-quickbooks.api.intuit.com",
+    "production": "https://quickbooks.api.intuit.com",
+}
+KNOWN_SCOPES = frozenset(
+    {
+        "com.intuit.quickbooks.accounting",
+        "com.intuit.quickbooks.payment",
+        "openid",
+        "profile",
+        "email",
+        "phone",
+        "address",
+    }
+)
+
+
+@dataclass(frozen=True)
+class IntuitEndpoints:
+    """Where Intuit (or the simulator) lives."""
+
+    environment: str
+    authorization: str
+    token: str
+    revocation: str
+    userinfo: str
+    jwks_uri: str
+    issuer: str
+    api_base_url: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be configured with. Built once per container."""
+
+    table_name: str
+    token_key_id: str
+    client_secret_id: str
+    intuit: IntuitEndpoints
+    scopes: tuple[str, ...] = ("com.intuit.quickbooks.accounting", "openid", "profile", "email")
+    allowed_extra_scopes: tuple[str, ...] = ("com.intuit.quickbooks.payment", "phone", "address")
+    connect_mode: str = "link"
+    allowed_return_urls: tuple[str, ...] = ()
+    public_base_url: str = ""
+    connect_link_ttl_seconds: int = 1800
+    state_ttl_seconds: int = 600
+    # Intuit HTTP behaviour: per-request timeout and how many attempts a transient failure gets.
+    intuit_timeout_seconds: float = 10.0
+    intuit_max_attempts: int = 3
+    intuit_backoff_base_seconds: float = 0.5
+    intuit_backoff_max_seconds: float = 8.0
+    # Refresh protocol.
+    lease_seconds: int = 0  # 0 = derived from the Intuit budget (see lease_duration)
+    lease_wait_seconds: float = 25.0
+    invalid_grant_window_seconds: int = 21600
+    invalid_grant_min_attempts: int = 3
+    access_token_refresh_margin_seconds: int = 300
+    last_used_write_interval_seconds: int = 300
+    # Sweep.
+    keep_alive_hours: int = 24
+    keep_warm_minutes: int = 60
+    due_shards: int = 16
+    refresh_queue_url: str = ""
+    # Events.
+    event_bus_name: str = "default"
+    emit_refreshed_events: bool = False
+    secret_max_age_seconds: int = 300
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def lease_duration(self) -> float:
+        """How long a refresh lease lives.
+
+        It must outlive the whole Intuit timeout-and-retry budget, so a holder that is still
+        working can never see its lease taken over: every attempt's timeout plus every backoff,
+        doubled for safety, plus a fixed margin for DynamoDB and KMS calls.
+        """
+        if self.lease_seconds:
+            return float(self.lease_seconds)
+        attempts = max(1, self.intuit_max_attempts)
+        budget = attempts * self.intuit_timeout_seconds + (attempts - 1) * (
+            self.intuit_backoff_max_seconds
+        )
+        return 2 * budget + 5.0
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests and the local stack use this)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _split(value: str, sep: str | None = None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(sep) if part.strip())
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from a mapping of env vars (``os.environ`` by default).
+
+    Fails with :class:`ConfigurationError` naming the variable, so a misconfigured deploy says
+    what is wrong instead of failing later with a KeyError.
+    """
+    env = os.environ if env is None else env
+    environment = env.get("INTUIT_ENVIRONMENT", "sandbox").strip() or "sandbox"
+    if environment not in ("sandbox", "production"):
+        raise ConfigurationError("INTUIT_ENVIRONMENT must be 'sandbox' or 'production'")
+
+    def url(name: str, default: str) -> str:
+        return (env.get(name) or default).strip().rstrip("/") if name != "INTUIT_ISSUER" else (
+            env.get(name) or default
+        ).strip()
+
+    endpoints = IntuitEndpoints(
+        environment=environment,
+        authorization=url("INTUIT_AUTHORIZATION_ENDPOINT", INTUIT_DEFAULTS[
+            "INTUIT_AUTHORIZATION_ENDPOINT"]),
+        token=url("INTUIT_TOKEN_ENDPOINT", INTUIT_DEFAULTS["INTUIT_TOKEN_ENDPOINT"]),
+        revocation=url("INTUIT_REVOCATION_ENDPOINT", INTUIT_DEFAULTS["INTUIT_REVOCATION_ENDPOINT"]),
+        userinfo=url("INTUIT_USERINFO_ENDPOINT", USERINFO_DEFAULTS[environment]),
+        jwks_uri=url("INTUIT_JWKS_URI", INTUIT_DEFAULTS["INTUIT_JWKS_URI"]),
+        issuer=url("INTUIT_ISSUER", INTUIT_DEFAULTS["INTUIT_ISSUER"]),
+        api_base_url=url("QUICKBOOKS_API_BASE_URL", API_BASE_DEFAULTS[environment]),
+    )
+
+    scopes = _split(env.get("SCOPES", "")) or Settings.scopes
+    extra_scopes = _split(env.get("ALLOWED_EXTRA_SCOPES", "")) or ()
+    unknown = sorted(set(scopes + extra_scopes) - KNOWN_SCOPES)
+    if unknown:
+        raise ConfigurationError(f"unknown Intuit scopes in SCOPES/ALLOWED_EXTRA_SCOPES: {unknown}")
+    connect_mode = env.get("CONNECT_MODE", "link").strip() or "link"
+    if connect_mode not in ("link", "open"):
+        raise ConfigurationError("CONNECT_MODE must be 'link' or 'open'")
+
+    return Settings(
+        table_name=env.get("TABLE_NAME", "").strip(),
+        token_key_id=env.get("TOKEN_KEY_ID", "").strip(),
+        client_secret_id=env.get("INTUIT_CLIENT_SECRET_ID", "").strip(),
+        intuit=endpoints,
+        scopes=scopes,
+        allowed_extra_scopes=extra_scopes,
+        connect_mode=connect_mode,
+        allowed_return_urls=_split(env.get("ALLOWED_RETURN_URLS", ""), ","),
+        public_base_url=env.get("PUBLIC_BASE_URL", "").strip().rstrip("/"),
+        connect_link_ttl_seconds=_int(env, "CONNECT_LINK_TTL_SECONDS", 1800),
+        state_ttl_seconds=_int(env, "STATE_TTL_SECONDS", 600),
+        intuit_timeout_seconds=_float(env, "INTUIT_TIMEOUT_SECONDS", 10.0),
+        intuit_max_attempts=_int(env, "INTUIT_MAX_ATTEMPTS", 3),
+        intuit_backoff_base_seconds=_float(env, "INTUIT_BACKOFF_BASE_SECONDS", 0.5),
+        intuit_backoff_max_seconds=_float(env, "INTUIT_BACKOFF_MAX_SECONDS", 8.0),
+        lease_seconds=_int(env, "REFRESH_LEASE_SECONDS", 0),
+        lease_wait_seconds=_float(env, "LEASE_WAIT_SECONDS", 25.0),
+        invalid_grant_window_seconds=_int(env, "INVALID_GRANT_WINDOW_SECONDS", 21600),
+        invalid_grant_min_attempts=_int(env, "INVALID_GRANT_MIN_ATTEMPTS", 3),
+        access_token_refresh_margin_seconds=_int(env, "ACCESS_TOKEN_REFRESH_MARGIN_SECONDS", 300),
+        last_used_write_interval_seconds=_int(env, "LAST_USED_WRITE_INTERVAL_SECONDS", 300),
+        keep_alive_hours=_int(env, "KEEP_ALIVE_HOURS", 24),
+        keep_warm_minutes=_int(env, "KEEP_WARM_MINUTES", 60),
+        due_shards=_int(env, "DUE_SHARDS", 16),
+        refresh_queue_url=env.get("REFRESH_QUEUE_URL", "").strip(),
+        event_bus_name=env.get("EVENT_BUS_NAME", "default").strip() or "default",
+        emit_refreshed_events=env.get("EMIT_REFRESHED_EVENTS", "false").strip().lower() == "true",
+        secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", 300),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The container's settings, built on first use and then reused."""
+    return load_settings()

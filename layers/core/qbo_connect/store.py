@@ -1,0 +1,698 @@
+"""DynamoDB access: the only module that touches ConnectionsTable.
+
+Every write that changes a connection is a conditional write; a failed condition becomes a
+named domain exception (``errors.StoreConflict`` subclasses), never a silent overwrite. There is
+no read-modify-write without a condition anywhere in here.
+
+Item shapes (single table, ``pk``/``sk``):
+
+- Connection: ``pk = "REALM#<realm_id>"``, ``sk = "CONNECTION"``. Carries ``tenant_id`` and
+  ``realm_id`` (TenantIndex), ``version`` (bumped by every token write), the wrapped data key,
+  the sealed tokens, their expiry times, the refresh lease (``lease_owner``, ``lease_until``),
+  invalid_grant bookkeeping, and, while active, ``due_shard``/``due_at`` (DueIndex, sparse).
+- OAuth state: ``pk = "STATE#<sha256>"``; connect link: ``pk = "LINK#<sha256>"``; both with
+  ``sk`` = the kind, an ``expires_at`` checked on read (moto and DynamoDB TTL are lazy) and
+  ``ttl`` for DynamoDB to clean up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import Binary
+from botocore.exceptions import ClientError
+
+from qbo_connect.errors import (
+    AlreadyConsumed,
+    AlreadyExists,
+    LeaseHeld,
+    LeaseLost,
+    NotFound,
+    StoreConflict,
+    VersionConflict,
+)
+
+CONNECTION_SK = "CONNECTION"
+STATUS_ACTIVE = "active"
+STATUS_NEEDS_REAUTHORIZATION = "needs_reauthorization"
+STATUS_DISCONNECTED = "disconnected"
+
+TENANT_INDEX = "TenantIndex"
+DUE_INDEX = "DueIndex"
+
+# Attributes that hold token material; never returned as metadata, removed on disconnect.
+TOKEN_ATTRIBUTES = (
+    "data_key",
+    "access_token_enc",
+    "refresh_token_enc",
+    "previous_refresh_token_enc",
+)
+
+
+def connection_key(realm_id: str) -> dict[str, str]:
+    return {"pk": f"REALM#{realm_id}", "sk": CONNECTION_SK}
+
+
+def due_shard_for(realm_id: str, shards: int) -> str:
+    """A stable shard per realm, so writes to DueIndex spread over ``shards`` partitions."""
+    digest = hashlib.sha256(realm_id.encode()).digest()
+    return f"DUE#{int.from_bytes(digest[:4], 'big') % max(1, shards):02d}"
+
+
+def _num(value: float | int) -> Decimal:
+    return Decimal(str(round(float(value), 3)))
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Binary):
+        return bytes(value.value)
+    if isinstance(value, list):
+        return [_to_python(v) for v in value]
+    if isinstance(value, set):
+        return {_to_python(v) for v in value}
+    if isinstance(value, dict):
+        return {k: _to_python(v) for k, v in value.items()}
+    return value
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str | bytes | Decimal):
+        return value
+    if isinstance(value, int | float):
+        return _num(value)
+    if isinstance(value, list | tuple):
+        return [_to_dynamo(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items()}
+    return value
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+@dataclass
+class Connection:
+    """A connection item as the code sees it (numbers as float/int, binaries as bytes)."""
+
+    realm_id: str
+    tenant_id: str
+    environment: str
+    status: str
+    version: int
+    scopes: tuple[str, ...] = ()
+    company_name: str | None = None
+    connected_at: str | None = None
+    updated_at: str | None = None
+    data_key: bytes | None = field(default=None, repr=False)
+    access_token_enc: bytes | None = field(default=None, repr=False)
+    refresh_token_enc: bytes | None = field(default=None, repr=False)
+    previous_refresh_token_enc: bytes | None = field(default=None, repr=False)
+    access_expires_at: float = 0.0
+    refresh_expires_at: float = 0.0
+    refresh_hard_expires_at: float | None = None
+    last_refreshed_at: float = 0.0
+    last_used_at: float | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    invalid_grant_first_at: float | None = None
+    invalid_grant_count: int = 0
+    last_error: str | None = None
+    reauth_reason: str | None = None
+    due_at: float | None = None
+    expiring_notified: tuple[int, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Connection:
+        data = _to_python(dict(item))
+        return cls(
+            realm_id=data["realm_id"],
+            tenant_id=data.get("tenant_id", ""),
+            environment=data.get("environment", ""),
+            status=data.get("status", STATUS_ACTIVE),
+            version=int(data.get("version", 0)),
+            scopes=tuple(data.get("scopes") or ()),
+            company_name=data.get("company_name"),
+            connected_at=data.get("connected_at"),
+            updated_at=data.get("updated_at"),
+            data_key=data.get("data_key"),
+            access_token_enc=data.get("access_token_enc"),
+            refresh_token_enc=data.get("refresh_token_enc"),
+            previous_refresh_token_enc=data.get("previous_refresh_token_enc"),
+            access_expires_at=float(data.get("access_expires_at") or 0),
+            refresh_expires_at=float(data.get("refresh_expires_at") or 0),
+            refresh_hard_expires_at=data.get("refresh_hard_expires_at"),
+            last_refreshed_at=float(data.get("last_refreshed_at") or 0),
+            last_used_at=data.get("last_used_at"),
+            lease_owner=data.get("lease_owner"),
+            lease_until=data.get("lease_until"),
+            invalid_grant_first_at=data.get("invalid_grant_first_at"),
+            invalid_grant_count=int(data.get("invalid_grant_count") or 0),
+            last_error=data.get("last_error"),
+            reauth_reason=data.get("reauth_reason"),
+            due_at=data.get("due_at"),
+            expiring_notified=tuple(sorted(int(x) for x in data.get("expiring_notified") or ())),
+            raw=data,
+        )
+
+    def has_live_lease(self, now: float) -> bool:
+        return bool(self.lease_owner) and (self.lease_until or 0) > now
+
+    def metadata(self) -> dict[str, Any]:
+        """What callers may see about a connection: never token material."""
+        return {
+            "realm_id": self.realm_id,
+            "tenant_id": self.tenant_id,
+            "environment": self.environment,
+            "status": self.status,
+            "scopes": list(self.scopes),
+            "company_name": self.company_name,
+            "connected_at": self.connected_at,
+            "updated_at": self.updated_at,
+            "access_expires_at": _iso(self.access_expires_at) if self.access_expires_at else None,
+            "refresh_expires_at": (
+                _iso(self.refresh_expires_at) if self.refresh_expires_at else None
+            ),
+            "refresh_hard_expires_at": (
+                _iso(self.refresh_hard_expires_at) if self.refresh_hard_expires_at else None
+            ),
+            "last_refreshed_at": _iso(self.last_refreshed_at) if self.last_refreshed_at else None,
+            "last_used_at": _iso(self.last_used_at) if self.last_used_at else None,
+            "reauth_reason": self.reauth_reason,
+        }
+
+
+@dataclass(frozen=True)
+class SealedTokens:
+    """Token material ready to be written: sealed bytes and expiry times."""
+
+    data_key: bytes = field(repr=False)
+    access_token_enc: bytes = field(repr=False)
+    refresh_token_enc: bytes = field(repr=False)
+    access_expires_at: float
+    refresh_expires_at: float
+    refresh_hard_expires_at: float | None = None
+    previous_refresh_token_enc: bytes | None = field(default=None, repr=False)
+
+    def attributes(self) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "data_key": self.data_key,
+            "access_token_enc": self.access_token_enc,
+            "refresh_token_enc": self.refresh_token_enc,
+            "access_expires_at": self.access_expires_at,
+            "refresh_expires_at": self.refresh_expires_at,
+        }
+        if self.refresh_hard_expires_at is not None:
+            attrs["refresh_hard_expires_at"] = self.refresh_hard_expires_at
+        if self.previous_refresh_token_enc is not None:
+            attrs["previous_refresh_token_enc"] = self.previous_refresh_token_enc
+        return attrs
+
+
+class _Update:
+    """Builds one UpdateExpression with placeholders, so callers never concatenate names."""
+
+    def __init__(self) -> None:
+        self.sets: list[str] = []
+        self.removes: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def name(self, attr: str) -> str:
+        placeholder = f"#{attr}"
+        self.names[placeholder] = attr
+        return placeholder
+
+    def value(self, label: str, value: Any) -> str:
+        placeholder = f":{label}"
+        self.values[placeholder] = _to_dynamo(value)
+        return placeholder
+
+    def set(self, attr: str, value: Any) -> _Update:
+        self.sets.append(f"{self.name(attr)} = {self.value('v_' + attr, value)}")
+        return self
+
+    def set_many(self, attrs: Mapping[str, Any]) -> _Update:
+        for attr, value in attrs.items():
+            if value is None:
+                self.remove(attr)
+            else:
+                self.set(attr, value)
+        return self
+
+    def set_expr(self, expr: str) -> _Update:
+        self.sets.append(expr)
+        return self
+
+    def remove(self, *attrs: str) -> _Update:
+        self.removes.extend(self.name(a) for a in attrs)
+        return self
+
+    def expression(self) -> str:
+        parts = []
+        if self.sets:
+            parts.append("SET " + ", ".join(self.sets))
+        if self.removes:
+            parts.append("REMOVE " + ", ".join(dict.fromkeys(self.removes)))
+        return " ".join(parts)
+
+
+class Store:
+    """Conditional reads and writes of ConnectionsTable."""
+
+    def __init__(self, table: Any, *, due_shards: int = 16) -> None:
+        self.table = table
+        self.due_shards = due_shards
+
+    @classmethod
+    def from_name(cls, table_name: str, *, due_shards: int = 16, resource: Any = None) -> Store:
+        import boto3
+
+        dynamodb = resource or boto3.resource("dynamodb")
+        return cls(dynamodb.Table(table_name), due_shards=due_shards)
+
+    # ----- helpers ---------------------------------------------------------------------------
+
+    def _update(
+        self,
+        key: Mapping[str, str],
+        update: _Update,
+        condition: str,
+        on_fail: type[StoreConflict],
+        *,
+        return_values: str = "ALL_NEW",
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "Key": dict(key),
+            "UpdateExpression": update.expression(),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": update.names,
+            "ReturnValues": return_values,
+        }
+        if update.values:
+            kwargs["ExpressionAttributeValues"] = update.values
+        try:
+            response = self.table.update_item(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise on_fail(f"condition failed on {key['pk'].split('#')[0]} item") from None
+            raise
+        return dict(response.get("Attributes") or {})
+
+    # ----- connections: reads ----------------------------------------------------------------
+
+    def get_connection(self, realm_id: str, *, consistent: bool = True) -> Connection | None:
+        response = self.table.get_item(Key=connection_key(realm_id), ConsistentRead=consistent)
+        item = response.get("Item")
+        return Connection.from_item(item) if item else None
+
+    def list_connections(
+        self, tenant_id: str, *, limit: int = 50, cursor: Mapping[str, Any] | None = None
+    ) -> tuple[list[Connection], dict[str, Any] | None]:
+        """One page of a tenant's connections through TenantIndex (never a Scan)."""
+        kwargs: dict[str, Any] = {
+            "IndexName": TENANT_INDEX,
+            "KeyConditionExpression": "tenant_id = :t",
+            "ExpressionAttributeValues": {":t": tenant_id},
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = dict(cursor)
+        response = self.table.query(**kwargs)
+        items = [Connection.from_item(i) for i in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        return items, (_to_python(last) if last else None)
+
+    def query_due(
+        self,
+        shard: str,
+        now: float,
+        *,
+        limit: int = 100,
+        cursor: Mapping[str, Any] | None = None,
+    ) -> tuple[list[str], dict[str, Any] | None]:
+        """Realm ids whose due_at <= now in one DueIndex shard, oldest first."""
+        kwargs: dict[str, Any] = {
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": "due_shard = :s AND due_at <= :now",
+            "ExpressionAttributeValues": {":s": shard, ":now": _num(now)},
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = _to_dynamo(dict(cursor))
+        response = self.table.query(**kwargs)
+        realms = [item["pk"].split("#", 1)[1] for item in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        return realms, (_to_python(last) if last else None)
+
+    # ----- connections: writes ---------------------------------------------------------------
+
+    def create_connection(
+        self,
+        *,
+        realm_id: str,
+        tenant_id: str,
+        environment: str,
+        scopes: Iterable[str],
+        tokens: SealedTokens,
+        now: float,
+        company_name: str | None = None,
+        due_at: float | None = None,
+    ) -> Connection:
+        """Store a brand-new connection; fails with AlreadyExists if the realm is stored."""
+        item: dict[str, Any] = {
+            **connection_key(realm_id),
+            "realm_id": realm_id,
+            "tenant_id": tenant_id,
+            "environment": environment,
+            "status": STATUS_ACTIVE,
+            "version": 1,
+            "scopes": sorted(set(scopes)),
+            "connected_at": _iso(now),
+            "updated_at": _iso(now),
+            "last_refreshed_at": now,
+            **tokens.attributes(),
+        }
+        if company_name:
+            item["company_name"] = company_name
+        if due_at is not None:
+            item["due_shard"] = due_shard_for(realm_id, self.due_shards)
+            item["due_at"] = due_at
+        try:
+            self.table.put_item(
+                Item=_to_dynamo(item), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise AlreadyExists(f"realm {realm_id} is already stored") from None
+            raise
+        return Connection.from_item(item)
+
+    def reconnect_connection(
+        self,
+        *,
+        realm_id: str,
+        tenant_id: str,
+        seen_version: int,
+        environment: str,
+        scopes: Iterable[str],
+        tokens: SealedTokens,
+        now: float,
+        company_name: str | None = None,
+        due_at: float | None = None,
+    ) -> Connection:
+        """Replace a connection's tokens in place after the same tenant re-authorised.
+
+        Conditioned on the tenant (a realm held by another tenant is never taken over) and on
+        the version seen (a concurrent write wins and we re-read). Clears any lease, dead
+        status and invalid_grant history: the user just proved the grant is alive.
+        """
+        update = _Update()
+        update.set_many(
+            {
+                "status": STATUS_ACTIVE,
+                "environment": environment,
+                "scopes": sorted(set(scopes)),
+                "updated_at": _iso(now),
+                "reconnected_at": _iso(now),
+                "last_refreshed_at": now,
+                **({"company_name": company_name} if company_name else {}),
+                **tokens.attributes(),
+            }
+        )
+        if tokens.previous_refresh_token_enc is None:
+            update.remove("previous_refresh_token_enc")
+        if tokens.refresh_hard_expires_at is None:
+            update.remove("refresh_hard_expires_at")
+        update.set_expr(f"#version = {update.value('next', seen_version + 1)}")
+        update.name("version")
+        if due_at is not None:
+            update.set("due_shard", due_shard_for(realm_id, self.due_shards))
+            update.set("due_at", due_at)
+        update.remove(
+            "lease_owner",
+            "lease_until",
+            "invalid_grant_first_at",
+            "invalid_grant_count",
+            "last_error",
+            "reauth_reason",
+            "disconnected_at",
+            "expiring_notified",
+        )
+        condition = (
+            f"attribute_exists(pk) AND {update.name('tenant_id')} = {update.value('t', tenant_id)}"
+            f" AND #version = {update.value('seen', seen_version)}"
+        )
+        attrs = self._update(connection_key(realm_id), update, condition, VersionConflict)
+        return Connection.from_item(attrs)
+
+    def acquire_lease(
+        self, realm_id: str, *, seen_version: int, owner: str, now: float, until: float
+    ) -> Connection:
+        """Take the refresh lease: only on the version we read and only if no lease is live."""
+        update = _Update().set("lease_owner", owner).set("lease_until", until)
+        condition = (
+            f"#version = {update.value('seen', seen_version)}"
+            f" AND #status = {update.value('active', STATUS_ACTIVE)}"
+            f" AND (attribute_not_exists(#lease_until) OR #lease_until < {update.value('now', now)})"
+        )
+        update.name("version")
+        update.name("status")
+        return Connection.from_item(
+            self._update(connection_key(realm_id), update, condition, LeaseHeld)
+        )
+
+    def commit_refresh(
+        self,
+        realm_id: str,
+        *,
+        seen_version: int,
+        owner: str,
+        tokens: SealedTokens,
+        now: float,
+        due_at: float | None,
+    ) -> Connection:
+        """Write rotated tokens: version + 1, lease released, invalid_grant history cleared.
+
+        Conditioned on the version we leased and on still owning the lease, so a holder whose
+        lease was taken over can never overwrite newer tokens.
+        """
+        update = _Update()
+        update.set_many(
+            {**tokens.attributes(), "last_refreshed_at": now, "updated_at": _iso(now)}
+        )
+        update.set_expr(f"#version = {update.value('next', seen_version + 1)}")
+        update.name("version")
+        if due_at is not None:
+            update.set("due_shard", due_shard_for(realm_id, self.due_shards))
+            update.set("due_at", due_at)
+        update.remove(
+            "lease_owner", "lease_until", "invalid_grant_first_at", "invalid_grant_count",
+            "last_error",
+        )
+        condition = (
+            f"#version = {update.value('seen', seen_version)}"
+            f" AND #lease_owner = {update.value('me', owner)}"
+        )
+        update.name("lease_owner")
+        return Connection.from_item(
+            self._update(connection_key(realm_id), update, condition, LeaseLost)
+        )
+
+    def release_lease(
+        self,
+        realm_id: str,
+        *,
+        owner: str,
+        now: float,
+        error: str | None = None,
+        invalid_grant: bool = False,
+    ) -> Connection:
+        """Give the lease back without touching tokens, recording why the refresh failed."""
+        update = _Update().remove("lease_owner", "lease_until")
+        update.set("updated_at", _iso(now))
+        if error:
+            update.set("last_error", error)
+        if invalid_grant:
+            update.set_expr(
+                f"#invalid_grant_first_at = if_not_exists(#invalid_grant_first_at, "
+                f"{update.value('now', now)})"
+            )
+            update.set_expr(
+                f"#invalid_grant_count = if_not_exists(#invalid_grant_count, "
+                f"{update.value('zero', 0)}) + {update.value('one', 1)}"
+            )
+            update.name("invalid_grant_first_at")
+            update.name("invalid_grant_count")
+        condition = f"#lease_owner = {update.value('me', owner)}"
+        return Connection.from_item(
+            self._update(connection_key(realm_id), update, condition, LeaseLost)
+        )
+
+    def mark_needs_reauthorization(
+        self, realm_id: str, *, seen_version: int, owner: str, reason: str, now: float
+    ) -> Connection:
+        """Declare the grant dead. Succeeds for exactly one caller, who emits the one event."""
+        update = _Update().set_many(
+            {
+                "status": STATUS_NEEDS_REAUTHORIZATION,
+                "reauth_reason": reason,
+                "updated_at": _iso(now),
+            }
+        )
+        update.remove("lease_owner", "lease_until", "due_shard", "due_at")
+        condition = (
+            f"#version = {update.value('seen', seen_version)}"
+            f" AND #lease_owner = {update.value('me', owner)}"
+            f" AND #status = {update.value('active', STATUS_ACTIVE)}"
+        )
+        update.name("version")
+        update.name("lease_owner")
+        return Connection.from_item(
+            self._update(connection_key(realm_id), update, condition, LeaseLost)
+        )
+
+    def disconnect(self, realm_id: str, *, now: float) -> Connection:
+        """Mark disconnected and delete the token material; returns the item as it was before."""
+        update = _Update().set_many(
+            {
+                "status": STATUS_DISCONNECTED,
+                "disconnected_at": _iso(now),
+                "updated_at": _iso(now),
+            }
+        )
+        update.set_expr(f"#version = #version + {update.value('one', 1)}")
+        update.name("version")
+        update.remove(
+            *TOKEN_ATTRIBUTES, "lease_owner", "lease_until", "due_shard", "due_at",
+            "invalid_grant_first_at", "invalid_grant_count",
+        )
+        condition = (
+            f"attribute_exists(pk) AND #status <> {update.value('gone', STATUS_DISCONNECTED)}"
+        )
+        update.name("status")
+        attrs = self._update(
+            connection_key(realm_id), update, condition, NotFound, return_values="ALL_OLD"
+        )
+        return Connection.from_item(attrs)
+
+    def touch_last_used(
+        self, realm_id: str, *, now: float, min_interval: float, due_at: float | None = None
+    ) -> bool:
+        """Record a read at most once per ``min_interval`` (a conditional no-op otherwise).
+
+        Returns True when it wrote. A skipped write costs nothing but the failed condition.
+        """
+        update = _Update().set("last_used_at", now)
+        if due_at is not None:
+            update.set("due_at", due_at)
+        condition = (
+            f"#status = {update.value('active', STATUS_ACTIVE)} AND "
+            f"(attribute_not_exists(#last_used_at) OR #last_used_at < "
+            f"{update.value('threshold', now - min_interval)})"
+        )
+        update.name("status")
+        try:
+            self._update(connection_key(realm_id), update, condition, StoreConflict,
+                         return_values="NONE")
+        except StoreConflict:
+            return False
+        return True
+
+    def set_due(self, realm_id: str, *, seen_version: int, due_at: float) -> None:
+        """Reschedule an active connection's next sweep visit (conditioned on its version)."""
+        update = _Update().set("due_shard", due_shard_for(realm_id, self.due_shards))
+        update.set("due_at", due_at)
+        condition = (
+            f"#version = {update.value('seen', seen_version)}"
+            f" AND #status = {update.value('active', STATUS_ACTIVE)}"
+        )
+        update.name("version")
+        update.name("status")
+        self._update(connection_key(realm_id), update, condition, VersionConflict,
+                     return_values="NONE")
+
+    def mark_expiring_notified(self, realm_id: str, *, days: int) -> bool:
+        """Record that the ``days``-before-hard-expiry event went out; True only the first time."""
+        update = _Update()
+        update.set_expr(
+            f"#expiring_notified = list_append(if_not_exists(#expiring_notified, "
+            f"{update.value('empty', [])}), {update.value('d', [days])})"
+        )
+        update.name("expiring_notified")
+        condition = (
+            f"attribute_exists(pk) AND NOT contains(#expiring_notified, {update.value('day', days)})"
+        )
+        try:
+            self._update(connection_key(realm_id), update, condition, StoreConflict,
+                         return_values="NONE")
+        except StoreConflict:
+            return False
+        return True
+
+    # ----- single-use items: OAuth state and connect links -----------------------------------
+
+    @staticmethod
+    def hash_secret(value: str) -> str:
+        """Single-use secrets are stored only as their SHA-256."""
+        return hashlib.sha256(value.encode()).hexdigest()
+
+    def put_single_use(
+        self, kind: str, secret: str, attributes: Mapping[str, Any], *, expires_at: float
+    ) -> None:
+        item = {
+            "pk": f"{kind}#{self.hash_secret(secret)}",
+            "sk": kind,
+            **attributes,
+            "expires_at": expires_at,
+            "ttl": int(expires_at) + 3600,
+        }
+        try:
+            self.table.put_item(
+                Item=_to_dynamo(item), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise AlreadyExists(f"{kind} collision") from None
+            raise
+
+    def get_single_use(self, kind: str, secret: str, *, now: float) -> dict[str, Any] | None:
+        """Read without consuming; None when unknown, used or expired (TTL is lazy)."""
+        response = self.table.get_item(
+            Key={"pk": f"{kind}#{self.hash_secret(secret)}", "sk": kind}, ConsistentRead=True
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        data = _to_python(item)
+        if data.get("used_at") or float(data.get("expires_at", 0)) <= now:
+            return None
+        return data
+
+    def consume_single_use(self, kind: str, secret: str, *, now: float) -> dict[str, Any]:
+        """Use a single-use item exactly once: a conditional write that only one caller wins.
+
+        The item is kept (marked used) rather than deleted so a replay can be told apart from
+        an unknown value in logs; the TTL removes it later.
+        """
+        update = _Update().set("used_at", now)
+        condition = (
+            f"attribute_exists(pk) AND attribute_not_exists(#used_at)"
+            f" AND #expires_at > {update.value('now', now)}"
+        )
+        update.name("expires_at")
+        attrs = self._update(
+            {"pk": f"{kind}#{self.hash_secret(secret)}", "sk": kind},
+            update,
+            condition,
+            AlreadyConsumed,
+        )
+        return _to_python(attrs)
