@@ -1,2 +1,47 @@
-def lambda_handler(event, context):
-    return {}
+"""ConnectionsFunction: connect links and connection management (direct invoke only).
+
+Actions: create_connect_link, list_connections, get_connection, refresh, import_connection,
+disconnect. See README "Invoke contracts".
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from qbo_connect import runtime
+from qbo_connect.connections import ConnectionsService
+from qbo_connect.errors import InvalidRequest
+from qbo_connect.invoke import require_object, respond
+from qbo_connect.telemetry import logger, metrics, tracer
+
+
+def _create_connect_link(payload: Mapping[str, Any]) -> dict[str, Any]:
+    from qbo_connect import connect_flow
+
+    return connect_flow.create_connect_link_action(payload)
+
+
+def _dispatch(event: Any) -> Mapping[str, Any]:
+    payload = require_object(event)
+    action = payload.get("action")
+    service = ConnectionsService(runtime.vault())
+    actions: dict[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]] = {
+        "create_connect_link": _create_connect_link,
+        "list_connections": service.list_connections,
+        "get_connection": service.get_connection,
+        "refresh": service.refresh,
+        "import_connection": service.import_connection,
+        "disconnect": service.disconnect,
+    }
+    if not isinstance(action, str) or action not in actions:
+        raise InvalidRequest(f"action must be one of: {', '.join(sorted(actions))}")
+    logger.append_keys(action=action)
+    return actions[action](payload)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    return respond(lambda: _dispatch(event))

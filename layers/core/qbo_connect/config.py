@@ -153,14 +153,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError("INTUIT_ENVIRONMENT must be 'sandbox' or 'production'")
 
     def url(name: str, default: str) -> str:
-        return (env.get(name) or default).strip().rstrip("/") if name != "INTUIT_ISSUER" else (
-            env.get(name) or default
-        ).strip()
+        return (
+            (env.get(name) or default).strip().rstrip("/")
+            if name != "INTUIT_ISSUER"
+            else (env.get(name) or default).strip()
+        )
 
     endpoints = IntuitEndpoints(
         environment=environment,
-        authorization=url("INTUIT_AUTHORIZATION_ENDPOINT", INTUIT_DEFAULTS[
-            "INTUIT_AUTHORIZATION_ENDPOINT"]),
+        authorization=url(
+            "INTUIT_AUTHORIZATION_ENDPOINT", INTUIT_DEFAULTS["INTUIT_AUTHORIZATION_ENDPOINT"]
+        ),
         token=url("INTUIT_TOKEN_ENDPOINT", INTUIT_DEFAULTS["INTUIT_TOKEN_ENDPOINT"]),
         revocation=url("INTUIT_REVOCATION_ENDPOINT", INTUIT_DEFAULTS["INTUIT_REVOCATION_ENDPOINT"]),
         userinfo=url("INTUIT_USERINFO_ENDPOINT", USERINFO_DEFAULTS[environment]),

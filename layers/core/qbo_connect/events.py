@@ -62,7 +62,7 @@ class EventPublisher:
                     }
                 ]
             )
-        except Exception:  # noqa: BLE001 - best effort by design, see module docstring
+        except Exception:
             logger.exception("lifecycle event not published", extra={"detail_type": detail_type})
             return False
         if response.get("FailedEntryCount"):

@@ -462,7 +462,8 @@ class Store:
         condition = (
             f"#version = {update.value('seen', seen_version)}"
             f" AND #status = {update.value('active', STATUS_ACTIVE)}"
-            f" AND (attribute_not_exists(#lease_until) OR #lease_until < {update.value('now', now)})"
+            " AND (attribute_not_exists(#lease_until)"
+            f" OR #lease_until < {update.value('now', now)})"
         )
         update.name("version")
         update.name("status")
@@ -486,16 +487,17 @@ class Store:
         lease was taken over can never overwrite newer tokens.
         """
         update = _Update()
-        update.set_many(
-            {**tokens.attributes(), "last_refreshed_at": now, "updated_at": _iso(now)}
-        )
+        update.set_many({**tokens.attributes(), "last_refreshed_at": now, "updated_at": _iso(now)})
         update.set_expr(f"#version = {update.value('next', seen_version + 1)}")
         update.name("version")
         if due_at is not None:
             update.set("due_shard", due_shard_for(realm_id, self.due_shards))
             update.set("due_at", due_at)
         update.remove(
-            "lease_owner", "lease_until", "invalid_grant_first_at", "invalid_grant_count",
+            "lease_owner",
+            "lease_until",
+            "invalid_grant_first_at",
+            "invalid_grant_count",
             "last_error",
         )
         condition = (
@@ -572,8 +574,13 @@ class Store:
         update.set_expr(f"#version = #version + {update.value('one', 1)}")
         update.name("version")
         update.remove(
-            *TOKEN_ATTRIBUTES, "lease_owner", "lease_until", "due_shard", "due_at",
-            "invalid_grant_first_at", "invalid_grant_count",
+            *TOKEN_ATTRIBUTES,
+            "lease_owner",
+            "lease_until",
+            "due_shard",
+            "due_at",
+            "invalid_grant_first_at",
+            "invalid_grant_count",
         )
         condition = (
             f"attribute_exists(pk) AND #status <> {update.value('gone', STATUS_DISCONNECTED)}"
@@ -601,8 +608,9 @@ class Store:
         )
         update.name("status")
         try:
-            self._update(connection_key(realm_id), update, condition, StoreConflict,
-                         return_values="NONE")
+            self._update(
+                connection_key(realm_id), update, condition, StoreConflict, return_values="NONE"
+            )
         except StoreConflict:
             return False
         return True
@@ -617,8 +625,9 @@ class Store:
         )
         update.name("version")
         update.name("status")
-        self._update(connection_key(realm_id), update, condition, VersionConflict,
-                     return_values="NONE")
+        self._update(
+            connection_key(realm_id), update, condition, VersionConflict, return_values="NONE"
+        )
 
     def mark_expiring_notified(self, realm_id: str, *, days: int) -> bool:
         """Record that the ``days``-before-hard-expiry event went out; True only the first time."""
@@ -628,12 +637,12 @@ class Store:
             f"{update.value('empty', [])}), {update.value('d', [days])})"
         )
         update.name("expiring_notified")
-        condition = (
-            f"attribute_exists(pk) AND NOT contains(#expiring_notified, {update.value('day', days)})"
-        )
+        day = update.value("day", days)
+        condition = f"attribute_exists(pk) AND NOT contains(#expiring_notified, {day})"
         try:
-            self._update(connection_key(realm_id), update, condition, StoreConflict,
-                         return_values="NONE")
+            self._update(
+                connection_key(realm_id), update, condition, StoreConflict, return_values="NONE"
+            )
         except StoreConflict:
             return False
         return True

@@ -158,6 +158,17 @@ class TokenVault:
             expiring_notified=conn.expiring_notified,
         )
 
+    def due_at_for_new(self, sealed: SealedTokens, now: float) -> float:
+        """Due time of a connection whose tokens were just obtained."""
+        return next_due_at(
+            settings=self.settings,
+            now=now,
+            last_refreshed_at=now,
+            access_expires_at=sealed.access_expires_at,
+            last_used_at=None,
+            refresh_hard_expires_at=sealed.refresh_hard_expires_at,
+        )
+
     # ----- get_token -------------------------------------------------------------------------
 
     def get_token(self, realm_id: str, min_valid_seconds: int = 300) -> AccessToken:
@@ -195,7 +206,7 @@ class TokenVault:
             self.store.touch_last_used(
                 conn.realm_id, now=now, min_interval=interval, due_at=self.due_at_for(conn, now)
             )
-        except Exception:  # noqa: BLE001 - bookkeeping must never fail a token read
+        except Exception:
             logger.warning("last_used_at not recorded", extra={"realm_id": conn.realm_id})
 
     # ----- refresh ---------------------------------------------------------------------------
@@ -295,8 +306,10 @@ class TokenVault:
             if latest is not None and (
                 latest.version != conn.version or latest.refresh_token_enc != conn.refresh_token_enc
             ):
-                logger.info("invalid_grant but a newer token is stored; retrying with it",
-                            extra={"realm_id": realm_id})
+                logger.info(
+                    "invalid_grant but a newer token is stored; retrying with it",
+                    extra={"realm_id": realm_id},
+                )
                 return None
             return self._on_invalid_grant(conn, owner, exc)
         except IntuitTransientError as exc:
@@ -361,11 +374,15 @@ class TokenVault:
             )
         return committed
 
-    def _release(self, conn: Connection, owner: str, *, error: str, invalid_grant: bool = False
-                 ) -> None:
+    def _release(
+        self, conn: Connection, owner: str, *, error: str, invalid_grant: bool = False
+    ) -> None:
         try:
             self.store.release_lease(
-                conn.realm_id, owner=owner, now=self._clock(), error=error,
+                conn.realm_id,
+                owner=owner,
+                now=self._clock(),
+                error=error,
                 invalid_grant=invalid_grant,
             )
         except LeaseLost:
@@ -394,8 +411,12 @@ class TokenVault:
                 return self._reread(realm_id)
             logger.warning(
                 "connection needs reauthorization",
-                extra={"realm_id": realm_id, "reason": reason, "attempts": attempts,
-                       "intuit_tid": exc.intuit_tid},
+                extra={
+                    "realm_id": realm_id,
+                    "reason": reason,
+                    "attempts": attempts,
+                    "intuit_tid": exc.intuit_tid,
+                },
             )
             if self.events:
                 self.events.publish(

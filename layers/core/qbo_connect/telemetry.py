@@ -1,0 +1,35 @@
+"""Powertools Logger/Tracer/Metrics shared by every handler.
+
+One Metrics instance per container (Powertools keeps metrics in a shared registry); the
+handlers wrap themselves with ``metrics.log_metrics`` so metrics flush once per invocation as
+EMF lines. Refresh outcomes are recorded here through the vault's observer hooks, so the
+refresh protocol itself stays free of telemetry concerns.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from qbo_connect.store import Connection
+from qbo_connect.tokens import RefreshObserver
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+FAILURE_CLASSES = ("invalid_grant", "transient", "invalid_client", "lease_lost", "other")
+
+
+def refresh_observer() -> RefreshObserver:
+    def on_refreshed(conn: Connection) -> None:
+        metrics.add_metric(name="RefreshSucceeded", unit=MetricUnit.Count, value=1)
+
+    def on_failed(realm_id: str, failure_class: str) -> None:
+        metrics.add_metric(name="RefreshFailed", unit=MetricUnit.Count, value=1)
+        # One metric per class: EMF dimensions would apply to every metric in the flush.
+        cls = failure_class if failure_class in FAILURE_CLASSES else "other"
+        name = "InvalidGrant" if cls == "invalid_grant" else f"RefreshFailed_{cls}"
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+    return RefreshObserver(on_refreshed=on_refreshed, on_failed=on_failed)

@@ -1,0 +1,61 @@
+"""Input validation shared by the invoke actions and the HTTP routes.
+
+Identifiers are checked against tight patterns before they reach DynamoDB keys, log lines or
+pages, so a malformed value is refused early with a clear ``invalid_request`` and nothing is
+written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from qbo_connect.errors import InvalidRequest
+
+REALM_ID = re.compile(r"^[0-9]{1,32}$")
+TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+
+
+def require_str(payload: Mapping[str, Any], name: str, *, max_length: int = 4096) -> str:
+    value = payload.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"{name} is required and must be a non-empty string")
+    if len(value) > max_length:
+        raise InvalidRequest(f"{name} is too long")
+    return value.strip()
+
+
+def optional_str(payload: Mapping[str, Any], name: str, *, max_length: int = 4096) -> str | None:
+    if payload.get(name) is None:
+        return None
+    return require_str(payload, name, max_length=max_length)
+
+
+def realm_id(payload: Mapping[str, Any]) -> str:
+    value = require_str(payload, "realm_id", max_length=32)
+    if not REALM_ID.match(value):
+        raise InvalidRequest("realm_id must be the numeric QuickBooks company id")
+    return value
+
+
+def tenant_id(payload: Mapping[str, Any], name: str = "tenant_id") -> str:
+    value = require_str(payload, name, max_length=128)
+    if not TENANT_ID.match(value):
+        raise InvalidRequest(
+            f"{name} must be 1-128 characters: letters, digits and . _ : @ / + = -"
+        )
+    return value
+
+
+def optional_int(
+    payload: Mapping[str, Any], name: str, *, default: int, minimum: int, maximum: int
+) -> int:
+    value = payload.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{name} must be an integer")
+    if not minimum <= value <= maximum:
+        raise InvalidRequest(f"{name} must be between {minimum} and {maximum}")
+    return value

@@ -1,0 +1,65 @@
+"""Fixtures shared by the whole suite.
+
+Fast tests use moto's in-process ``mock_aws`` for AWS (with the table built from template.yaml's
+own properties, so tests cannot drift from the deploy) and the Intuit simulator over real HTTP
+on loopback. Integration tests start the local stack in a subprocess (tests/helpers).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Never talk to a real AWS account from tests, whatever the developer's shell holds.
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_name, None)
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "qbo-connect")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "QboConnect")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+
+
+@pytest.fixture(scope="session")
+def template() -> dict:
+    from devstack.template import load_template
+
+    return load_template(REPO_ROOT / "template.yaml")
+
+
+@pytest.fixture
+def sim() -> Iterator:
+    """An Intuit simulator over real HTTP with one registered client (grace 24 h like Intuit)."""
+    from devstack.intuit_sim import IntuitSimulator
+
+    simulator = IntuitSimulator(clients={"test-client": "test-secret"}, auto_approve=True)
+    simulator.start()
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+@pytest.fixture
+def aws(template) -> Iterator[dict]:
+    """moto in-process: the table from template.yaml, a KMS key, the client secret."""
+    from moto import mock_aws
+
+    from devstack.template import create_table_from_template
+
+    with mock_aws():
+        ddb = boto3.client("dynamodb")
+        create_table_from_template(ddb, template, "connections-test")
+        key_id = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+        secret_arn = boto3.client("secretsmanager").create_secret(
+            Name="intuit-client",
+            SecretString='{"client_id": "test-client", "client_secret": "test-secret"}',
+        )["ARN"]
+        yield {"table_name": "connections-test", "key_id": key_id, "secret_id": secret_arn}

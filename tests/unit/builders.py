@@ -1,0 +1,104 @@
+"""Builders for unit tests: settings, a vault wired to moto + the simulator, connections."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import boto3
+
+from qbo_connect.config import IntuitEndpoints, Settings
+from qbo_connect.crypto import TokenCipher
+from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
+from qbo_connect.store import Connection, Store
+from qbo_connect.tokens import TokenVault
+
+
+def make_settings(aws: dict[str, str], sim: Any, **overrides: Any) -> Settings:
+    endpoints = sim.endpoints
+    settings = Settings(
+        table_name=aws["table_name"],
+        token_key_id=aws["key_id"],
+        client_secret_id=aws["secret_id"],
+        intuit=IntuitEndpoints(
+            environment="sandbox",
+            authorization=endpoints["INTUIT_AUTHORIZATION_ENDPOINT"],
+            token=endpoints["INTUIT_TOKEN_ENDPOINT"],
+            revocation=endpoints["INTUIT_REVOCATION_ENDPOINT"],
+            userinfo=endpoints["INTUIT_USERINFO_ENDPOINT"],
+            jwks_uri=endpoints["INTUIT_JWKS_URI"],
+            issuer=endpoints["INTUIT_ISSUER"],
+            api_base_url=endpoints["QUICKBOOKS_API_BASE_URL"],
+        ),
+        intuit_timeout_seconds=2.0,
+        intuit_backoff_base_seconds=0.01,
+        intuit_backoff_max_seconds=0.05,
+        lease_wait_seconds=10.0,
+    )
+    return settings.with_overrides(**overrides) if overrides else settings
+
+
+class RecordingEvents:
+    """Stands in for EventBridge in unit tests (integration tests read real events)."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> bool:
+        self.published.append((detail_type, detail))
+        return True
+
+    def of(self, detail_type: str) -> list[dict[str, Any]]:
+        return [d for t, d in self.published if t == detail_type]
+
+
+def make_vault(settings: Settings, **kwargs: Any) -> TokenVault:
+    store = Store(boto3.resource("dynamodb").Table(settings.table_name))
+    cipher = TokenCipher(boto3.client("kms"), settings.token_key_id)
+    client = IntuitClient(
+        settings.intuit,
+        ClientCredentials("test-client", "test-secret"),
+        timeout=settings.intuit_timeout_seconds,
+        max_attempts=settings.intuit_max_attempts,
+        backoff_base=settings.intuit_backoff_base_seconds,
+        backoff_max=settings.intuit_backoff_max_seconds,
+    )
+    return TokenVault(
+        settings=settings,
+        store=store,
+        cipher=cipher,
+        intuit=lambda: client,
+        events=kwargs.pop("events", RecordingEvents()),  # type: ignore[arg-type]
+        **kwargs,
+    )
+
+
+def connect(
+    vault: TokenVault,
+    sim: Any,
+    *,
+    realm_id: str = "9130357766042906",
+    tenant_id: str = "tenant-a",
+    access_expires_in: float | None = None,
+) -> tuple[Connection, dict[str, Any]]:
+    """Store a connection with tokens the simulator really issued; returns (conn, raw body)."""
+    body = sim.issue_tokens(client_id="test-client", realm_id=realm_id)
+    now = time.time()
+    tokens = TokenSet(
+        access_token=body["access_token"],
+        refresh_token=body["refresh_token"],
+        expires_in=int(access_expires_in if access_expires_in is not None else body["expires_in"]),
+        refresh_token_expires_in=body["x_refresh_token_expires_in"],
+        obtained_at=now,
+    )
+    sealed = vault.seal(realm_id, tokens)
+    conn = vault.store.create_connection(
+        realm_id=realm_id,
+        tenant_id=tenant_id,
+        environment="sandbox",
+        scopes=["com.intuit.quickbooks.accounting"],
+        tokens=sealed,
+        now=now,
+        due_at=vault.due_at_for_new(sealed, now),
+    )
+    return conn, body

@@ -1,0 +1,180 @@
+"""The store's conditional writes, on moto with the table built from template.yaml."""
+
+from __future__ import annotations
+
+import time
+
+import boto3
+import pytest
+
+from qbo_connect.errors import AlreadyConsumed, AlreadyExists, LeaseHeld, LeaseLost, NotFound
+from qbo_connect.store import SealedTokens, Store, due_shard_for
+
+
+def sealed(tag: bytes) -> SealedTokens:
+    return SealedTokens(
+        data_key=b"wrapped-key",
+        access_token_enc=b"at-" + tag,
+        refresh_token_enc=b"rt-" + tag,
+        access_expires_at=time.time() + 3600,
+        refresh_expires_at=time.time() + 8_000_000,
+    )
+
+
+@pytest.fixture
+def store(aws) -> Store:
+    return Store(boto3.resource("dynamodb").Table(aws["table_name"]))
+
+
+def create(store: Store, realm: str = "123", tenant: str = "t1"):
+    return store.create_connection(
+        realm_id=realm,
+        tenant_id=tenant,
+        environment="sandbox",
+        scopes=["openid"],
+        tokens=sealed(b"v1"),
+        now=time.time(),
+        due_at=time.time() + 100,
+    )
+
+
+def test_create_twice_is_refused(store):
+    # Given a stored connection
+    create(store)
+    # When it is created again / Then the second create fails and the first is intact
+    with pytest.raises(AlreadyExists):
+        create(store, tenant="t2")
+    assert store.get_connection("123").tenant_id == "t1"
+
+
+def test_stale_commit_never_overwrites_newer_tokens(store):
+    # Given two holders that both read version 1; A leases and commits version 2
+    create(store)
+    now = time.time()
+    store.acquire_lease("123", seen_version=1, owner="A", now=now, until=now + 30)
+    store.commit_refresh(
+        "123", seen_version=1, owner="A", tokens=sealed(b"A"), now=now, due_at=None
+    )
+    # When B tries to lease and to commit with the stale version
+    with pytest.raises(LeaseHeld):
+        store.acquire_lease("123", seen_version=1, owner="B", now=now, until=now + 30)
+    with pytest.raises(LeaseLost):
+        store.commit_refresh(
+            "123", seen_version=1, owner="B", tokens=sealed(b"B"), now=now, due_at=None
+        )
+    # Then A's tokens are what is stored
+    conn = store.get_connection("123")
+    assert conn.version == 2
+    assert conn.refresh_token_enc == b"rt-A"
+    assert conn.lease_owner is None
+
+
+def test_commit_by_a_holder_whose_lease_was_taken_over_fails(store):
+    # Given A's lease expired and B took it over
+    create(store)
+    now = time.time()
+    store.acquire_lease("123", seen_version=1, owner="A", now=now, until=now + 1)
+    store.acquire_lease("123", seen_version=1, owner="B", now=now + 2, until=now + 30)
+    # When A commits late / Then it is refused and B's lease stands
+    with pytest.raises(LeaseLost):
+        store.commit_refresh(
+            "123", seen_version=1, owner="A", tokens=sealed(b"A"), now=now, due_at=None
+        )
+    assert store.get_connection("123").lease_owner == "B"
+
+
+def test_live_lease_blocks_others_and_release_records_invalid_grant(store):
+    create(store)
+    now = time.time()
+    store.acquire_lease("123", seen_version=1, owner="A", now=now, until=now + 30)
+    with pytest.raises(LeaseHeld):
+        store.acquire_lease("123", seen_version=1, owner="B", now=now, until=now + 30)
+    store.release_lease("123", owner="A", now=now, error="invalid_grant", invalid_grant=True)
+    conn = store.get_connection("123")
+    assert (conn.lease_owner, conn.invalid_grant_count, conn.last_error) == (
+        None,
+        1,
+        "invalid_grant",
+    )
+    assert conn.refresh_token_enc == b"rt-v1"  # tokens untouched
+
+
+def test_needs_reauthorization_is_won_by_exactly_one_caller(store):
+    create(store)
+    now = time.time()
+    store.acquire_lease("123", seen_version=1, owner="A", now=now, until=now + 30)
+    store.mark_needs_reauthorization("123", seen_version=1, owner="A", reason="x", now=now)
+    with pytest.raises(LeaseLost):
+        store.mark_needs_reauthorization("123", seen_version=1, owner="A", reason="x", now=now)
+    conn = store.get_connection("123")
+    assert conn.status == "needs_reauthorization"
+    assert conn.due_at is None  # out of the sparse DueIndex
+
+
+def test_reconnect_is_refused_for_another_tenant(store):
+    create(store)
+    with pytest.raises(Exception) as info:
+        store.reconnect_connection(
+            realm_id="123",
+            tenant_id="other",
+            seen_version=1,
+            environment="sandbox",
+            scopes=[],
+            tokens=sealed(b"x"),
+            now=time.time(),
+        )
+    assert type(info.value).__name__ == "VersionConflict"
+    assert store.get_connection("123").refresh_token_enc == b"rt-v1"
+
+
+def test_disconnect_deletes_token_material_once(store):
+    create(store)
+    store.disconnect("123", now=time.time())
+    conn = store.get_connection("123")
+    assert conn.status == "disconnected"
+    assert conn.refresh_token_enc is None and conn.access_token_enc is None
+    assert conn.data_key is None
+    with pytest.raises(NotFound):
+        store.disconnect("123", now=time.time())
+
+
+def test_single_use_items_are_consumed_exactly_once_and_expire(store):
+    now = time.time()
+    store.put_single_use("STATE", "secret-value", {"tenant_id": "t1"}, expires_at=now + 60)
+    assert store.consume_single_use("STATE", "secret-value", now=now)["tenant_id"] == "t1"
+    with pytest.raises(AlreadyConsumed):
+        store.consume_single_use("STATE", "secret-value", now=now)
+    store.put_single_use("STATE", "old", {}, expires_at=now - 1)
+    with pytest.raises(AlreadyConsumed):  # expired: TTL is lazy, the condition is not
+        store.consume_single_use("STATE", "old", now=now)
+    raw = store.table.get_item(
+        Key={"pk": f"STATE#{Store.hash_secret('secret-value')}", "sk": "STATE"}
+    )["Item"]
+    assert "secret-value" not in str(raw)
+
+
+def test_last_used_is_written_at_most_once_per_interval(store):
+    create(store)
+    now = time.time()
+    assert store.touch_last_used("123", now=now, min_interval=300)
+    assert not store.touch_last_used("123", now=now + 10, min_interval=300)
+    assert store.touch_last_used("123", now=now + 301, min_interval=300)
+
+
+def test_due_index_finds_only_due_active_connections(store):
+    create(store, realm="1")
+    create(store, realm="2")
+    store.set_due("2", seen_version=1, due_at=time.time() + 10_000)
+    shard1 = due_shard_for("1", store.due_shards)
+    realms, _ = store.query_due(shard1, time.time() + 200)
+    assert "1" in realms and "2" not in realms
+
+
+def test_list_by_tenant_paginates(store):
+    for realm in ("10", "11", "12"):
+        create(store, realm=realm, tenant="t9")
+    create(store, realm="13", tenant="other")
+    page1, cursor = store.list_connections("t9", limit=2)
+    page2, cursor2 = store.list_connections("t9", limit=2, cursor=cursor)
+    assert sorted(c.realm_id for c in page1 + page2) == ["10", "11", "12"]
+    assert cursor2 is None or store.list_connections("t9", limit=2, cursor=cursor2)[0] == []

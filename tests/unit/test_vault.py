@@ -1,0 +1,168 @@
+"""The refresh protocol against the simulator over HTTP (AWS in-process via moto)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from qbo_connect.errors import (
+    ConfigurationError,
+    InvalidRequest,
+    NeedsReauthorization,
+    NotConnected,
+    RefreshUnavailable,
+)
+from tests.unit.builders import RecordingEvents, connect, make_settings, make_vault
+
+REALM = "9130357766042906"
+
+
+@pytest.fixture
+def strict_sim(sim):
+    sim.configure(refresh_grace_seconds=0)
+    return sim
+
+
+def test_warm_read_returns_the_stored_token_without_intuit_or_kms(aws, strict_sim):
+    # Given a connection whose access token is fresh
+    vault = make_vault(make_settings(aws, strict_sim))
+    _, body = connect(vault, strict_sim)
+    strict_sim.reset_counters()
+    kms_before = vault.cipher.kms_calls
+    # When it is read twice
+    first = vault.get_token(REALM, 300)
+    second = vault.get_token(REALM, 300)
+    # Then the issued token comes back, Intuit is not called and KMS is not called again
+    assert first.access_token == body["access_token"] == second.access_token
+    assert strict_sim.counters().get("token", 0) == 0
+    assert vault.cipher.kms_calls == kms_before
+
+
+def test_expired_access_token_is_refreshed_once_and_rotation_is_stored(aws, strict_sim):
+    vault = make_vault(make_settings(aws, strict_sim))
+    _, body = connect(vault, strict_sim, access_expires_in=10)
+    token = vault.get_token(REALM, 300)
+    assert token.access_token != body["access_token"]
+    conn = vault.store.get_connection(REALM)
+    assert conn.version == 2
+    assert conn.previous_refresh_token_enc is not None  # the superseded token is kept
+    # and the rotated refresh token works (strict mode: the old one would not)
+    assert vault.refresh(REALM).version == 3
+    assert strict_sim.counters()["token.refresh_token.ok"] == 2
+
+
+def test_concurrent_readers_cause_exactly_one_refresh(aws, strict_sim):
+    # Given an expired access token and a strict simulator (grace 0)
+    vault = make_vault(make_settings(aws, strict_sim))
+    connect(vault, strict_sim, access_expires_in=0)
+    strict_sim.reset_counters()
+    strict_sim.set_faults(latency_seconds=0.3)
+    results, errors = [], []
+
+    def read() -> None:
+        try:
+            results.append(vault.get_token(REALM, 300).access_token)
+        except Exception as exc:
+            errors.append(exc)
+
+    # When 20 threads ask at once
+    threads = [threading.Thread(target=read) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then one refresh reached Intuit and everyone got the same token
+    assert errors == []
+    assert len(set(results)) == 1
+    assert strict_sim.counters()["token.refresh_token"] == 1
+
+
+def test_transient_failures_leave_tokens_untouched(aws, strict_sim):
+    vault = make_vault(make_settings(aws, strict_sim))
+    connect(vault, strict_sim, access_expires_in=0)
+    before = vault.store.get_connection(REALM)
+    strict_sim.set_faults(status_5xx=10)
+    with pytest.raises(RefreshUnavailable):
+        vault.get_token(REALM, 300)
+    after = vault.store.get_connection(REALM)
+    assert (after.version, after.refresh_token_enc) == (before.version, before.refresh_token_enc)
+    assert after.status == "active" and after.lease_owner is None
+    strict_sim.clear_faults()
+    assert vault.get_token(REALM, 300).access_token  # recovers once Intuit is back
+
+
+def test_invalid_grant_burst_during_an_outage_does_not_kill_the_connection(aws, strict_sim):
+    events = RecordingEvents()
+    vault = make_vault(
+        make_settings(aws, strict_sim, invalid_grant_window_seconds=3600), events=events
+    )
+    connect(vault, strict_sim, access_expires_in=0)
+    strict_sim.set_faults(invalid_grant=5)
+    for _ in range(5):
+        with pytest.raises(RefreshUnavailable):
+            vault.get_token(REALM, 300)
+    conn = vault.store.get_connection(REALM)
+    assert conn.status == "active" and conn.invalid_grant_count == 5
+    assert events.of("connection.needs_reauthorization") == []
+    strict_sim.clear_faults()
+    vault.get_token(REALM, 300)
+    assert vault.store.get_connection(REALM).invalid_grant_count == 0
+
+
+def test_revoked_token_ends_in_needs_reauthorization_with_one_event(aws, strict_sim):
+    events = RecordingEvents()
+    vault = make_vault(
+        make_settings(
+            aws, strict_sim, invalid_grant_window_seconds=0, invalid_grant_min_attempts=2
+        ),
+        events=events,
+    )
+    connect(vault, strict_sim, access_expires_in=0)
+    strict_sim.revoke_realm(REALM)
+    with pytest.raises(RefreshUnavailable):
+        vault.get_token(REALM, 300)
+    with pytest.raises(NeedsReauthorization):
+        vault.get_token(REALM, 300)
+    with pytest.raises(NeedsReauthorization):
+        vault.get_token(REALM, 300)
+    assert len(events.of("connection.needs_reauthorization")) == 1
+    conn = vault.store.get_connection(REALM)
+    assert conn.status == "needs_reauthorization"
+    assert conn.refresh_token_enc is not None  # kept for forensics; never used again
+
+
+def test_refresh_token_past_its_expiry_is_dead_at_once(aws, strict_sim):
+    events = RecordingEvents()
+    vault = make_vault(make_settings(aws, strict_sim), events=events)
+    connect(vault, strict_sim, access_expires_in=0)
+    vault.store.table.update_item(
+        Key={"pk": f"REALM#{REALM}", "sk": "CONNECTION"},
+        UpdateExpression="SET refresh_expires_at = :t",
+        ExpressionAttributeValues={":t": int(time.time()) - 1},
+    )
+    strict_sim.revoke_realm(REALM)
+    with pytest.raises(NeedsReauthorization):
+        vault.get_token(REALM, 300)
+    assert events.of("connection.needs_reauthorization")[0]["reason"] == "refresh_token_expired"
+
+
+def test_wrong_client_credentials_are_a_configuration_error(aws, strict_sim):
+    vault = make_vault(make_settings(aws, strict_sim))
+    connect(vault, strict_sim, access_expires_in=0)
+    from qbo_connect.intuit import ClientCredentials, IntuitClient
+
+    bad = IntuitClient(vault.settings.intuit, ClientCredentials("test-client", "wrong"))
+    vault._intuit = lambda: bad
+    with pytest.raises(ConfigurationError):
+        vault.get_token(REALM, 300)
+    assert vault.store.get_connection(REALM).status == "active"
+
+
+def test_unknown_realm_and_bad_input(aws, strict_sim):
+    vault = make_vault(make_settings(aws, strict_sim))
+    with pytest.raises(NotConnected):
+        vault.get_token("42", 300)
+    with pytest.raises(InvalidRequest):
+        vault.get_token(REALM, 99999)
