@@ -277,7 +277,7 @@ class IntuitClient:
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Full-jitter exponential backoff; Retry-After wins when Intuit sends one."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.backoff_max)
+            return max(retry_after, 0.0)
         cap = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
         return random.uniform(0, cap)
 
@@ -311,6 +311,10 @@ class IntuitClient:
                 last_error = error
                 if not retry_ambiguous and response.status_code != 429:
                     raise error
+            if last_error.retry_after is not None and last_error.retry_after > self.backoff_max:
+                # Honour Retry-After by not coming back sooner; waiting longer than our backoff
+                # budget would outlive the refresh lease, so the caller retries later instead.
+                break
             if attempt < self.max_attempts:
                 delay = self._backoff(attempt, last_error.retry_after)
                 logger.warning(

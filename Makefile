@@ -1,0 +1,104 @@
+# The two commands a newcomer needs: `make dev` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+ENV ?= sandbox
+
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= us-east-1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# sam build needs a python3.13 interpreter on PATH for the python3.13 runtime: use the one on
+# PATH when it runs, else the newest pyenv 3.13.x.
+PY313_BIN := $(shell if python3.13 -c 'import sys' >/dev/null 2>&1; then \
+	dirname "$$(command -v python3.13)"; \
+	elif command -v pyenv >/dev/null 2>&1; then \
+	ls -d "$$(pyenv root)"/versions/3.13.*/bin 2>/dev/null | sort -V | tail -n 1; fi)
+# Only pip's own noise from this machine's pip.conf is filtered; errors still show and fail.
+PIP_FILTER := grep -v -e "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: help install dev test lint format typecheck unit-test test-py313 validate build deploy \
+	bench clean check-py313
+
+help:
+	@echo "make dev        start the local stack (moto + Intuit simulator + gateway), print a connect link"
+	@echo "make test       lint, type-check, the whole test suite, cfn-lint, sam validate --lint, sam build"
+	@echo "make lint | format | validate | build | bench | clean"
+	@echo "make deploy ENV=sandbox|production   build and sam deploy --config-env ENV"
+
+$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt
+	@echo "==> creating $(VENV) and installing dev dependencies"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | { $(PIP_FILTER); }
+	@$(BIN)/python -m pip install -q -r requirements-dev.txt 2>&1 | { $(PIP_FILTER); }
+	@touch $@
+
+$(SAM_VENV)/.installed: requirements-sam.txt
+	@echo "==> creating $(SAM_VENV) for the SAM CLI (it pins its own boto3)"
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	@$(SAM_VENV)/bin/python -m pip install -q -r requirements-sam.txt 2>&1 | { $(PIP_FILTER); }
+	@touch $@
+
+install: $(VENV)/.installed $(SAM_VENV)/.installed
+
+dev: $(VENV)/.installed
+	$(BIN)/python -m devstack $(ARGS)
+
+lint: $(VENV)/.installed
+	@echo "==> ruff"
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@echo "==> mypy"
+	$(BIN)/mypy layers/core/qbo_connect devstack clients/python
+	@for f in functions/*/app.py; do $(BIN)/mypy "$$f" >/dev/null || { $(BIN)/mypy "$$f"; exit 1; }; done
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+unit-test: $(VENV)/.installed
+	$(BIN)/python -m pytest tests -q
+
+check-py313:
+	@if [ -z "$(PY313_BIN)" ]; then \
+		echo "error: python3.13 is needed for the Lambda runtime (sam build, tests on 3.13)."; \
+		echo "       Install it (e.g. 'pyenv install 3.13') or put python3.13 on PATH."; \
+		exit 1; fi
+
+# The package must also run on the Lambda runtime's Python: the fast tests run again on 3.13.
+test-py313: check-py313
+	@echo "==> unit tests on $$($(PY313_BIN)/python3.13 --version)"
+	@test -x .venv313/bin/python || $(PY313_BIN)/python3.13 -m venv .venv313
+	@test -f .venv313/.installed -a .venv313/.installed -nt requirements-dev.txt || { \
+		.venv313/bin/python -m pip install -q -r requirements-dev.txt 2>&1 | { $(PIP_FILTER); }; \
+		touch .venv313/.installed; }
+	.venv313/bin/python -m pytest tests/unit tests/sim -q -p no:cacheprovider
+
+validate: install
+	@echo "==> cfn-lint"
+	$(BIN)/cfn-lint template.yaml
+	@echo "==> sam validate --lint"
+	$(SAM) validate --lint
+
+build: install check-py313
+	@echo "==> sam build (python3.13, arm64) using $(PY313_BIN)"
+	PATH="$(PY313_BIN):$$PATH" $(SAM) build
+
+test: install lint unit-test test-py313 validate build
+	@echo "==> all checks passed"
+
+deploy: build
+	$(SAM) deploy --config-env $(ENV)
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/get_token.py
+	$(BIN)/python bench/sweep.py
+
+clean:
+	rm -rf .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache test-artifacts bench/results
