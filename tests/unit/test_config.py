@@ -36,4 +36,4 @@ def test_lease_outlives_the_whole_intuit_budget():
 def test_bad_configuration_names_the_variable(env):
     with pytest.raises(ConfigurationError) as info:
         load_settings(env)
-    assert list(env)[0].split("_")[0] in str(info.value)
+    assert next(iter(env)).split("_")[0] in str(info.value)
