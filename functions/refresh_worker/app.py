@@ -1,2 +1,20 @@
-def lambda_handler(event, context):
-    return {}
+"""RefreshWorkerFunction: refresh each due connection from the refresh queue (SQS).
+
+In:  an SQS event; each body {"realm_id", "due_at", "enqueued_at", "claimed_due_at"}.
+Out: {"batchItemFailures": [{"itemIdentifier": "<messageId>"}, ...]} (ReportBatchItemFailures):
+     only the messages worth retrying come back; the DLQ takes those that keep failing.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from qbo_connect.telemetry import logger, metrics, tracer
+from qbo_connect.worker import default_worker
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    return default_worker().handle(event, context)

@@ -340,6 +340,21 @@ class Store:
         cursor: Mapping[str, Any] | None = None,
     ) -> tuple[list[str], dict[str, Any] | None]:
         """Realm ids whose due_at <= now in one DueIndex shard, oldest first."""
+        entries, last = self.query_due_entries(shard, now, limit=limit, cursor=cursor)
+        return [realm_id for realm_id, _ in entries], last
+
+    def query_due_entries(
+        self,
+        shard: str,
+        now: float,
+        *,
+        limit: int = 100,
+        cursor: Mapping[str, Any] | None = None,
+    ) -> tuple[list[tuple[str, float]], dict[str, Any] | None]:
+        """``(realm_id, due_at)`` pairs whose due_at <= now in one DueIndex shard, oldest first.
+
+        The due_at is the value the index holds, which is what :meth:`claim_due` compares.
+        """
         kwargs: dict[str, Any] = {
             "IndexName": DUE_INDEX,
             "KeyConditionExpression": "due_shard = :s AND due_at <= :now",
@@ -349,9 +364,12 @@ class Store:
         if cursor:
             kwargs["ExclusiveStartKey"] = _to_dynamo(dict(cursor))
         response = self.table.query(**kwargs)
-        realms = [item["pk"].split("#", 1)[1] for item in response.get("Items", [])]
+        entries = [
+            (item["pk"].split("#", 1)[1], float(item["due_at"]))
+            for item in response.get("Items", [])
+        ]
         last = response.get("LastEvaluatedKey")
-        return realms, (_to_python(last) if last else None)
+        return entries, (_to_python(last) if last else None)
 
     # ----- connections: writes ---------------------------------------------------------------
 
@@ -628,6 +646,27 @@ class Store:
         self._update(
             connection_key(realm_id), update, condition, VersionConflict, return_values="NONE"
         )
+
+    def claim_due(self, realm_id: str, *, seen_due_at: float, due_at: float) -> bool:
+        """Move an active connection's due time from ``seen_due_at`` to ``due_at``, atomically.
+
+        A compare-and-set on ``due_at``: True only for the caller that still saw that value, so
+        of two overlapping sweeps exactly one claims (and enqueues) a connection, and a
+        connection rescheduled in between (refreshed, reconnected, flagged) is left alone.
+        """
+        update = _Update().set("due_at", due_at)
+        condition = (
+            f"#due_at = {update.value('seen', seen_due_at)}"
+            f" AND #status = {update.value('active', STATUS_ACTIVE)}"
+        )
+        update.name("status")
+        try:
+            self._update(
+                connection_key(realm_id), update, condition, StoreConflict, return_values="NONE"
+            )
+        except StoreConflict:
+            return False
+        return True
 
     def mark_expiring_notified(self, realm_id: str, *, days: int) -> bool:
         """Record that the ``days``-before-hard-expiry event went out; True only the first time."""

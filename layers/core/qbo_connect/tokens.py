@@ -217,21 +217,40 @@ class TokenVault:
         seen = conn.version
         return self._refresh_until(realm_id, lambda c: c.version > seen, conn)
 
-    def refresh_if_due(self, realm_id: str) -> str:
+    def refresh_if_due(
+        self,
+        realm_id: str,
+        *,
+        claimed_due_at: float | None = None,
+        before_refresh: Callable[[Connection], None] | None = None,
+    ) -> str:
         """The worker's entry: refresh only if still due; returns what happened.
 
         A message for a connection no longer due, leased by someone else, or gone is
         acknowledged without a refresh (``skipped_*``), so redeliveries and overlapping sweeps
         never cause extra calls to Intuit.
+
+        ``claimed_due_at`` is the due time the sweep wrote when it enqueued the connection (its
+        claim, which keeps the next sweep from enqueueing it again): a connection still
+        carrying exactly that value was not rescheduled since, so it is due. ``before_refresh``
+        runs once the connection is known to be due, before the lease (the worker records
+        expiring notices there, so the commit's next due time already accounts for them).
         """
         conn = self.store.get_connection(realm_id, consistent=True)
         now = self._clock()
         if conn is None or conn.status != STATUS_ACTIVE:
             return "skipped_gone"
-        if conn.due_at is None or conn.due_at > now:
+        claimed = (
+            claimed_due_at is not None
+            and conn.due_at is not None
+            and abs(conn.due_at - claimed_due_at) < 0.001
+        )
+        if conn.due_at is None or (conn.due_at > now and not claimed):
             return "skipped_not_due"
         if conn.has_live_lease(now):
             return "skipped_leased"
+        if before_refresh is not None:
+            before_refresh(conn)
         seen = conn.version
         self._refresh_until(realm_id, lambda c: c.version > seen, conn, wait=False)
         return "refreshed"

@@ -1,0 +1,257 @@
+"""The refresh worker: one SQS message per due connection, partial batch failures.
+
+Per message (body ``{"realm_id", "due_at", "enqueued_at", "claimed_due_at"}`` from the sweep):
+
+- ``TokenVault.refresh_if_due`` re-reads the connection and refreshes it under the lease only if
+  it is still due (its ``due_at`` has passed, or still holds the sweep's claim). A connection no
+  longer due, leased by another refresher, or gone is acknowledged without calling Intuit.
+- ``connection.expiring`` goes out here, not in the sweep: the worker has the item in hand (the
+  index is KEYS_ONLY). When the refresh token's hard expiry is within 30, 7 or 1 days and that
+  threshold was not notified yet, ``Store.mark_expiring_notified`` (a conditional write that
+  only the first caller wins) records it and one event is published for the tightest threshold
+  crossed; wider thresholds crossed at the same time are recorded silently, so a connection
+  first seen 5 days before expiry gets one "7 days" event, not two. It runs before the refresh
+  so the commit's next due time already leaves the notified threshold out.
+- Outcomes: refreshed and skipped are acknowledged; ``NeedsReauthorization`` is acknowledged
+  too (the connection is flagged and its one event went out; retrying cannot help);
+  ``RefreshUnavailable`` (Intuit down or throttling, invalid_grant not yet conclusive) and any
+  other error fail the item, so SQS redelivers it after the visibility timeout and moves it to
+  the DLQ after ``maxReceiveCount``; ``ConfigurationError`` (Intuit rejects the client) fails
+  the item as well and is logged as an error: every refresh fails until the secret is fixed.
+  A malformed body is acknowledged and logged: it can never succeed.
+- Records run one after another (so Intuit sees at most ``MaximumConcurrency`` refreshes at
+  once). A record is not started when less time is left than one refresh's worst case (every
+  Intuit attempt timing out); it fails instead and comes back later, so a slow Intuit makes the
+  worker defer work rather than hit its own timeout mid-refresh.
+
+RefreshSucceeded / RefreshFailed / InvalidGrant / RefreshFailed_<class> come from telemetry's
+refresh observer inside the vault; this module adds RefreshSkipped, ExpiringNotified and
+MalformedMessage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from qbo_connect import events as lifecycle
+from qbo_connect import validation
+from qbo_connect.config import Settings
+from qbo_connect.due import DAY, EXPIRING_THRESHOLDS_DAYS
+from qbo_connect.errors import (
+    ConfigurationError,
+    InvalidRequest,
+    NeedsReauthorization,
+    NotConnected,
+    RefreshUnavailable,
+)
+from qbo_connect.store import Connection
+from qbo_connect.tokens import TokenVault
+
+logger = Logger(child=True)
+
+
+class MalformedMessage(ValueError):
+    """A message body that can never be processed."""
+
+
+class Deferred(Exception):
+    """Not enough time left in this invocation to refresh safely; SQS redelivers the message."""
+
+
+@dataclass(frozen=True)
+class RefreshMessage:
+    realm_id: str
+    due_at: float | None = None
+    claimed_due_at: float | None = None
+
+
+def parse_message(body: str) -> RefreshMessage:
+    """The sweep's message, validated; raises MalformedMessage."""
+    try:
+        payload = json.loads(body)
+    except (TypeError, ValueError):
+        raise MalformedMessage("body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise MalformedMessage("body is not a JSON object")
+    try:
+        realm_id = validation.realm_id(payload)
+    except InvalidRequest as exc:
+        raise MalformedMessage(exc.message) from None
+
+    def number(name: str) -> float | None:
+        value = payload.get(name)
+        if value is None:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise MalformedMessage(f"{name} must be a number")
+        return float(value)
+
+    return RefreshMessage(
+        realm_id=realm_id,
+        due_at=number("due_at"),
+        claimed_due_at=number("claimed_due_at"),
+    )
+
+
+def worst_case_refresh_ms(settings: Settings) -> int:
+    """How long one refresh can take when every Intuit attempt times out, plus AWS calls."""
+    attempts = max(1, settings.intuit_max_attempts)
+    seconds = (
+        attempts * settings.intuit_timeout_seconds
+        + (attempts - 1) * settings.intuit_backoff_max_seconds
+        + 5.0
+    )
+    return int(seconds * 1000)
+
+
+class RefreshWorker:
+    """Handles one SQS batch of refresh messages (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        vault: TokenVault,
+        clock: Callable[[], float] | None = None,
+        metrics: Any = None,
+        min_remaining_ms: int | None = None,
+    ) -> None:
+        self.vault = vault
+        self.store = vault.store
+        self._clock = clock or vault._clock
+        self.metrics = metrics
+        self.min_remaining_ms = (
+            worst_case_refresh_ms(vault.settings) if min_remaining_ms is None else min_remaining_ms
+        )
+
+    # ----- the batch -------------------------------------------------------------------------
+
+    def handle(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        """Process an SQS event; returns ``{"batchItemFailures": [...]}``."""
+        # One processor per invocation: it keeps per-batch state, and the local stack runs
+        # invocations of one container's code concurrently in threads.
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+        def record_handler(record: SQSRecord) -> str:
+            if context is not None and context.get_remaining_time_in_millis() < (
+                self.min_remaining_ms
+            ):
+                logger.info(
+                    "deferring a message: too little time left in this invocation",
+                    extra={"message_id": record.message_id},
+                )
+                raise Deferred("too little time left")
+            return self.process(record.body, message_id=record.message_id)
+
+        response = process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+        return dict(response)
+
+    # ----- one message -----------------------------------------------------------------------
+
+    def process(self, body: str, *, message_id: str = "") -> str:
+        """The outcome for one message body; raises to make SQS redeliver it."""
+        try:
+            message = parse_message(body)
+        except MalformedMessage as exc:
+            logger.error(
+                "malformed refresh message dropped",
+                extra={"message_id": message_id, "reason": str(exc)},
+            )
+            self._count("MalformedMessage")
+            return "malformed"
+        realm_id = message.realm_id
+        try:
+            outcome = self.vault.refresh_if_due(
+                realm_id,
+                claimed_due_at=message.claimed_due_at,
+                before_refresh=self.notify_expiring,
+            )
+        except NeedsReauthorization:
+            outcome = "needs_reauthorization"
+        except NotConnected:
+            outcome = "skipped_gone"  # disconnected while we worked
+        except RefreshUnavailable as exc:
+            logger.warning(
+                "refresh unavailable; the message will be retried",
+                extra={"realm_id": realm_id, "reason": exc.message},
+            )
+            raise
+        except ConfigurationError as exc:
+            logger.error(
+                "refresh failed on configuration",
+                extra={"realm_id": realm_id, "reason": exc.message},
+            )
+            raise
+        if outcome.startswith("skipped"):
+            self._count("RefreshSkipped")
+        logger.info("refresh message done", extra={"realm_id": realm_id, "outcome": outcome})
+        return outcome
+
+    def notify_expiring(self, conn: Connection) -> None:
+        """Emit ``connection.expiring`` once per threshold (see the module docstring)."""
+        hard = conn.refresh_hard_expires_at
+        if not hard:
+            return
+        now = self._clock()
+        left = float(hard) - now
+        if left <= 0:
+            return  # past the hard expiry: the refresh flags it needs_reauthorization
+        crossed = [
+            days
+            for days in EXPIRING_THRESHOLDS_DAYS
+            if left <= days * DAY and days not in conn.expiring_notified
+        ]
+        if not crossed:
+            return
+        tightest = min(crossed)
+        for days in sorted(crossed, reverse=True):
+            first = self.store.mark_expiring_notified(conn.realm_id, days=days)
+            if days != tightest or not first:
+                continue
+            self._count("ExpiringNotified")
+            if self.vault.events is not None:
+                self.vault.events.publish(
+                    lifecycle.EXPIRING,
+                    {
+                        "realm_id": conn.realm_id,
+                        "tenant_id": conn.tenant_id,
+                        "threshold_days": days,
+                        "days_left": math.ceil(left / DAY),
+                        "hard_expires_at": time.strftime(
+                            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(hard))
+                        ),
+                    },
+                )
+
+    def _count(self, name: str) -> None:
+        if self.metrics is not None:
+            self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+
+@lru_cache(maxsize=1)
+def default_worker() -> RefreshWorker:
+    """The container's worker, wired to the runtime's vault (built on first use)."""
+    from qbo_connect import runtime
+    from qbo_connect.telemetry import metrics
+
+    return RefreshWorker(vault=runtime.vault(), metrics=metrics)

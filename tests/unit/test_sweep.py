@@ -1,0 +1,653 @@
+"""The refresh sweep and worker: moto in-process for AWS, the Intuit simulator over HTTP.
+
+Connections are seeded with tokens the simulator really issued and a due time computed by the
+real due policy; every Intuit call is counted at the simulator.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from qbo_connect import due as due_policy
+from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
+from qbo_connect.store import Connection, connection_key
+from qbo_connect.sweep import Sweeper
+from qbo_connect.telemetry import metrics, refresh_observer
+from qbo_connect.tokens import TokenVault
+from qbo_connect.worker import RefreshWorker, parse_message
+from tests.unit.builders import RecordingEvents, make_settings, make_vault
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HOUR = 3600.0
+DAY = 86400.0
+_realms = itertools.count(1000)
+
+
+# ----- builders ------------------------------------------------------------------------------
+
+
+class Context:
+    """The bits of the Lambda context the handlers and Powertools use."""
+
+    function_name = "test-function"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    memory_limit_in_mb = 512
+    aws_request_id = "req-1"
+    log_group_name = "/aws/lambda/test-function"
+    log_stream_name = "stream"
+
+    def __init__(self, remaining_ms: int = 300_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def seed(
+    vault: TokenVault,
+    sim: Any,
+    *,
+    refreshed_ago: float = 0.0,
+    used_ago: float | None = None,
+    access_left: float = 3600.0,
+    hard_left: float | None = None,
+    realm_id: str | None = None,
+    tenant_id: str = "tenant-a",
+) -> Connection:
+    """A connection with simulator-issued tokens, in the state described, due by the policy."""
+    realm_id = realm_id or str(next(_realms))
+    body = sim.issue_tokens(client_id="test-client", realm_id=realm_id)
+    now = time.time()
+    refreshed_at = now - refreshed_ago
+    tokens = TokenSet(
+        access_token=body["access_token"],
+        refresh_token=body["refresh_token"],
+        expires_in=int(refreshed_ago + access_left),
+        refresh_token_expires_in=body["x_refresh_token_expires_in"],
+        refresh_token_hard_expires_in=(
+            None if hard_left is None else int(refreshed_ago + hard_left)
+        ),
+        obtained_at=refreshed_at,
+    )
+    sealed = vault.seal(realm_id, tokens)
+    used_at = None if used_ago is None else now - used_ago
+    due_at = due_policy.next_due_at(
+        settings=vault.settings,
+        now=now,
+        last_refreshed_at=refreshed_at,
+        access_expires_at=sealed.access_expires_at,
+        last_used_at=used_at,
+        refresh_hard_expires_at=sealed.refresh_hard_expires_at,
+    )
+    vault.store.create_connection(
+        realm_id=realm_id,
+        tenant_id=tenant_id,
+        environment="sandbox",
+        scopes=["com.intuit.quickbooks.accounting"],
+        tokens=sealed,
+        now=refreshed_at,
+        due_at=due_at,
+    )
+    if used_at is not None:
+        vault.store.touch_last_used(realm_id, now=used_at, min_interval=0, due_at=due_at)
+    conn = vault.store.get_connection(realm_id)
+    assert conn is not None
+    return conn
+
+
+class Harness:
+    """A vault, a queue, a sweeper and a worker over the same moto account and simulator."""
+
+    def __init__(self, aws: dict[str, str], sim: Any, **settings: Any) -> None:
+        self.sim = sim
+        self.events = RecordingEvents()
+        self.settings = make_settings(aws, sim, **settings)
+        self.vault = make_vault(self.settings, events=self.events, observer=refresh_observer())
+        self.store = self.vault.store
+        self.sqs = boto3.client("sqs")
+        self.queue_url = self.sqs.create_queue(
+            QueueName=f"refresh-{uuid.uuid4().hex[:8]}", Attributes={"VisibilityTimeout": "60"}
+        )["QueueUrl"]
+        self.batch_sizes: list[int] = []
+        self.dynamodb_ops: list[str] = []
+        self.sqs.meta.events.register(
+            "provide-client-params.sqs.SendMessageBatch",
+            lambda params, **_: self.batch_sizes.append(len(params["Entries"])),
+        )
+        self.store.table.meta.client.meta.events.register(
+            "before-call.dynamodb.*",
+            lambda model, **_: self.dynamodb_ops.append(model.name),
+        )
+        self.worker = RefreshWorker(vault=self.vault, metrics=metrics)
+
+    def sweeper(self, **kwargs: Any) -> Sweeper:
+        kwargs.setdefault("sqs", self.sqs)
+        return Sweeper(
+            store=self.store,
+            queue_url=self.queue_url,
+            shards=self.settings.due_shards,
+            metrics=kwargs.pop("metrics", metrics),
+            **kwargs,
+        )
+
+    def sweep(self, **kwargs: Any) -> dict[str, Any]:
+        return self.sweeper(**kwargs).run(remaining_ms=lambda: 300_000).as_dict()
+
+    def receive_all(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        while True:
+            batch = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not batch:
+                return messages
+            messages.extend(batch)
+
+    def work(self, messages: list[dict[str, Any]], context: Any = None) -> list[str]:
+        """Run the worker over the messages in batches of 10; returns the failed message ids."""
+        failed: list[str] = []
+        for start in range(0, len(messages), 10):
+            event = sqs_event(messages[start : start + 10])
+            response = self.worker.handle(event, context or Context())
+            failed += [f["itemIdentifier"] for f in response["batchItemFailures"]]
+        return failed
+
+    def refreshes_by_token(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for call in self.sim.refresh_calls():
+            key = call["refresh_token_sha256"]
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+
+def sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:refresh",
+                "awsRegion": "us-east-1",
+            }
+            for m in messages
+        ]
+    }
+
+
+def emf_metrics(text: str) -> dict[str, float]:
+    """Sum every metric in the EMF lines Powertools printed."""
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{") or '"_aws"' not in line:
+            continue
+        doc = json.loads(line)
+        for directive in doc["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = doc[metric["Name"]]
+                values = value if isinstance(value, list) else [value]
+                totals[metric["Name"]] = totals.get(metric["Name"], 0.0) + sum(values)
+    return totals
+
+
+def sha256(value: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@pytest.fixture
+def h(aws, sim) -> Harness:
+    metrics.clear_metrics()
+    return Harness(aws, sim)
+
+
+# ----- the sweep -----------------------------------------------------------------------------
+
+
+def test_due_policy_selects_keep_alive_keep_warm_and_expiring_but_not_the_rest(h):
+    # Given connections in every state the policy distinguishes
+    due = {
+        "keep_alive": seed(h.vault, h.sim, refreshed_ago=25 * HOUR),
+        "keep_warm": seed(h.vault, h.sim, refreshed_ago=HOUR - 200, used_ago=60, access_left=200),
+        "expiring": seed(h.vault, h.sim, refreshed_ago=HOUR, hard_left=20 * DAY),
+    }
+    not_due = {
+        "fresh": seed(h.vault, h.sim, refreshed_ago=HOUR),
+        "warm_but_not_used": seed(h.vault, h.sim, refreshed_ago=HOUR - 200, access_left=200),
+        "used_long_ago": seed(
+            h.vault, h.sim, refreshed_ago=HOUR - 200, used_ago=3 * HOUR, access_left=200
+        ),
+        "hard_expiry_far": seed(h.vault, h.sim, refreshed_ago=HOUR, hard_left=90 * DAY),
+    }
+    # When the sweep runs
+    h.dynamodb_ops.clear()
+    result = h.sweep()
+    # Then exactly the due ones are on the queue, each once, with the message shape
+    bodies = [json.loads(m["Body"]) for m in h.receive_all()]
+    assert sorted(b["realm_id"] for b in bodies) == sorted(c.realm_id for c in due.values())
+    assert result["due"] == result["enqueued"] == 3
+    assert result["failed"] == 0 and result["complete"] is True
+    assert result["shards"] == 16
+    for body in bodies:
+        assert set(body) == {"realm_id", "due_at", "enqueued_at", "claimed_due_at"}
+        assert body["due_at"] <= body["enqueued_at"] < body["claimed_due_at"]
+    # and the sweep only queried the index and claimed: never a Scan
+    assert set(h.dynamodb_ops) <= {"Query", "UpdateItem"}
+    assert "Scan" not in h.dynamodb_ops
+    assert not_due  # (kept for readability of the Given)
+
+
+def test_batches_of_ten_and_each_connection_enqueued_once(h):
+    connections = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(23)]
+    h.batch_sizes.clear()
+    result = h.sweep(page_size=7)  # pages smaller than a batch: batches still fill up to 10
+    messages = h.receive_all()
+    realms = [json.loads(m["Body"])["realm_id"] for m in messages]
+    assert sorted(realms) == sorted(c.realm_id for c in connections)
+    assert result["enqueued"] == 23
+    assert all(size <= 10 for size in h.batch_sizes)
+    assert sum(h.batch_sizes) == 23
+    assert len(h.batch_sizes) <= 23 // 10 + 16  # at most one partial batch per shard
+
+
+class AtomicTable:
+    """The table with conditional writes applied one at a time, as DynamoDB applies them.
+
+    moto evaluates a ConditionExpression and applies the update in separate steps without a
+    lock, so two threads can both pass the same condition; real DynamoDB cannot. The claim
+    relies on that atomicity, so the test supplies it.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+    def update_item(self, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._table.update_item(**kwargs)
+
+
+def test_the_sweep_right_after_enqueues_nothing_and_concurrent_sweeps_split_the_work(h):
+    connections = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(30)]
+    h.store.table = AtomicTable(h.store.table)
+    # When two sweeps run at the same time, then a third right after
+    results: list[dict[str, Any]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(h.sweep(parallelism=2))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    third = h.sweep()
+    # Then each connection went on the queue exactly once
+    realms = [json.loads(m["Body"])["realm_id"] for m in h.receive_all()]
+    assert sorted(realms) == sorted(c.realm_id for c in connections)
+    assert sum(r["enqueued"] for r in results) == 30
+    assert third["due"] == third["enqueued"] == 0
+    # and the claim pushed each due time forward (about 15 minutes)
+    conn = h.store.get_connection(connections[0].realm_id)
+    assert conn.due_at > time.time() + 800
+
+
+def test_partial_send_failures_hand_the_claim_back_for_the_next_sweep(h):
+    connections = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(12)]
+    real_sqs = h.sqs
+    calls = {"n": 0}
+
+    rejected = {c.realm_id for c in connections[:3]}
+
+    class FlakySqs:
+        """SendMessageBatch rejects the entries of three realms (a sender fault: no retry), and
+        the second and third calls fail as a whole (the retry of a failed call fails too)."""
+
+        def send_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+            calls["n"] += 1
+            if calls["n"] in (2, 3):
+                from botocore.exceptions import EndpointConnectionError
+
+                raise EndpointConnectionError(endpoint_url="http://sqs")
+            entries = kwargs["Entries"]
+            bad = [e for e in entries if json.loads(e["MessageBody"])["realm_id"] in rejected]
+            kept = [e for e in entries if e not in bad]
+            successful = []
+            if kept:
+                successful = real_sqs.send_message_batch(
+                    QueueUrl=kwargs["QueueUrl"], Entries=kept
+                ).get("Successful", [])
+            failed = [
+                {"Id": e["Id"], "SenderFault": True, "Code": "InvalidParameterValue"} for e in bad
+            ]
+            return {"Successful": successful, "Failed": failed}
+
+    first = h.sweep(sqs=FlakySqs(), parallelism=1)
+    sent = [json.loads(m["Body"])["realm_id"] for m in h.receive_all()]
+    assert first["due"] == 12
+    assert first["enqueued"] == len(sent)
+    assert first["failed"] == 12 - len(sent) > 0
+    # The failed ones were handed back: still due now, so a normal sweep enqueues exactly them
+    second = h.sweep()
+    resent = [json.loads(m["Body"])["realm_id"] for m in h.receive_all()]
+    assert second["enqueued"] == first["failed"]
+    assert sorted(sent + resent) == sorted(c.realm_id for c in connections)
+
+
+def test_the_sweep_stops_before_its_deadline_and_the_next_run_does_the_rest(h):
+    connections = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(40)]
+    ticks = itertools.count()
+
+    def slow_clock() -> float:  # every look at the clock costs a second
+        return float(next(ticks))
+
+    # 40 s budget, 15 s safety margin: about 25 claims fit
+    first = h.sweeper(monotonic=slow_clock, parallelism=1).run(remaining_ms=lambda: 40_000)
+    assert first.complete is False
+    assert 0 < first.enqueued < 40
+    second = h.sweep()
+    assert second["complete"] is True
+    assert first.enqueued + second["enqueued"] == 40
+    realms = [json.loads(m["Body"])["realm_id"] for m in h.receive_all()]
+    assert sorted(realms) == sorted(c.realm_id for c in connections)
+
+
+# ----- the worker ----------------------------------------------------------------------------
+
+
+def test_one_sweep_refreshes_exactly_the_due_ones_once_and_the_next_sweep_none(h):
+    due = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(12)]
+    fresh = [seed(h.vault, h.sim, refreshed_ago=HOUR) for _ in range(5)]
+    before = {c.realm_id: c for c in due + fresh}
+    h.sim.reset_counters()
+    # When a sweep runs and the worker drains the queue
+    h.sweep()
+    failed = h.work(h.receive_all())
+    # Then every due connection was refreshed once, with its stored token
+    assert failed == []
+    assert h.sim.counters()["token.refresh_token"] == 12
+    assert all(n == 1 for n in h.refreshes_by_token().values())
+    for conn in due:
+        after = h.store.get_connection(conn.realm_id)
+        assert after.version == conn.version + 1
+        assert after.due_at > time.time() + 23 * HOUR  # the commit set the real next due time
+    for conn in fresh:
+        assert h.store.get_connection(conn.realm_id).version == before[conn.realm_id].version
+    # and a second sweep right after finds nothing
+    again = h.sweep()
+    assert again["due"] == again["enqueued"] == 0
+    assert h.work(h.receive_all()) == []
+    assert h.sim.counters()["token.refresh_token"] == 12
+
+
+def test_duplicate_and_stale_messages_are_acknowledged_without_calling_intuit(h):
+    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    h.sweep()
+    messages = h.receive_all()
+    assert len(messages) == 1
+    body = messages[0]["Body"]
+    # the same message delivered twice (SQS is at least once): one refresh
+    assert h.worker.process(body) == "refreshed"
+    assert h.worker.process(body) == "skipped_not_due"
+    # a message for a connection that is gone, or was never stored
+    h.vault.store.disconnect(conn.realm_id, now=time.time())
+    assert h.worker.process(body) == "skipped_gone"
+    assert h.worker.process(json.dumps({"realm_id": "4242"})) == "skipped_gone"
+    assert h.sim.counters()["token.refresh_token"] == 1
+
+
+def test_a_leased_connection_is_skipped(h):
+    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    now = time.time()
+    h.store.acquire_lease(
+        conn.realm_id, seen_version=conn.version, owner="someone", now=now, until=now + 60
+    )
+    h.sim.reset_counters()
+    assert h.worker.process(json.dumps({"realm_id": conn.realm_id})) == "skipped_leased"
+    assert h.sim.counters()["token.refresh_token"] == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", "[]", "{}", '{"realm_id": "abc"}', '{"realm_id": "1", "claimed_due_at": "x"}'],
+)
+def test_malformed_messages_are_acknowledged_and_logged(h, body, capsys, caplog):
+    event = {
+        "Records": [
+            {
+                "messageId": "m1",
+                "receiptHandle": "r",
+                "body": body,
+                "attributes": {},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:refresh",
+                "awsRegion": "us-east-1",
+            }
+        ]
+    }
+    assert h.worker.handle(event, Context()) == {"batchItemFailures": []}
+    metrics.flush_metrics()
+    assert "malformed refresh message dropped" in caplog.text
+    assert emf_metrics(capsys.readouterr().out).get("MalformedMessage") == 1
+
+
+def test_parse_message_reads_the_sweep_body():
+    message = parse_message('{"realm_id":"123","due_at":1.5,"enqueued_at":2,"claimed_due_at":900}')
+    assert (message.realm_id, message.due_at, message.claimed_due_at) == ("123", 1.5, 900.0)
+
+
+def test_intuit_outage_fails_the_item_for_a_retry_and_keeps_it_due(h):
+    ok = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    h.sweep()
+    messages = h.receive_all()
+    down = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    h.sweep()
+    messages += h.receive_all()
+    # Intuit answers 503 to every attempt of the second refresh (3 attempts)
+    h.work(messages[:1])
+    h.sim.set_faults(status_5xx=3)
+    failed = h.work(messages[1:])
+    assert failed == [messages[1]["MessageId"]]
+    conn = h.store.get_connection(down.realm_id)
+    assert conn.version == down.version and conn.lease_owner is None  # tokens untouched
+    # The redelivered message (same claim) refreshes once Intuit is back
+    h.sim.clear_faults()
+    assert h.work(messages[1:]) == []
+    assert h.store.get_connection(down.realm_id).version == down.version + 1
+    assert h.store.get_connection(ok.realm_id).version == ok.version + 1
+
+
+def test_configuration_error_fails_the_item(h):
+    seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    bad = IntuitClient(h.settings.intuit, ClientCredentials("test-client", "wrong"))
+    h.vault._intuit = lambda: bad
+    h.sweep()
+    messages = h.receive_all()
+    assert h.work(messages) == [messages[0]["MessageId"]]
+
+
+def test_needs_reauthorization_is_acknowledged_with_one_event(h, capsys):
+    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    h.store.table.update_item(
+        Key=connection_key(conn.realm_id),
+        UpdateExpression="SET refresh_expires_at = :t",
+        ExpressionAttributeValues={":t": int(time.time()) - 1},
+    )
+    h.sim.revoke_realm(conn.realm_id)
+    h.sweep()
+    messages = h.receive_all()
+    # Acknowledged: retrying cannot help, the connection is flagged and its event went out
+    assert h.work(messages) == []
+    assert h.work(messages) == []  # a redelivery changes nothing
+    assert h.store.get_connection(conn.realm_id).status == "needs_reauthorization"
+    assert h.events.of("connection.needs_reauthorization") == [
+        {"realm_id": conn.realm_id, "tenant_id": "tenant-a", "reason": "refresh_token_expired"}
+    ]
+    assert h.sweep()["due"] == 0  # flagged connections leave the index
+    metrics.flush_metrics()
+    totals = emf_metrics(capsys.readouterr().out)
+    assert totals["InvalidGrant"] == 1 and totals["RefreshFailed"] == 1
+
+
+def test_expiring_events_go_out_once_per_threshold(h):
+    # Given a connection 20 days from its refresh token's hard expiry, and one 5 days from it
+    twenty = seed(h.vault, h.sim, refreshed_ago=HOUR, hard_left=20 * DAY, tenant_id="t20")
+    five = seed(h.vault, h.sim, refreshed_ago=HOUR, hard_left=5 * DAY, tenant_id="t5")
+    # When the sweep and the worker run, with every message delivered twice
+    h.sweep()
+    messages = h.receive_all()
+    assert h.work(messages + messages) == []
+    # Then each got one event, for the tightest threshold it crossed
+    expiring = {e["realm_id"]: e for e in h.events.of("connection.expiring")}
+    assert len(h.events.of("connection.expiring")) == 2
+    assert expiring[twenty.realm_id]["threshold_days"] == 30
+    assert expiring[twenty.realm_id]["days_left"] == 20
+    assert expiring[twenty.realm_id]["tenant_id"] == "t20"
+    assert expiring[twenty.realm_id]["hard_expires_at"].endswith("Z")
+    assert expiring[five.realm_id]["threshold_days"] == 7
+    assert expiring[five.realm_id]["days_left"] == 5
+    assert h.store.get_connection(five.realm_id).expiring_notified == (7, 30)
+    # and the next due time skips the notified thresholds (20-day one: due again at 7 days,
+    # or the keep-alive, whichever is first)
+    conn = h.store.get_connection(twenty.realm_id)
+    assert conn.due_at > time.time() + 23 * HOUR
+    assert h.sweep()["due"] == 0
+    assert len(h.events.of("connection.expiring")) == 2
+
+
+def test_records_are_deferred_when_the_invocation_is_nearly_out_of_time(h):
+    seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    h.sweep()
+    messages = h.receive_all()
+    h.sim.reset_counters()
+    failed = h.work(messages, context=Context(remaining_ms=5_000))
+    assert failed == [messages[0]["MessageId"]]
+    assert h.sim.counters()["token.refresh_token"] == 0
+
+
+def test_sweep_and_worker_metrics_are_emitted(h, capsys):
+    for _ in range(3):
+        seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    seed(h.vault, h.sim, refreshed_ago=HOUR)
+    capsys.readouterr()
+    h.sweep()
+    metrics.flush_metrics()
+    sweep_totals = emf_metrics(capsys.readouterr().out)
+    assert sweep_totals["ConnectionsDue"] == 3
+    assert sweep_totals["ConnectionsEnqueued"] == 3
+    assert sweep_totals["EnqueueFailed"] == 0
+    assert sweep_totals["SweepIncomplete"] == 0
+    assert "SweepDuration" in sweep_totals
+    messages = h.receive_all()
+    h.work(messages + messages[:1])
+    metrics.flush_metrics()
+    worker_totals = emf_metrics(capsys.readouterr().out)
+    assert worker_totals["RefreshSucceeded"] == 3
+    assert worker_totals["RefreshSkipped"] == 1
+    assert "RefreshFailed" not in worker_totals
+
+
+# ----- the handlers, wired as in Lambda --------------------------------------------------------
+
+
+def _load_handler(name: str) -> Any:
+    path = REPO_ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"test_handler_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _clear_runtime_caches() -> None:
+    from qbo_connect import config, runtime, sweep, worker
+
+    for cached in (
+        config.get_settings,
+        runtime.aws_client,
+        runtime.store,
+        runtime.cipher,
+        runtime.events,
+        runtime.vault,
+        sweep.default_sweeper,
+        worker.default_worker,
+    ):
+        cached.cache_clear()
+    runtime._intuit_clients.clear()
+
+
+@pytest.fixture
+def wired(h, monkeypatch):
+    env = {
+        "TABLE_NAME": h.settings.table_name,
+        "TOKEN_KEY_ID": h.settings.token_key_id,
+        "INTUIT_CLIENT_SECRET_ID": h.settings.client_secret_id,
+        "REFRESH_QUEUE_URL": h.queue_url,
+        "INTUIT_TIMEOUT_SECONDS": "2",
+        **h.sim.endpoints,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    _clear_runtime_caches()
+    yield h
+    _clear_runtime_caches()
+
+
+def test_handlers_run_sweep_and_worker_end_to_end(wired, capsys):
+    h = wired
+    due = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(4)]
+    seed(h.vault, h.sim, refreshed_ago=HOUR)
+    sweep_app = _load_handler("refresh_sweep")
+    worker_app = _load_handler("refresh_worker")
+    scheduled = json.loads((REPO_ROOT / "events" / "refresh_sweep.json").read_text())
+    capsys.readouterr()
+    # When the scheduled sweep runs and the worker gets the queue's messages
+    counts = sweep_app.lambda_handler(scheduled, Context())
+    response = worker_app.lambda_handler(sqs_event(h.receive_all()), Context(90_000))
+    # Then the counts, the refreshes and the metrics line up
+    assert counts["due"] == counts["enqueued"] == 4
+    assert counts["complete"] is True and counts["shards"] == 16
+    assert set(counts) == {
+        "due",
+        "enqueued",
+        "failed",
+        "skipped",
+        "shards",
+        "complete",
+        "duration_ms",
+    }
+    assert response == {"batchItemFailures": []}
+    for conn in due:
+        assert h.store.get_connection(conn.realm_id).version == conn.version + 1
+    totals = emf_metrics(capsys.readouterr().out)
+    assert totals["ConnectionsDue"] == 4
+    assert totals["RefreshSucceeded"] == 4
+
+
+def test_sample_worker_event_parses():
+    event = json.loads((REPO_ROOT / "events" / "refresh_worker.json").read_text())
+    message = parse_message(event["Records"][0]["body"])
+    assert message.realm_id == "9130357766042906"
+    assert message.claimed_due_at is not None
