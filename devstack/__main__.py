@@ -1,0 +1,184 @@
+"""``python -m devstack``: run the whole service locally (see devstack.stack).
+
+The CLI mirrors ``sam local`` where it can (``--parameter-overrides K=V``) and keeps the exit
+codes script-friendly: 0 after Ctrl-C/SIGTERM, 2 for a usage problem such as a taken port
+(one line on stderr, no traceback), 1 if the stack failed to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from devstack.stack import DEFAULT_STATE_DIR, DEFAULT_TEMPLATE, LocalStack, PortInUseError
+from devstack.template import TemplateError
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {value}")
+    return port
+
+
+def _override(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected Key=Value, got {value!r}")
+    return key, val
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack",
+        description=(
+            "Run qbo-connect locally without Docker: moto as AWS, the Intuit simulator, the "
+            "HTTP API, the Lambda Invoke API, the SQS poller and the schedule. All on 127.0.0.1."
+        ),
+    )
+    parser.add_argument("--api-port", type=_port, default=3000, help="HTTP API (0 = any free)")
+    parser.add_argument(
+        "--lambda-port", type=_port, default=3001, help="Lambda Invoke API (0 = any free)"
+    )
+    parser.add_argument("--aws-port", type=_port, default=5000, help="moto server (0 = any free)")
+    parser.add_argument(
+        "--intuit-port", type=_port, default=0, help="Intuit simulator (default 0 = any free)"
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="where endpoints.json is written (default: .devstack/ in the repository)",
+    )
+    parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        type=_override,
+        default=[],
+        metavar="KEY=VALUE",
+        help="template parameter values, like sam deploy --parameter-overrides",
+    )
+    parser.add_argument(
+        "--auto-approve",
+        action="store_true",
+        help="the simulator approves consent without showing its form",
+    )
+    parser.add_argument(
+        "--refresh-grace",
+        type=float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="how long the simulator accepts a superseded refresh token (default 86400)",
+    )
+    parser.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run scheduled functions this often instead of their rate()",
+    )
+    parser.add_argument("--no-schedule", action="store_true", help="do not run schedules")
+    parser.add_argument("--no-poller", action="store_true", help="do not poll SQS event sources")
+    parser.add_argument(
+        "--no-connect-link",
+        action="store_true",
+        help="do not create a connect link at startup",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("devstack %(levelname)s %(message)s"))
+    logger = logging.getLogger("devstack")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    began = time.monotonic()
+    stack = LocalStack(
+        api_port=args.api_port,
+        lambda_port=args.lambda_port,
+        aws_port=args.aws_port,
+        intuit_port=args.intuit_port,
+        state_dir=args.state_dir,
+        template_path=args.template,
+        parameter_overrides=dict(args.parameter_overrides),
+        auto_approve=args.auto_approve,
+        refresh_grace=args.refresh_grace,
+        sweep_interval=args.sweep_interval,
+        schedule=not args.no_schedule,
+        poller=not args.no_poller,
+    )
+
+    stopping = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        if stopping:  # a second Ctrl-C while shutting down: leave now
+            os._exit(1)
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        try:
+            stack.start()
+        except PortInUseError as exc:
+            print(
+                f"devstack: port {exc.port} ({exc.flag}) is not available: {exc.reason}; "
+                f"pass another {exc.flag} (0 = any free port)",
+                file=sys.stderr,
+            )
+            return 2
+        except TemplateError as exc:
+            print(f"devstack: template problem: {exc}", file=sys.stderr)
+            return 2
+        _announce(stack, args.no_connect_link, began)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        stopping = True
+        print("devstack: stopping", flush=True)
+        stack.stop()
+        return 0
+
+
+def _announce(stack: LocalStack, skip_link: bool, began: float) -> None:
+    ep = stack.endpoints
+    lines = [
+        f"API (HTTP gateway)   {ep['api']}",
+        f"Lambda invoke API    {ep['lambda']}",
+        f"AWS (moto)           {ep['aws']}",
+        f"Intuit               {ep['intuit'] or ep['intuit_env'].get('INTUIT_TOKEN_ENDPOINT', '')}",
+        f"table                {ep['table']}",
+    ]
+    if ep.get("events_queue"):
+        lines.append(f"lifecycle events     {ep['events_queue']}")
+    for line in lines:
+        print(f"devstack:   {line}", flush=True)
+    if not skip_link:
+        url, problem = stack.connect_link()
+        if problem is None:
+            print(f"devstack: connect link: {url}", flush=True)
+        else:
+            print(f"devstack: connect page: {url} (no connect link: {problem})", flush=True)
+    print(f"devstack: ready in {time.monotonic() - began:.2f}s; Ctrl-C stops", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1677 @@
+"""The local stack: template.yaml's service running on 127.0.0.1 without Docker.
+
+Why: the service is a handful of Lambda functions glued together by AWS (HTTP API, SQS event
+source, EventBridge schedule, DynamoDB, KMS, Secrets Manager). ``sam local`` needs Docker and
+emulates neither SQS nor schedules; this module gives developers and integration tests the whole
+loop in one process, built from template.yaml itself so it cannot drift from the deployment:
+
+* a moto server as the AWS endpoint (``AWS_ENDPOINT_URL``), holding the table, key, secret,
+  queues and bus created from the template's own resource properties;
+* the Intuit simulator (``devstack.intuit_sim``) unless real Intuit endpoints are configured;
+* an HTTP gateway that turns requests into API Gateway HTTP API payload 2.0 events for the
+  routes declared in the template and maps the handler's result back like API Gateway does;
+* the Lambda Invoke API as ``sam local start-lambda`` serves it, so ``boto3`` works unchanged;
+* an SQS poller with partial batch responses, and the schedules.
+
+One process means one ``os.environ``: the template's Globals environment is set once, before
+any handler loads (DESIGN.md). Every handler file is ``app.py``, so each is loaded by file path
+under its own module name.
+
+The pure helpers (:func:`build_http_event`, :func:`to_http_response`, :func:`build_sqs_event`,
+:func:`parse_batch_item_failures`, :func:`build_scheduled_event`) are what the unit tests pin
+down; :class:`LocalStack` wires them to sockets and threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import errno
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from devstack import template as tpl
+
+log = logging.getLogger("devstack")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
+DEFAULT_STATE_DIR = REPO_ROOT / ".devstack"
+HOST = "127.0.0.1"
+API_ID = "local"
+CONNECT_LINK_TENANT = "local-dev"
+EVENTS_RULE_SOURCE = "qbo-connect"
+EVENTS_QUEUE_SUFFIX = "events"
+#: The INTUIT_* settings (plus the QuickBooks API base) the simulator provides.
+INTUIT_ENDPOINT_KEYS = (
+    "INTUIT_AUTHORIZATION_ENDPOINT",
+    "INTUIT_TOKEN_ENDPOINT",
+    "INTUIT_REVOCATION_ENDPOINT",
+    "INTUIT_USERINFO_ENDPOINT",
+    "INTUIT_JWKS_URI",
+    "INTUIT_ISSUER",
+    "QUICKBOOKS_API_BASE_URL",
+)
+#: Both must be set in the environment to use a real (or external) Intuit instead of the sim.
+EXTERNAL_INTUIT_KEYS = ("INTUIT_AUTHORIZATION_ENDPOINT", "INTUIT_TOKEN_ENDPOINT")
+DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+#: Variables that could make a client reach real AWS or another endpoint: removed while we run.
+_AWS_ENV_REMOVED = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE")
+#: Resource types the local stack creates (so their physical values come from moto).
+_CREATED_TYPES = frozenset(
+    {
+        "AWS::KMS::Key",
+        "AWS::KMS::Alias",
+        "AWS::SecretsManager::Secret",
+        "AWS::DynamoDB::Table",
+        "AWS::SQS::Queue",
+        "AWS::Serverless::Function",
+        "AWS::Lambda::Function",
+    }
+)
+_TEXT_TYPES = re.compile(
+    r"^(text/.*|application/(json|xml|javascript|x-www-form-urlencoded|.*\+json|.*\+xml))$",
+    re.IGNORECASE,
+)
+
+
+class PortInUseError(RuntimeError):
+    """A port given on the command line is taken; ``flag`` names the option to change."""
+
+    def __init__(self, flag: str, port: int, reason: str = "address already in use") -> None:
+        super().__init__(f"{flag} {port}: {reason}")
+        self.flag = flag
+        self.port = port
+        self.reason = reason
+
+
+class StackError(RuntimeError):
+    """The stack could not start (the message says which step)."""
+
+
+# --------------------------------------------------------------------------------------------
+# API Gateway HTTP API, payload format 2.0
+
+
+class HttpResponse(NamedTuple):
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def _request_id() -> str:
+    # API Gateway's request ids look like "JKJaXmPLvHcESHA=": base64 of a few random bytes.
+    return base64.b64encode(secrets.token_bytes(10)).decode()
+
+
+def _is_text(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    return bool(_TEXT_TYPES.match(content_type.split(";", 1)[0].strip()))
+
+
+def build_http_event(
+    *,
+    method: str,
+    raw_path: str,
+    raw_query_string: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    route_key: str,
+    path_parameters: Mapping[str, str] | None = None,
+    source_ip: str = HOST,
+    protocol: str = "HTTP/1.1",
+    domain_name: str | None = None,
+    api_id: str = API_ID,
+    account_id: str = tpl.DEFAULT_ACCOUNT_ID,
+    now: datetime | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """The event API Gateway (HTTP API, payload 2.0) sends for one request.
+
+    As AWS does: header names lowercased and duplicate values comma-joined; the Cookie header
+    moved into ``cookies`` (one entry per cookie) and removed from ``headers``;
+    ``rawQueryString`` verbatim and ``queryStringParameters`` decoded with duplicate keys
+    comma-joined; optional fields (cookies, queryStringParameters, pathParameters, body) absent
+    when empty; a body that is not text is base64-encoded with ``isBase64Encoded`` true.
+    """
+    now = now or datetime.now(UTC)
+    merged: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        merged[key] = f"{merged[key]},{value}" if key in merged else value
+    cookie_header = merged.pop("cookie", None)
+    cookies = [c.strip() for c in cookie_header.split(";") if c.strip()] if cookie_header else []
+    host = merged.get("host") or domain_name or HOST
+    domain = domain_name or host
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(raw_query_string, keep_blank_values=True):
+        params[key] = f"{params[key]},{value}" if key in params else value
+    path = raw_path or "/"
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": path,
+        "rawQueryString": raw_query_string,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = merged
+    if params:
+        event["queryStringParameters"] = params
+    event["requestContext"] = {
+        "accountId": account_id,
+        "apiId": api_id,
+        "domainName": domain,
+        "domainPrefix": domain.split(".", 1)[0],
+        "http": {
+            "method": method.upper(),
+            "path": path,
+            "protocol": protocol,
+            "sourceIp": source_ip,
+            "userAgent": merged.get("user-agent", ""),
+        },
+        "requestId": request_id or _request_id(),
+        "routeKey": route_key,
+        "stage": "$default",
+        "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+        "timeEpoch": int(now.timestamp() * 1000),
+    }
+    if path_parameters:
+        event["pathParameters"] = dict(path_parameters)
+    if body:
+        if _is_text(merged.get("content-type")):
+            try:
+                event["body"] = body.decode("utf-8")
+                event["isBase64Encoded"] = False
+            except UnicodeDecodeError:
+                event["body"] = base64.b64encode(body).decode()
+                event["isBase64Encoded"] = True
+        else:
+            event["body"] = base64.b64encode(body).decode()
+            event["isBase64Encoded"] = True
+    else:
+        event["isBase64Encoded"] = False
+    return event
+
+
+class MalformedResponseError(ValueError):
+    """The handler's result is not a valid payload 2.0 response (API Gateway answers 500)."""
+
+
+def to_http_response(result: Any) -> HttpResponse:
+    """Map a handler's result to the HTTP response API Gateway (payload 2.0) would send.
+
+    A dict with ``statusCode`` is taken as a structured response (headers, multiValueHeaders,
+    cookies as one Set-Cookie each, body with isBase64Encoded). Anything else is inferred as
+    AWS does: 200, ``content-type: application/json``, body = the JSON of the result (a string
+    result is sent as is). A malformed structured response raises
+    :class:`MalformedResponseError`, which the gateway turns into a 500 like API Gateway.
+    """
+    if not (isinstance(result, dict) and "statusCode" in result):
+        body = result if isinstance(result, str) else json.dumps(result)
+        return HttpResponse(200, [("Content-Type", "application/json")], body.encode("utf-8"))
+    try:
+        status = int(result["statusCode"])
+    except (TypeError, ValueError) as exc:
+        raise MalformedResponseError(f"statusCode is not a number: {exc}") from None
+    if not 100 <= status <= 599:
+        raise MalformedResponseError(f"statusCode out of range: {status}")
+    headers: list[tuple[str, str]] = []
+    raw_headers = result.get("headers") or {}
+    multi = result.get("multiValueHeaders") or {}
+    cookies = result.get("cookies") or []
+    if not isinstance(raw_headers, dict) or not isinstance(multi, dict):
+        raise MalformedResponseError("headers and multiValueHeaders must be objects")
+    if not isinstance(cookies, list):
+        raise MalformedResponseError("cookies must be a list")
+    for name, value in raw_headers.items():
+        headers.append((str(name), _header_value(value)))
+    for name, values in multi.items():
+        if not isinstance(values, list):
+            raise MalformedResponseError("multiValueHeaders values must be lists")
+        headers.extend((str(name), _header_value(v)) for v in values)
+    headers.extend(("Set-Cookie", str(cookie)) for cookie in cookies)
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", "application/json"))
+    raw_body = result.get("body")
+    if raw_body is None:
+        payload = b""
+    elif isinstance(raw_body, str):
+        if result.get("isBase64Encoded"):
+            try:
+                payload = base64.b64decode(raw_body, validate=True)
+            except (binascii.Error, ValueError):
+                raise MalformedResponseError("body is not valid base64") from None
+        else:
+            payload = raw_body.encode("utf-8")
+    else:
+        raise MalformedResponseError("body must be a string")
+    return HttpResponse(status, headers, payload)
+
+
+def _header_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+_ROUTE_PARAM = re.compile(r"\{([A-Za-z0-9_.-]+)(\+?)\}")
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    method: str
+    path: str
+    logical_id: str
+    pattern: re.Pattern[str] | None  # None: a static path (or the $default catch-all)
+    params: tuple[str, ...] = ()
+
+    @property
+    def route_key(self) -> str:
+        return "$default" if self.path == "$default" else f"{self.method} {self.path}"
+
+    @property
+    def specificity(self) -> tuple[int, int, bool]:
+        """Sort key: static before parameterised before greedy before $default (AWS order)."""
+        if self.path == "$default":
+            return (3, 0, False)
+        if self.pattern is None:
+            return (0, -len(self.path), self.method == "ANY")
+        greedy = "+}" in self.path
+        return (2 if greedy else 1, -len(self.path), self.method == "ANY")
+
+
+def compile_routes(routes: Iterable[tuple[str, str, str]]) -> list[CompiledRoute]:
+    """Routes in the order API Gateway tries them; ``{name}`` and ``{name+}`` become groups."""
+    compiled = []
+    for method, path, logical_id in routes:
+        pattern: re.Pattern[str] | None = None
+        params: list[str] = []
+        if path != "$default" and "{" in path:
+            regex, pos = "", 0
+            for match in _ROUTE_PARAM.finditer(path):
+                regex += re.escape(path[pos : match.start()])
+                body = ".+" if match.group(2) else "[^/]+"
+                regex += f"(?P<p{len(params)}>{body})"
+                params.append(match.group(1))
+                pos = match.end()
+            regex += re.escape(path[pos:])
+            pattern = re.compile(f"^{regex}$")
+        compiled.append(CompiledRoute(method.upper(), path, logical_id, pattern, tuple(params)))
+    return sorted(compiled, key=lambda r: r.specificity)
+
+
+def match_route(
+    routes: Sequence[CompiledRoute], method: str, path: str
+) -> tuple[CompiledRoute, dict[str, str]] | None:
+    """The route API Gateway would pick for ``method path`` and its path parameters."""
+    method = method.upper()
+    for route in routes:
+        if route.method not in ("ANY", method):
+            continue
+        if route.path == "$default":
+            return route, {}
+        if route.pattern is None:
+            if route.path == path:
+                return route, {}
+            continue
+        match = route.pattern.match(path)
+        if match:
+            return route, {name: match.group(f"p{i}") for i, name in enumerate(route.params)}
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# SQS and schedule events
+
+
+def build_sqs_event(
+    messages: Sequence[Mapping[str, Any]], queue_arn: str, region: str = tpl.DEFAULT_REGION
+) -> dict[str, Any]:
+    """The event Lambda's SQS poller sends for ``receive_message`` results.
+
+    Field names are the event's (camelCase), message attributes keep their types, binary
+    values are base64 as in the real event.
+    """
+    records = []
+    for message in messages:
+        attributes = {}
+        for name, attr in (message.get("MessageAttributes") or {}).items():
+            converted: dict[str, Any] = {
+                "stringListValues": list(attr.get("StringListValues") or []),
+                "binaryListValues": [
+                    base64.b64encode(v).decode() if isinstance(v, bytes) else v
+                    for v in attr.get("BinaryListValues") or []
+                ],
+                "dataType": attr.get("DataType", "String"),
+            }
+            if "StringValue" in attr:
+                converted["stringValue"] = attr["StringValue"]
+            if "BinaryValue" in attr:
+                value = attr["BinaryValue"]
+                converted["binaryValue"] = (
+                    base64.b64encode(value).decode() if isinstance(value, bytes) else value
+                )
+            attributes[name] = converted
+        record: dict[str, Any] = {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message.get("Body", ""),
+            "attributes": dict(message.get("Attributes") or {}),
+            "messageAttributes": attributes,
+            "md5OfBody": message.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": region,
+        }
+        if message.get("MD5OfMessageAttributes"):
+            record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+        records.append(record)
+    return {"Records": records}
+
+
+def parse_batch_item_failures(result: Any, message_ids: Iterable[str]) -> set[str] | None:
+    """Which messages failed, by Lambda's partial batch response rules; None = whole batch.
+
+    Success for a null/empty response or a null/empty ``batchItemFailures``; the whole batch
+    fails when an entry lacks a non-empty ``itemIdentifier`` or names a message not in the
+    batch, or the response is not a JSON object (AWS documents exactly these cases).
+    """
+    if result is None:
+        return set()
+    if not isinstance(result, dict):
+        return None
+    failures = result.get("batchItemFailures")
+    if failures is None:
+        return set()
+    if not isinstance(failures, list):
+        return None
+    known = set(message_ids)
+    failed: set[str] = set()
+    for entry in failures:
+        if not isinstance(entry, dict):
+            return None
+        identifier = entry.get("itemIdentifier")
+        if not isinstance(identifier, str) or not identifier or identifier not in known:
+            return None
+        failed.add(identifier)
+    return failed
+
+
+def build_scheduled_event(
+    rule_arn: str,
+    *,
+    region: str = tpl.DEFAULT_REGION,
+    account_id: str = tpl.DEFAULT_ACCOUNT_ID,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The event EventBridge sends to a schedule rule's target."""
+    now = now or datetime.now(UTC)
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account_id,
+        "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [rule_arn],
+        "detail": {},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Functions
+
+
+class LambdaContext:
+    """The attributes and method of the context object the Python runtime passes."""
+
+    def __init__(
+        self,
+        *,
+        function_name: str,
+        invoked_function_arn: str,
+        memory_limit_in_mb: int,
+        timeout_seconds: float,
+        request_id: str | None = None,
+        function_version: str = "$LATEST",
+        client_context: Any = None,
+    ) -> None:
+        self.function_name = function_name
+        self.function_version = function_version
+        self.invoked_function_arn = invoked_function_arn
+        self.memory_limit_in_mb = memory_limit_in_mb
+        self.aws_request_id = request_id or str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = (
+            f"{datetime.now(UTC):%Y/%m/%d}/[{function_version}]{uuid.uuid4().hex}"
+        )
+        self.identity = None
+        self.client_context = client_context
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class InvocationResult:
+    """What one invoke produced: a JSON-compatible payload or a Lambda function error."""
+
+    payload: Any = None
+    error: dict[str, str] | None = None
+    request_id: str = ""
+    duration_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def body(self) -> bytes:
+        return json.dumps(self.error if self.error is not None else self.payload).encode()
+
+
+@dataclass
+class _Stats:
+    invocations: int = 0
+    errors: int = 0
+
+
+class FunctionRuntime:
+    """One function: its handler (loaded lazily, by file path) and its invoke semantics.
+
+    Lazy because a broken handler must fail only its own invocations, as a Lambda function's
+    init failure does; an import failure is retried on the next call (a new cold start).
+    """
+
+    def __init__(
+        self,
+        logical_id: str,
+        *,
+        code_dir: Path,
+        handler: str,
+        timeout: float,
+        memory_size: int,
+        physical_name: str,
+        arn: str,
+    ) -> None:
+        self.logical_id = logical_id
+        self.code_dir = code_dir
+        self.handler_spec = handler
+        self.timeout = float(timeout)
+        self.memory_size = memory_size
+        self.physical_name = physical_name
+        self.arn = arn
+        self.module_name = f"qbo_fn_{logical_id}"
+        self.stats = _Stats()
+        self._handler: Callable[[Any, Any], Any] | None = None
+        self._lock = threading.Lock()
+
+    # -- loading
+
+    def _module_file(self) -> tuple[Path, str]:
+        module_path, _, attribute = self.handler_spec.rpartition(".")
+        if not module_path or not attribute:
+            raise _InitError("Runtime.MalformedHandlerName", f"Bad handler {self.handler_spec!r}")
+        return self.code_dir / (module_path.replace(".", "/") + ".py"), attribute
+
+    def load(self) -> Callable[[Any, Any], Any]:
+        with self._lock:
+            if self._handler is not None:
+                return self._handler
+            path, attribute = self._module_file()
+            module_name = path.stem
+            if not path.is_file():
+                raise _InitError(
+                    "Runtime.ImportModuleError",
+                    f"Unable to import module '{module_name}': No module named '{module_name}'",
+                )
+            spec = importlib.util.spec_from_file_location(self.module_name, path)
+            if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
+                raise _InitError("Runtime.ImportModuleError", f"Cannot load {path}")
+            module: ModuleType = importlib.util.module_from_spec(spec)
+            sys.modules[self.module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except SyntaxError as exc:
+                sys.modules.pop(self.module_name, None)
+                raise _InitError(
+                    "Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_name}': {exc}"
+                ) from exc
+            except Exception as exc:
+                sys.modules.pop(self.module_name, None)
+                raise _InitError(
+                    "Runtime.ImportModuleError",
+                    f"Unable to import module '{module_name}': {exc}",
+                ) from exc
+            handler = getattr(module, attribute, None)
+            if not callable(handler):
+                sys.modules.pop(self.module_name, None)
+                raise _InitError(
+                    "Runtime.HandlerNotFound",
+                    f"Handler '{attribute}' missing on module '{module_name}'",
+                )
+            self._handler = handler
+            return handler
+
+    def set_handler(self, handler: Callable[[Any, Any], Any] | None) -> None:
+        """Replace the handler (in-process tests); None reloads the real one on next call."""
+        with self._lock:
+            self._handler = handler
+
+    # -- invoking
+
+    def invoke(self, event: Any, *, client_context: Any = None) -> InvocationResult:
+        """Run the handler like Lambda: JSON in, JSON out, errors and timeouts as data."""
+        request_id = str(uuid.uuid4())
+        started = time.monotonic()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                handler = self.load()
+                context = LambdaContext(
+                    function_name=self.physical_name,
+                    invoked_function_arn=self.arn,
+                    memory_limit_in_mb=self.memory_size,
+                    timeout_seconds=self.timeout,
+                    request_id=request_id,
+                    client_context=client_context,
+                )
+                result = handler(json.loads(json.dumps(event)), context)
+                try:
+                    outcome["payload"] = json.loads(json.dumps(result))
+                except (TypeError, ValueError) as exc:
+                    outcome["error"] = {
+                        "errorMessage": f"Unable to marshal response: {exc}",
+                        "errorType": "Runtime.MarshalError",
+                    }
+            except _InitError as exc:
+                log.error("%s init failed: %s: %s", self.logical_id, exc.error_type, exc.message)
+                outcome["error"] = {"errorMessage": exc.message, "errorType": exc.error_type}
+            except BaseException as exc:  # the handler's failure is data, not our crash
+                log.error(
+                    "%s raised %s\n%s",
+                    self.logical_id,
+                    type(exc).__name__,
+                    "".join(traceback.format_exception(exc)).rstrip(),
+                )
+                outcome["error"] = {"errorMessage": str(exc), "errorType": type(exc).__name__}
+
+        worker = threading.Thread(target=run, name=f"fn-{self.logical_id}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        duration = (time.monotonic() - started) * 1000
+        self.stats.invocations += 1
+        if worker.is_alive():
+            # Lambda would kill the sandbox; a thread cannot be killed, so it runs on unobserved.
+            self.stats.errors += 1
+            log.error("%s timed out after %.2f seconds", self.logical_id, self.timeout)
+            return InvocationResult(
+                error={
+                    "errorMessage": (
+                        f"RequestId: {request_id} Error: Task timed out after "
+                        f"{self.timeout:.2f} seconds"
+                    ),
+                    "errorType": "Sandbox.Timedout",
+                },
+                request_id=request_id,
+                duration_ms=duration,
+            )
+        if "error" in outcome:
+            self.stats.errors += 1
+            return InvocationResult(
+                error=outcome["error"], request_id=request_id, duration_ms=duration
+            )
+        return InvocationResult(
+            payload=outcome.get("payload"), request_id=request_id, duration_ms=duration
+        )
+
+
+class _InitError(Exception):
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------------
+# Servers
+
+
+def _bind(flag: str, port: int) -> socket.socket:
+    """Bind and listen ourselves: werkzeug would ``sys.exit`` on a taken port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else str(exc)
+        raise PortInUseError(flag, port, reason) from None
+    return sock
+
+
+def _check_free(flag: str, port: int) -> None:
+    if port:
+        _bind(flag, port).close()
+
+
+def _quiet_handler_class() -> type:
+    from werkzeug.serving import WSGIRequestHandler
+
+    class QuietHandler(WSGIRequestHandler):
+        """Logs method, path (never the query string: /callback's holds the code) and status."""
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            status = getattr(code, "value", code)
+            log.info("%s %s %s", self.command, urlsplit(self.path).path, status)
+
+        def log_error(self, format: str, *args: Any) -> None:
+            # werkzeug's messages quote the request line, query string included: not logged.
+            log.debug("HTTP protocol error on %s", HOST)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return QuietHandler
+
+
+class _HttpServer:
+    """A threaded werkzeug server on a socket we bound, served from a daemon thread."""
+
+    def __init__(self, name: str, sock: socket.socket, app: Callable[..., Any]) -> None:
+        from werkzeug.serving import make_server
+
+        port = sock.getsockname()[1]
+        try:
+            self.server = make_server(
+                HOST,
+                port,
+                app,
+                threaded=True,
+                request_handler=_quiet_handler_class(),
+                fd=sock.fileno(),
+            )
+        finally:
+            sock.close()  # the server holds its own duplicate
+        self.port = int(self.server.server_address[1])
+        self.url = f"http://{HOST}:{self.port}"
+        self._thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=name,
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        # shutdown() waits for serve_forever to acknowledge: never call it if that never ran.
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.server.shutdown()
+            self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.server.server_close()
+
+
+def _moto_server(port: int) -> Any:
+    """A ThreadedMotoServer that reports a bind failure instead of hanging its start()."""
+    from moto.server import ThreadedMotoServer
+
+    class Server(ThreadedMotoServer):
+        error: BaseException | None = None
+
+        def _server_entry(self) -> None:
+            try:
+                super()._server_entry()
+            except BaseException as exc:  # werkzeug raises SystemExit on a bind failure
+                self.error = exc
+                self._server_ready_event.set()
+
+    return Server(ip_address=HOST, port=port, verbose=False)
+
+
+def _json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Any:
+    from werkzeug.wrappers import Response
+
+    response = Response(json.dumps(body), status=status, mimetype="application/json")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+# --------------------------------------------------------------------------------------------
+# The stack
+
+
+@dataclass
+class _Poller:
+    source: tpl.SqsSource
+    queue_url: str
+    queue_arn: str
+    concurrency: int
+    thread: threading.Thread | None = None
+    active: set[threading.Thread] = field(default_factory=set)
+
+
+@dataclass
+class _ScheduleRunner:
+    logical_id: str
+    rule_arn: str
+    interval: float
+    input: str | None
+    thread: threading.Thread | None = None
+
+
+class LocalStack:
+    """Everything ``python -m devstack`` runs, usable in-process as a context manager.
+
+    ``start()`` brings the parts up in dependency order and writes
+    ``<state_dir>/endpoints.json`` last; ``stop()`` shuts everything down and restores the
+    environment variables it changed. In-process use shares ``sys.modules`` with the caller:
+    the layer package is imported once per process, so prefer one stack per process (the
+    subprocess helper in tests/helpers) when real handlers cache settings or clients.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_port: int = 3000,
+        lambda_port: int = 3001,
+        aws_port: int = 5000,
+        intuit_port: int = 0,
+        state_dir: str | Path | None = None,
+        template_path: str | Path = DEFAULT_TEMPLATE,
+        parameter_overrides: Mapping[str, str] | None = None,
+        auto_approve: bool = False,
+        refresh_grace: float = 86400.0,
+        sweep_interval: float | None = None,
+        schedule: bool = True,
+        poller: bool = True,
+        stack_name: str = tpl.DEFAULT_STACK_NAME,
+        out: Callable[[str], None] | None = None,
+    ) -> None:
+        self.ports = {"--api-port": api_port, "--lambda-port": lambda_port}
+        self.aws_port = aws_port
+        self.intuit_port = intuit_port
+        self.template_path = Path(template_path).resolve()
+        self.root = self.template_path.parent
+        self.state_dir = Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR
+        self.parameter_overrides = dict(parameter_overrides or {})
+        self.auto_approve = auto_approve
+        self.refresh_grace = refresh_grace
+        self.sweep_interval = sweep_interval
+        self.schedule_enabled = schedule
+        self.poller_enabled = poller
+        self.stack_name = stack_name
+        self._out = out or (lambda line: print(line, flush=True))
+
+        self.template: dict[str, Any] = {}
+        self.region = tpl.DEFAULT_REGION
+        self.account_id = tpl.DEFAULT_ACCOUNT_ID
+        self.physical: dict[str, dict[str, str]] = {}
+        self.functions: dict[str, FunctionRuntime] = {}
+        self.routes: list[CompiledRoute] = []
+        self.endpoints: dict[str, Any] = {}
+        self.intuit_env: dict[str, str] = {}
+        self.simulator: Any = None
+        self.resolver: tpl.Resolver | None = None
+        self.api_url = ""
+        self.lambda_url = ""
+        self.aws_url = ""
+        self.events_queue_url = ""
+
+        self._moto: Any = None
+        self._api: _HttpServer | None = None
+        self._lambda: _HttpServer | None = None
+        self._stop = threading.Event()
+        self._pollers: list[_Poller] = []
+        self._schedules: dict[str, _ScheduleRunner] = {}
+        self._env_saved: dict[str, str | None] = {}
+        self._sys_path_added: list[str] = []
+        self._session: Any = None
+        self._started = False
+        self._background: set[threading.Thread] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def say(self, line: str) -> None:
+        self._out(f"devstack: {line}")
+
+    def start(self) -> LocalStack:
+        """Bring everything up; on any failure, stop what was started and re-raise."""
+        began = time.monotonic()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self._started = True
+        self.say(f"up in {time.monotonic() - began:.2f}s")
+        return self
+
+    def _start(self) -> None:
+        self.template = tpl.load_template(self.template_path)
+        fn_specs = tpl.functions(self.template)
+        self.routes = compile_routes(tpl.http_routes(self.template))
+        # Fail fast on taken ports, before anything else starts.
+        sockets = {flag: _bind(flag, port) for flag, port in self.ports.items()}
+        try:
+            _check_free("--aws-port", self.aws_port)
+            _check_free("--intuit-port", self.intuit_port)
+        except PortInUseError:
+            for sock in sockets.values():
+                sock.close()
+            raise
+        self._api = _HttpServer("devstack-api", sockets["--api-port"], self._gateway_app)
+        self._lambda = _HttpServer("devstack-lambda", sockets["--lambda-port"], self._lambda_app)
+        self.api_url, self.lambda_url = self._api.url, self._lambda.url
+
+        (self.state_dir / "endpoints.json").unlink(missing_ok=True)
+        self._start_moto()
+        parameters = tpl.parameter_values(self.template, self.parameter_overrides)
+        public_base = parameters.get("PublicBaseUrl", "") or self.api_url
+        client_id, client_secret = self._client_credentials()
+        self._start_intuit(client_id, client_secret, public_base)
+        self._create_resources(fn_specs, client_id, client_secret)
+        self._set_function_env()
+        self._add_layers_to_path()
+        for logical_id, spec in fn_specs.items():
+            self.functions[logical_id] = FunctionRuntime(
+                logical_id,
+                code_dir=(self.root / spec["code_uri"]).resolve(),
+                handler=spec["handler"],
+                timeout=spec["timeout"],
+                memory_size=spec["memory_size"],
+                physical_name=self.physical[logical_id]["Ref"],
+                arn=self.physical[logical_id]["Arn"],
+            )
+        self._api.start()
+        self._lambda.start()
+        self.say(f"HTTP gateway on {self.api_url} ({len(self.routes)} routes)")
+        self.say(f"Lambda invoke API on {self.lambda_url}")
+        if self.poller_enabled:
+            self._start_pollers()
+        if self.schedule_enabled:
+            self._start_schedules()
+        self._write_endpoints()
+
+    def stop(self) -> None:
+        """Stop servers and threads (bounded waits), then restore env and sys.path."""
+        self._stop.set()
+        for poller in self._pollers:
+            if poller.thread is not None:
+                poller.thread.join(timeout=5)
+            for batch in list(poller.active):
+                batch.join(timeout=2)
+        for runner in self._schedules.values():
+            if runner.thread is not None:
+                runner.thread.join(timeout=5)
+        for server in (self._api, self._lambda):
+            if server is not None:
+                server.stop()
+        self._api = self._lambda = None
+        if self.simulator is not None:
+            with contextlib.suppress(Exception):
+                self.simulator.stop()
+            self.simulator = None
+        if self._moto is not None:
+            with contextlib.suppress(Exception):
+                self._moto.stop()
+            self._moto = None
+        if self._started:
+            (self.state_dir / "endpoints.json").unlink(missing_ok=True)
+        for name in list(self.functions):
+            sys.modules.pop(self.functions[name].module_name, None)
+        for path in self._sys_path_added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(path)
+        self._sys_path_added = []
+        for key, value in self._env_saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._env_saved = {}
+        if self._started:
+            self.say("stopped")
+        self._started = False
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` is called from elsewhere."""
+        self._stop.wait()
+
+    # ------------------------------------------------------------------ environment
+
+    def _setenv(self, key: str, value: str | None) -> None:
+        if key not in self._env_saved:
+            self._env_saved[key] = os.environ.get(key)
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+    def _start_moto(self) -> None:
+        import boto3
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
+        self._moto = _moto_server(self.aws_port)
+        self.say(f"starting moto server on {HOST}:{self.aws_port or 'any free port'}")
+        self._moto.start()
+        if self._moto.error is not None:
+            self._moto = None
+            raise PortInUseError("--aws-port", self.aws_port)
+        host, port = self._moto.get_host_and_port()
+        self.aws_url = f"http://{host}:{port}"
+        self.region = os.environ.get("AWS_DEFAULT_REGION") or tpl.DEFAULT_REGION
+        self._setenv("AWS_ENDPOINT_URL", self.aws_url)
+        for key in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_")]:
+            self._setenv(key, None)  # a service-specific endpoint would bypass moto
+        self._setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", None)
+        for key, value in DUMMY_CREDENTIALS.items():
+            self._setenv(key, value)
+        for key in _AWS_ENV_REMOVED:
+            self._setenv(key, None)
+        self._setenv("AWS_DEFAULT_REGION", self.region)
+        self._setenv("AWS_REGION", self.region)
+        self._session = boto3.session.Session(
+            aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.region,
+        )
+        self.say(f"moto server on {self.aws_url}")
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the local AWS endpoint."""
+        if self._session is None:
+            raise StackError("stack is not started")
+        return self._session.client(service, endpoint_url=self.aws_url)
+
+    def _client_credentials(self) -> tuple[str, str]:
+        env_id = os.environ.get("INTUIT_CLIENT_ID", "")
+        env_secret = os.environ.get("INTUIT_CLIENT_SECRET", "")
+        if env_id and env_secret:
+            return env_id, env_secret
+        return f"devstack-{secrets.token_hex(6)}", secrets.token_urlsafe(24)
+
+    def _start_intuit(self, client_id: str, client_secret: str, public_base: str) -> None:
+        if all(os.environ.get(k) for k in EXTERNAL_INTUIT_KEYS):
+            self.intuit_env = {k: os.environ[k] for k in INTUIT_ENDPOINT_KEYS if os.environ.get(k)}
+            self.say(f"using Intuit endpoints from the environment ({len(self.intuit_env)} set)")
+            return
+        from devstack.intuit_sim import IntuitSimulator
+
+        kwargs: dict[str, Any] = {
+            "host": HOST,
+            "port": self.intuit_port,
+            "clients": {client_id: client_secret},
+            "redirect_uris": [public_base.rstrip("/") + "/callback"],
+            "auto_approve": self.auto_approve,
+            "refresh_grace_seconds": self.refresh_grace,
+        }
+        accepted = inspect.signature(IntuitSimulator).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+            kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+        self.simulator = IntuitSimulator(**kwargs)
+        try:
+            self.simulator.start()
+        except OSError as exc:
+            self.simulator = None
+            raise PortInUseError(
+                "--intuit-port", self.intuit_port, exc.strerror or str(exc)
+            ) from None
+        self.intuit_env = dict(self.simulator.endpoints)
+        mode = "auto-approve" if self.auto_approve else "consent page"
+        self.say(f"Intuit simulator on {self.simulator.base_url} ({mode})")
+
+    # ------------------------------------------------------------------ resources
+
+    def _name(self, logical_id: str) -> str:
+        return f"{self.stack_name}-{logical_id}"
+
+    def _arn(self, service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{self.account_id}:{resource}"
+
+    def _lookup(self, logical_id: str, attribute: str | None) -> str:
+        entry = self.physical.get(logical_id)
+        if entry is None:
+            resource = (self.template.get("Resources") or {}).get(logical_id)
+            if resource is None:
+                raise tpl.TemplateError(f"unknown resource {logical_id}")
+            if resource.get("Type") in _CREATED_TYPES:
+                raise tpl.TemplateError(f"{logical_id} is not created yet")
+            # A resource the local stack does not create (alarms, log groups, the API...):
+            # a stable placeholder so Sub/Ref elsewhere in the template still evaluate.
+            entry = {"Ref": self._name(logical_id), "Arn": self._arn("local", logical_id)}
+        key = attribute or "Ref"
+        if key not in entry:
+            raise tpl.TemplateError(f"no attribute {key} known locally for {logical_id}")
+        return entry[key]
+
+    def _create_resources(
+        self, fn_specs: Mapping[str, Any], client_id: str, client_secret: str
+    ) -> None:
+        self.resolver = tpl.Resolver(
+            self.template,
+            self._lookup,
+            self.parameter_overrides,
+            stack_name=self.stack_name,
+            region=self.region,
+            account_id=self.account_id,
+        )
+        resolve = self.resolver
+        resources = self.template.get("Resources") or {}
+        by_type: dict[str, list[str]] = {}
+        for logical_id, resource in resources.items():
+            by_type.setdefault(resource.get("Type", ""), []).append(logical_id)
+        for logical_id in fn_specs:
+            name = self._name(logical_id)
+            self.physical[logical_id] = {
+                "Ref": name,
+                "Arn": self._arn("lambda", f"function:{name}"),
+            }
+        kms = self.client("kms")
+        for logical_id in by_type.get("AWS::KMS::Key", []):
+            props = resolve(resources[logical_id].get("Properties") or {})
+            meta = kms.create_key(
+                Description=props.get("Description", logical_id),
+                KeySpec=props.get("KeySpec", "SYMMETRIC_DEFAULT"),
+                KeyUsage=props.get("KeyUsage", "ENCRYPT_DECRYPT"),
+            )["KeyMetadata"]
+            if props.get("EnableKeyRotation"):
+                with contextlib.suppress(Exception):
+                    kms.enable_key_rotation(KeyId=meta["KeyId"])
+            self.physical[logical_id] = {"Ref": meta["KeyId"], "Arn": meta["Arn"]}
+            self.say(f"created KMS key {logical_id} ({meta['KeyId']})")
+        for logical_id in by_type.get("AWS::KMS::Alias", []):
+            props = resolve(resources[logical_id].get("Properties") or {})
+            kms.create_alias(AliasName=props["AliasName"], TargetKeyId=props["TargetKeyId"])
+            self.physical[logical_id] = {"Ref": props["AliasName"]}
+            self.say(f"created KMS alias {props['AliasName']}")
+        sm = self.client("secretsmanager")
+        for logical_id in by_type.get("AWS::SecretsManager::Secret", []):
+            props = resources[logical_id].get("Properties") or {}
+            name = props.get("Name") or self._name(logical_id)
+            secret_string = json.dumps({"client_id": client_id, "client_secret": client_secret})
+            arn = sm.create_secret(
+                Name=resolve(name),
+                Description=str(resolve(props.get("Description", logical_id))),
+                SecretString=secret_string,
+            )["ARN"]
+            self.physical[logical_id] = {"Ref": arn, "Id": arn, "Arn": arn}
+            self.say(f"created secret {logical_id} (client_id {client_id})")
+        ddb = self.client("dynamodb")
+        for logical_id in by_type.get("AWS::DynamoDB::Table", []):
+            props = resources[logical_id].get("Properties") or {}
+            name = resolve(props.get("TableName") or self._name(logical_id))
+            description = tpl.create_table_from_template(
+                ddb, self.template, name, logical_id=logical_id, resolve=resolve
+            )
+            self.physical[logical_id] = {
+                "Ref": name,
+                "Arn": description["TableArn"],
+                "StreamArn": description.get("LatestStreamArn", ""),
+            }
+            indexes = [i["IndexName"] for i in description.get("GlobalSecondaryIndexes", [])]
+            self.say(f"created table {name} (indexes: {', '.join(indexes) or 'none'})")
+        self._create_queues(resources, by_type.get("AWS::SQS::Queue", []))
+        self._create_event_bus()
+
+    def _create_queues(self, resources: Mapping[str, Any], queue_ids: list[str]) -> None:
+        """Create queues so that a dead-letter queue exists before the queue redriving to it."""
+        assert self.resolver is not None
+        sqs = self.client("sqs")
+        deps: dict[str, set[str]] = {}
+        for logical_id in queue_ids:
+            redrive = (resources[logical_id].get("Properties") or {}).get("RedrivePolicy") or {}
+            target = tpl._logical_id_of(redrive.get("deadLetterTargetArn"))
+            deps[logical_id] = {target} & set(queue_ids) if target else set()
+        pending = list(queue_ids)
+        while pending:
+            ready = [lid for lid in pending if not (deps[lid] & set(pending))]
+            if not ready:
+                raise StackError(f"queues redrive to each other: {pending}")
+            for logical_id in ready:
+                props = self.resolver(resources[logical_id].get("Properties") or {})
+                self._create_queue(sqs, logical_id, props)
+                pending.remove(logical_id)
+
+    def _create_queue(self, sqs: Any, logical_id: str, props: Mapping[str, Any]) -> None:
+        fifo = str(props.get("FifoQueue", "")).lower() == "true"
+        name = props.get("QueueName") or self._name(logical_id) + (".fifo" if fifo else "")
+        attributes: dict[str, str] = {}
+        for key in (
+            "VisibilityTimeout",
+            "MessageRetentionPeriod",
+            "DelaySeconds",
+            "MaximumMessageSize",
+            "ReceiveMessageWaitTimeSeconds",
+            "KmsMasterKeyId",
+            "KmsDataKeyReusePeriodSeconds",
+            "SqsManagedSseEnabled",
+            "FifoQueue",
+            "ContentBasedDeduplication",
+        ):
+            if key in props:
+                attributes[key] = tpl._stringify(props[key])
+        if props.get("RedrivePolicy"):
+            attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self.physical[logical_id] = {"Ref": url, "Arn": arn, "QueueName": name, "QueueUrl": url}
+        extra = (
+            f", visibility {attributes['VisibilityTimeout']}s"
+            if "VisibilityTimeout" in (attributes)
+            else ""
+        )
+        self.say(f"created queue {name}{extra}")
+
+    def _create_event_bus(self) -> None:
+        """The lifecycle-event bus, plus a rule copying our events into an SQS queue.
+
+        The copy makes events observable in tests (moto delivers to SQS targets). No schedule
+        rule is created in moto: a rule with a schedule target breaks moto's put_events, and
+        this stack runs the schedules itself.
+        """
+        assert self.resolver is not None
+        bus = self.resolver.parameters.get("EventBusName", "default") or "default"
+        events = self.client("events")
+        if bus != "default":
+            events.create_event_bus(Name=bus)
+            self.say(f"created event bus {bus}")
+        sqs = self.client("sqs")
+        name = f"{self.stack_name}-{EVENTS_QUEUE_SUFFIX}"
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        rule = f"{self.stack_name}-lifecycle-events"
+        events.put_rule(
+            Name=rule,
+            EventPattern=json.dumps({"source": [EVENTS_RULE_SOURCE]}),
+            EventBusName=bus,
+            State="ENABLED",
+        )
+        events.put_targets(
+            Rule=rule, EventBusName=bus, Targets=[{"Id": "events-queue", "Arn": arn}]
+        )
+        self.events_queue_url = url
+        self.say(f"events with source {EVENTS_RULE_SOURCE!r} on bus {bus} are copied to {name}")
+
+    def _set_function_env(self) -> None:
+        assert self.resolver is not None
+        env = tpl.globals_env(self.template, self.resolver)
+        external = self.simulator is None
+        for key, value in env.items():
+            if external and key in INTUIT_ENDPOINT_KEYS and os.environ.get(key):
+                continue  # an explicitly configured Intuit endpoint wins over the default
+            self._setenv(key, value)
+        if not env.get("PUBLIC_BASE_URL"):
+            self._setenv("PUBLIC_BASE_URL", self.api_url)
+        self._setenv("POWERTOOLS_TRACE_DISABLED", "true")
+        for key, value in self.intuit_env.items():
+            self._setenv(key, value)
+        self.intuit_env = {
+            k: os.environ[k]
+            for k in sorted(os.environ)
+            if (k.startswith("INTUIT_") and "CLIENT" not in k) or k == "QUICKBOOKS_API_BASE_URL"
+        }
+        self.say(f"function environment set ({len(env)} variables from Globals)")
+
+    def _add_layers_to_path(self) -> None:
+        """Put each layer's code first on sys.path, as /opt/python is in Lambda."""
+        for resource in (self.template.get("Resources") or {}).values():
+            if resource.get("Type") not in (
+                "AWS::Serverless::LayerVersion",
+                "AWS::Lambda::LayerVersion",
+            ):
+                continue
+            props = resource.get("Properties") or {}
+            content = props.get("ContentUri") or (props.get("Content") or {}).get("S3Key")
+            if not isinstance(content, str):
+                continue
+            base = (self.root / content).resolve()
+            # A prebuilt layer keeps its code under python/; ours is the package dir itself.
+            path = base / "python" if (base / "python").is_dir() else base
+            if str(path) not in sys.path:
+                sys.path.insert(0, str(path))
+                self._sys_path_added.append(str(path))
+
+    # ------------------------------------------------------------------ functions
+
+    def resolve_function(self, name: str) -> FunctionRuntime | None:
+        """A function by logical id, physical name, or ARN ending in either (``:qualifier`` ok)."""
+        if ":function:" in name:
+            name = name.split(":function:", 1)[1].split(":", 1)[0]
+        if name in self.functions:
+            return self.functions[name]
+        for runtime in self.functions.values():
+            if name == runtime.physical_name:
+                return runtime
+        return None
+
+    def invoke(self, name: str, payload: Any = None) -> InvocationResult:
+        """Invoke a function in-process (no HTTP) with the same semantics as the Invoke API."""
+        runtime = self.resolve_function(name)
+        if runtime is None:
+            raise KeyError(f"no function {name}")
+        return runtime.invoke({} if payload is None else payload)
+
+    def _background_invoke(self, runtime: FunctionRuntime, event: Any) -> None:
+        def run() -> None:
+            result = runtime.invoke(event)
+            if not result.ok:
+                log.warning("async invoke of %s failed", runtime.logical_id)
+
+        thread = threading.Thread(target=run, name=f"async-{runtime.logical_id}", daemon=True)
+        thread.start()
+
+    # ------------------------------------------------------------------ HTTP gateway
+
+    def _gateway_app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        from werkzeug.wrappers import Request, Response
+
+        request = Request(environ)
+        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.path
+        raw_path = raw_uri.split("?", 1)[0] or "/"
+        matched = match_route(self.routes, request.method, request.path)
+        if matched is None:
+            return _json_response(404, {"message": "Not Found"})(environ, start_response)
+        route, path_params = matched
+        request_id = _request_id()
+        event = build_http_event(
+            method=request.method,
+            raw_path=raw_path,
+            raw_query_string=environ.get("QUERY_STRING", ""),
+            headers=list(request.headers.items()),
+            body=request.get_data(cache=False),
+            route_key=route.route_key,
+            path_parameters=path_params,
+            source_ip=request.remote_addr or HOST,
+            protocol=environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+            account_id=self.account_id,
+            request_id=request_id,
+        )
+        event["headers"].setdefault("x-forwarded-for", request.remote_addr or HOST)
+        event["headers"].setdefault("x-forwarded-port", str(self._api.port if self._api else ""))
+        event["headers"].setdefault("x-forwarded-proto", "http")
+        result = self.functions[route.logical_id].invoke(event)
+        error_headers = {"Apigw-Requestid": request_id}
+        if not result.ok:
+            return _json_response(500, {"message": "Internal Server Error"}, error_headers)(
+                environ, start_response
+            )
+        try:
+            mapped = to_http_response(result.payload)
+        except MalformedResponseError as exc:
+            log.error("%s returned a malformed response: %s", route.logical_id, exc)
+            return _json_response(500, {"message": "Internal Server Error"}, error_headers)(
+                environ, start_response
+            )
+        response = Response(mapped.body, status=mapped.status)
+        response.headers.clear()
+        for name, value in mapped.headers:
+            response.headers.add(name, value)
+        response.headers["Apigw-Requestid"] = request_id
+        return response(environ, start_response)
+
+    # ------------------------------------------------------------------ Lambda API
+
+    _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations/?$")
+    _SCHEDULE_PATH = re.compile(r"^/_devstack/schedule/([^/]+)/?$")
+
+    def _lambda_app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        from werkzeug.wrappers import Request
+
+        request = Request(environ)
+        path = request.path
+        if path == "/_devstack/health" and request.method == "GET":
+            response = _json_response(200, self.health())
+        elif match := self._SCHEDULE_PATH.match(path):
+            response = self._run_schedule_now(unquote(match.group(1)), request.method)
+        elif match := self._INVOKE_PATH.match(path):
+            response = self._invoke_api(request, unquote(match.group(1)))
+        else:
+            response = _json_response(
+                404,
+                {"Type": "User", "message": f"No route for {request.method} {path}"},
+                {"x-amzn-ErrorType": "ResourceNotFoundException"},
+            )
+        return response(environ, start_response)
+
+    def _lambda_error(self, status: int, error_type: str, message: str) -> Any:
+        return _json_response(
+            status,
+            {"Type": "User", "message": message},
+            {"x-amzn-ErrorType": error_type, "x-amzn-RequestId": str(uuid.uuid4())},
+        )
+
+    def _invoke_api(self, request: Any, name: str) -> Any:
+        if request.method != "POST":
+            return self._lambda_error(405, "MethodNotAllowed", "Invoke takes POST")
+        runtime = self.resolve_function(name)
+        if runtime is None:
+            arn = name if name.startswith("arn:") else self._arn("lambda", f"function:{name}")
+            return self._lambda_error(
+                404, "ResourceNotFoundException", f"Function not found: {arn}"
+            )
+        raw = request.get_data(cache=False)
+        try:
+            event = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return self._lambda_error(
+                400,
+                "InvalidRequestContentException",
+                "Could not parse request body into json",
+            )
+        invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        if invocation_type in ("DryRun", "Event"):
+            from werkzeug.wrappers import Response
+
+            if invocation_type == "Event":
+                self._background_invoke(runtime, event)
+            return Response(b"", status=204 if invocation_type == "DryRun" else 202)
+        client_context = _parse_client_context(request.headers.get("X-Amz-Client-Context"))
+        result = runtime.invoke(event, client_context=client_context)
+        headers = {
+            "X-Amz-Executed-Version": "$LATEST",
+            "x-amzn-RequestId": result.request_id,
+        }
+        if request.headers.get("X-Amz-Log-Type") == "Tail":
+            lines = (
+                f"START RequestId: {result.request_id} Version: $LATEST\n"
+                f"END RequestId: {result.request_id}\n"
+                f"REPORT RequestId: {result.request_id}\tDuration: {result.duration_ms:.2f} ms\n"
+            )
+            headers["X-Amz-Log-Result"] = base64.b64encode(lines.encode()).decode()
+        if not result.ok:
+            headers["X-Amz-Function-Error"] = "Unhandled"
+        from werkzeug.wrappers import Response
+
+        response = Response(result.body(), status=200, mimetype="application/json")
+        for key, value in headers.items():
+            response.headers[key] = value
+        return response
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "functions": {
+                lid: {"invocations": rt.stats.invocations, "errors": rt.stats.errors}
+                for lid, rt in self.functions.items()
+            },
+            "pollers": [p.source.queue_logical_id for p in self._pollers],
+            "schedules": {lid: r.interval for lid, r in self._schedules.items()},
+        }
+
+    def _run_schedule_now(self, logical_id: str, method: str) -> Any:
+        if method != "POST":
+            return self._lambda_error(405, "MethodNotAllowed", "use POST")
+        runner = self._schedule_runner(logical_id)
+        if runner is None:
+            return self._lambda_error(
+                404, "ResourceNotFoundException", f"No scheduled function {logical_id}"
+            )
+        result = self.functions[logical_id].invoke(self._schedule_event(runner))
+        from werkzeug.wrappers import Response
+
+        response = Response(result.body(), status=200, mimetype="application/json")
+        if not result.ok:
+            response.headers["X-Amz-Function-Error"] = "Unhandled"
+        return response
+
+    # ------------------------------------------------------------------ schedules
+
+    def _schedule_runner(self, logical_id: str) -> _ScheduleRunner | None:
+        if logical_id in self._schedules:
+            return self._schedules[logical_id]
+        for schedule in tpl.schedules(self.template):
+            if schedule.logical_id == logical_id:
+                return self._make_runner(schedule)
+        return None
+
+    def _make_runner(self, schedule: tpl.Schedule) -> _ScheduleRunner:
+        assert self.resolver is not None
+        rule = f"{self.stack_name}-{schedule.logical_id}{schedule.event_name}"
+        expression = str(self.resolver(schedule.schedule))
+        if self.sweep_interval is not None:
+            interval = float(self.sweep_interval)
+        else:
+            try:
+                interval = tpl.parse_rate(expression)
+            except tpl.TemplateError:
+                interval = 0.0  # cron(...): run on demand only (see --sweep-interval)
+        return _ScheduleRunner(
+            schedule.logical_id, self._arn("events", f"rule/{rule}"), interval, schedule.input
+        )
+
+    def _schedule_event(self, runner: _ScheduleRunner) -> Any:
+        if runner.input:
+            return json.loads(runner.input)
+        return build_scheduled_event(
+            runner.rule_arn, region=self.region, account_id=self.account_id
+        )
+
+    def _start_schedules(self) -> None:
+        for schedule in tpl.schedules(self.template):
+            if not schedule.enabled:
+                continue
+            runner = self._make_runner(schedule)
+            self._schedules[schedule.logical_id] = runner
+            if runner.interval <= 0:
+                self.say(f"schedule of {schedule.logical_id} is not a rate(): on demand only")
+                continue
+            runner.thread = threading.Thread(
+                target=self._schedule_loop,
+                args=(runner,),
+                name=f"schedule-{schedule.logical_id}",
+                daemon=True,
+            )
+            runner.thread.start()
+            self.say(f"schedule: {schedule.logical_id} every {runner.interval:g}s")
+
+    def _schedule_loop(self, runner: _ScheduleRunner) -> None:
+        # EventBridge fires the first time one interval after the rule is created.
+        while not self._stop.wait(runner.interval):
+            result = self.functions[runner.logical_id].invoke(self._schedule_event(runner))
+            if result.ok:
+                log.info("scheduled run of %s done", runner.logical_id)
+            else:
+                log.warning("scheduled run of %s failed", runner.logical_id)
+
+    # ------------------------------------------------------------------ SQS pollers
+
+    def _start_pollers(self) -> None:
+        assert self.resolver is not None
+        for source in tpl.sqs_sources(self.template):
+            queue = self.physical.get(source.queue_logical_id)
+            if queue is None or "QueueUrl" not in queue:
+                raise StackError(f"queue {source.queue_logical_id} was not created")
+            concurrency = tpl.sqs_max_concurrency(
+                self.template,
+                source.function_logical_id,
+                source.queue_logical_id,
+                self.resolver,
+            )
+            poller = _Poller(source, queue["QueueUrl"], queue["Arn"], max(1, concurrency or 5))
+            poller.thread = threading.Thread(
+                target=self._poll_loop,
+                args=(poller, self.client("sqs")),
+                name=f"sqs-{source.queue_logical_id}",
+                daemon=True,
+            )
+            self._pollers.append(poller)
+            poller.thread.start()
+            self.say(
+                f"SQS poller: {queue['QueueName']} -> {source.function_logical_id} "
+                f"(batch {source.batch_size}, concurrency {poller.concurrency})"
+            )
+
+    def _poll_loop(self, poller: _Poller, sqs: Any) -> None:
+        slots = threading.BoundedSemaphore(poller.concurrency)
+        while not self._stop.is_set():
+            if not slots.acquire(timeout=0.5):
+                continue
+            try:
+                response = sqs.receive_message(
+                    QueueUrl=poller.queue_url,
+                    MaxNumberOfMessages=min(10, poller.source.batch_size),
+                    WaitTimeSeconds=1,
+                    MessageSystemAttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            except Exception as exc:
+                slots.release()
+                if not self._stop.is_set():
+                    log.warning("SQS receive failed: %s", exc)
+                    self._stop.wait(1)
+                continue
+            messages = response.get("Messages") or []
+            if not messages or self._stop.is_set():
+                # Stopping: leave them; they come back after their visibility timeout.
+                slots.release()
+                continue
+
+            def process(batch: list[dict[str, Any]] = messages) -> None:
+                try:
+                    self._process_batch(poller, sqs, batch)
+                except Exception:
+                    log.exception("SQS batch handling failed")
+                finally:
+                    poller.active.discard(threading.current_thread())
+                    slots.release()
+
+            thread = threading.Thread(target=process, name="sqs-batch", daemon=True)
+            poller.active.add(thread)
+            thread.start()
+
+    def _process_batch(self, poller: _Poller, sqs: Any, messages: list[dict[str, Any]]) -> None:
+        source = poller.source
+        event = build_sqs_event(messages, poller.queue_arn, self.region)
+        result = self.functions[source.function_logical_id].invoke(event)
+        if not result.ok:
+            log.warning(
+                "%s failed a batch of %d: messages return after the visibility timeout",
+                source.function_logical_id,
+                len(messages),
+            )
+            return
+        done = messages
+        if source.report_batch_item_failures:
+            failed = parse_batch_item_failures(result.payload, (m["MessageId"] for m in messages))
+            if failed is None:
+                log.warning("%s returned an invalid batch response", source.function_logical_id)
+                return
+            done = [m for m in messages if m["MessageId"] not in failed]
+            if failed:
+                log.info(
+                    "%s: %d of %d messages failed",
+                    source.function_logical_id,
+                    len(failed),
+                    len(messages),
+                )
+        for start in range(0, len(done), 10):
+            chunk = done[start : start + 10]
+            sqs.delete_message_batch(
+                QueueUrl=poller.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
+                ],
+            )
+
+    # ------------------------------------------------------------------ state
+
+    def _write_endpoints(self) -> None:
+        queues = {
+            lid: entry["QueueUrl"] for lid, entry in self.physical.items() if "QueueUrl" in entry
+        }
+        table_id = tpl.TABLE_LOGICAL_ID
+        self.endpoints = {
+            "api": self.api_url,
+            "lambda": self.lambda_url,
+            "aws": self.aws_url,
+            "intuit": self.simulator.base_url if self.simulator is not None else "",
+            "intuit_env": dict(self.intuit_env),
+            "events_queue": self.events_queue_url,
+            "table": self.physical.get(table_id, {}).get("Ref", ""),
+            "functions": {lid: rt.physical_name for lid, rt in self.functions.items()},
+            "queues": queues,
+            "secret": self.physical.get("IntuitClientSecret", {}).get("Ref", ""),
+            "key": self.physical.get("TokenKey", {}).get("Arn", ""),
+            "event_bus": os.environ.get("EVENT_BUS_NAME", "default"),
+            "region": self.region,
+            "pid": os.getpid(),
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        target = self.state_dir / "endpoints.json"
+        tmp = target.with_suffix(f".json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.endpoints, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+        self.say(f"wrote {target}")
+
+    def connect_link(self) -> tuple[str, str | None]:
+        """A fresh connect link from ConnectionsFunction, or the bare /connect and why not."""
+        fallback = f"{self.api_url}/connect"
+        try:
+            result = self.invoke(
+                "ConnectionsFunction",
+                {"action": "create_connect_link", "tenant_id": CONNECT_LINK_TENANT},
+            )
+        except KeyError:
+            return fallback, "no ConnectionsFunction"
+        if not result.ok:
+            assert result.error is not None
+            return fallback, result.error.get("errorType", "function error")
+        payload = result.payload
+        if isinstance(payload, dict) and isinstance(payload.get("url"), str):
+            return payload["url"], None
+        if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+            return fallback, str(payload["error"].get("code", "error"))
+        return fallback, "no url in the response"
+
+
+def _parse_client_context(header: str | None) -> Any:
+    if not header:
+        return None
+    try:
+        data = json.loads(base64.b64decode(header))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return SimpleNamespace(
+        client=data.get("client"), custom=data.get("custom"), env=data.get("env")
+    )

@@ -1,0 +1,1 @@
+"""Test helpers shared by the integration suites (see devstack_process)."""
