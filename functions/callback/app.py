@@ -1,2 +1,58 @@
-def lambda_handler(event, context):
-    return {}
+"""CallbackFunction: ``GET /callback`` (HttpApi, payload 2.0), where Intuit sends the user back.
+
+Checks state and cookie, consumes the state once, exchanges the code once, validates the
+id_token, stores the encrypted tokens, then redirects to return_url or shows the result page.
+The logic is ``qbo_connect.connect_flow``; this file only routes and translates. The query
+string holds the authorization code and the state, so neither the event nor the query string
+is ever logged.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from qbo_connect import connect_flow
+from qbo_connect.pages import HttpResult
+from qbo_connect.telemetry import logger, metrics, tracer
+
+app = APIGatewayHttpResolver()
+
+
+def _respond(result: HttpResult) -> Response:
+    logger.info("callback answered", extra={"status": result.status, "outcome": result.outcome})
+    if result.outcome:
+        metrics.add_metric(name=f"Callback_{result.outcome}", unit=MetricUnit.Count, value=1)
+    return Response(
+        status_code=result.status,
+        body=result.body,
+        headers=result.headers,
+        cookies=result.cookies,
+    )
+
+
+@app.get("/callback")
+def callback() -> Response:
+    return _respond(connect_flow.handle_callback(app.current_event.raw_event))
+
+
+@app.not_found
+def not_found(exc: Exception) -> Response:
+    return _respond(connect_flow.not_found())
+
+
+@app.exception_handler(Exception)
+def unexpected(exc: Exception) -> Response:
+    logger.exception("unexpected failure")
+    return _respond(connect_flow.internal_error())
+
+
+@logger.inject_lambda_context(
+    clear_state=True, log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_HTTP
+)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -71,6 +71,9 @@ class Settings:
     connect_mode: str = "link"
     allowed_return_urls: tuple[str, ...] = ()
     public_base_url: str = ""
+    # Where connect links point when PUBLIC_BASE_URL is empty: the API's own URL, given only
+    # to ConnectionsFunction (it builds links but serves no HTTP request to learn the host).
+    connect_base_url: str = ""
     connect_link_ttl_seconds: int = 1800
     state_ttl_seconds: int = 600
     # Intuit HTTP behaviour: per-request timeout and how many attempts a transient failure gets.
@@ -191,6 +194,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         connect_mode=connect_mode,
         allowed_return_urls=_split(env.get("ALLOWED_RETURN_URLS", ""), ","),
         public_base_url=env.get("PUBLIC_BASE_URL", "").strip().rstrip("/"),
+        connect_base_url=env.get("CONNECT_BASE_URL", "").strip().rstrip("/"),
         connect_link_ttl_seconds=_int(env, "CONNECT_LINK_TTL_SECONDS", 1800),
         state_ttl_seconds=_int(env, "STATE_TTL_SECONDS", 600),
         intuit_timeout_seconds=_float(env, "INTUIT_TIMEOUT_SECONDS", 10.0),

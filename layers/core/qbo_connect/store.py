@@ -725,6 +725,18 @@ class Store:
             return None
         return data
 
+    def peek_single_use(self, kind: str, secret: str) -> dict[str, Any] | None:
+        """The item whatever its state (used, expired), or None when unknown.
+
+        Only for telling an unknown value from a used or an expired one (the page and the log
+        say which); it authorises nothing: use :meth:`get_single_use` / :meth:`consume_single_use`.
+        """
+        response = self.table.get_item(
+            Key={"pk": f"{kind}#{self.hash_secret(secret)}", "sk": kind}, ConsistentRead=True
+        )
+        item = response.get("Item")
+        return _to_python(item) if item else None
+
     def consume_single_use(self, kind: str, secret: str, *, now: float) -> dict[str, Any]:
         """Use a single-use item exactly once: a conditional write that only one caller wins.
 
