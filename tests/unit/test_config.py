@@ -37,3 +37,10 @@ def test_bad_configuration_names_the_variable(env):
     with pytest.raises(ConfigurationError) as info:
         load_settings(env)
     assert next(iter(env)).split("_")[0] in str(info.value)
+
+
+def test_invalid_grant_window_comes_in_minutes_from_the_template():
+    assert (
+        load_settings({"INVALID_GRANT_WINDOW_MINUTES": "360"}).invalid_grant_window_seconds == 21600
+    )
+    assert load_settings({"INVALID_GRANT_WINDOW_SECONDS": "5"}).invalid_grant_window_seconds == 5

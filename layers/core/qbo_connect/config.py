@@ -203,7 +203,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         intuit_backoff_max_seconds=_float(env, "INTUIT_BACKOFF_MAX_SECONDS", 8.0),
         lease_seconds=_int(env, "REFRESH_LEASE_SECONDS", 0),
         lease_wait_seconds=_float(env, "LEASE_WAIT_SECONDS", 25.0),
-        invalid_grant_window_seconds=_int(env, "INVALID_GRANT_WINDOW_SECONDS", 21600),
+        # The template speaks minutes (CloudFormation cannot multiply); seconds win if set.
+        invalid_grant_window_seconds=_int(
+            env,
+            "INVALID_GRANT_WINDOW_SECONDS",
+            _int(env, "INVALID_GRANT_WINDOW_MINUTES", 360) * 60,
+        ),
         invalid_grant_min_attempts=_int(env, "INVALID_GRANT_MIN_ATTEMPTS", 3),
         access_token_refresh_margin_seconds=_int(env, "ACCESS_TOKEN_REFRESH_MARGIN_SECONDS", 300),
         last_used_write_interval_seconds=_int(env, "LAST_USED_WRITE_INTERVAL_SECONDS", 300),
