@@ -82,7 +82,7 @@ class Settings:
     intuit_backoff_base_seconds: float = 0.5
     intuit_backoff_max_seconds: float = 8.0
     # Refresh protocol.
-    lease_seconds: int = 0  # 0 = derived from the Intuit budget (see lease_duration)
+    lease_seconds: float = 0.0  # 0 = derived from the Intuit budget (see lease_duration)
     lease_wait_seconds: float = 25.0
     invalid_grant_window_seconds: int = 21600
     invalid_grant_min_attempts: int = 3
@@ -201,7 +201,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         intuit_max_attempts=_int(env, "INTUIT_MAX_ATTEMPTS", 3),
         intuit_backoff_base_seconds=_float(env, "INTUIT_BACKOFF_BASE_SECONDS", 0.5),
         intuit_backoff_max_seconds=_float(env, "INTUIT_BACKOFF_MAX_SECONDS", 8.0),
-        lease_seconds=_int(env, "REFRESH_LEASE_SECONDS", 0),
+        lease_seconds=_float(env, "REFRESH_LEASE_SECONDS", 0.0),
         lease_wait_seconds=_float(env, "LEASE_WAIT_SECONDS", 25.0),
         # The template speaks minutes (CloudFormation cannot multiply); seconds win if set.
         invalid_grant_window_seconds=_int(
