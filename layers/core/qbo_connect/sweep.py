@@ -44,7 +44,7 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from qbo_connect.errors import ConfigurationError
@@ -107,7 +107,7 @@ class Sweeper:
         page_size: int = DEFAULT_PAGE_SIZE,
         parallelism: int = DEFAULT_PARALLELISM,
         safety_margin_ms: int = DEFAULT_SAFETY_MARGIN_MS,
-        metrics: Any = None,
+        metrics: Callable[[], Any] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if not queue_url:
@@ -122,7 +122,7 @@ class Sweeper:
         self.page_size = page_size
         self.parallelism = max(1, parallelism)
         self.safety_margin_ms = safety_margin_ms
-        self.metrics = metrics
+        self.new_metrics = metrics
         self._rng = rng or random.Random()
 
     def shard_names(self) -> list[str]:
@@ -255,15 +255,18 @@ class Sweeper:
         return {i: entries[i] for i in failed if i in entries}, retryable
 
     def _record(self, result: SweepResult) -> None:
+        """Log the counts and publish them as one EMF document for this run."""
         logger.info("sweep finished", extra=result.as_dict())
-        if self.metrics is None:
+        if self.new_metrics is None:
             return
-        add = self.metrics.add_metric
+        metrics = self.new_metrics()
+        add = metrics.add_metric
         add(name="ConnectionsDue", unit=MetricUnit.Count, value=result.due)
         add(name="ConnectionsEnqueued", unit=MetricUnit.Count, value=result.enqueued)
         add(name="EnqueueFailed", unit=MetricUnit.Count, value=result.failed)
         add(name="SweepDuration", unit=MetricUnit.Milliseconds, value=result.duration_ms)
         add(name="SweepIncomplete", unit=MetricUnit.Count, value=0 if result.complete else 1)
+        metrics.flush_metrics()
 
 
 @lru_cache(maxsize=1)
@@ -271,7 +274,6 @@ def default_sweeper() -> Sweeper:
     """The container's sweeper, wired to the runtime's clients (built on first use)."""
     from qbo_connect import runtime
     from qbo_connect.config import get_settings
-    from qbo_connect.telemetry import metrics
 
     settings = get_settings()
     return Sweeper(
@@ -279,5 +281,8 @@ def default_sweeper() -> Sweeper:
         sqs=runtime.aws_client("sqs"),
         queue_url=settings.refresh_queue_url,
         shards=settings.due_shards,
-        metrics=metrics,
+        # Its own metric set per run (not the process-wide Powertools registry): one EMF
+        # document per sweep, whatever else runs in the process (the local stack runs the
+        # worker's invocations in threads next to it).
+        metrics=EphemeralMetrics,
     )
