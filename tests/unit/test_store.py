@@ -178,3 +178,24 @@ def test_list_by_tenant_paginates(store):
     page2, cursor2 = store.list_connections("t9", limit=2, cursor=cursor)
     assert sorted(c.realm_id for c in page1 + page2) == ["10", "11", "12"]
     assert cursor2 is None or store.list_connections("t9", limit=2, cursor=cursor2)[0] == []
+
+
+def test_a_disconnected_realm_can_be_connected_by_a_new_tenant(store):
+    # Given tenant t1 disconnected its realm
+    create(store)
+    store.disconnect("123", now=time.time())
+    gone = store.get_connection("123")
+    # When tenant t2 connects it
+    conn = store.reconnect_connection(
+        realm_id="123",
+        tenant_id="t2",
+        seen_version=gone.version,
+        environment="sandbox",
+        scopes=[],
+        tokens=sealed(b"t2"),
+        now=time.time(),
+    )
+    # Then it is t2's, active, with t2's tokens and an integer version
+    assert (conn.tenant_id, conn.status, conn.refresh_token_enc) == ("t2", "active", b"rt-t2")
+    raw = store.table.get_item(Key={"pk": "REALM#123", "sk": "CONNECTION"})["Item"]
+    assert str(raw["version"]) == str(gone.version + 1)

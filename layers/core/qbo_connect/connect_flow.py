@@ -116,7 +116,7 @@ from qbo_connect.errors import (
 )
 from qbo_connect.intuit import IntuitClient, TokenSet
 from qbo_connect.pages import HttpResult, Link
-from qbo_connect.store import Store
+from qbo_connect.store import STATUS_DISCONNECTED, Store
 from qbo_connect.tokens import TokenVault
 
 logger = Logger(child=True)
@@ -781,7 +781,11 @@ class ConnectFlow:
             now = self._clock()
             due_at = self.vault.due_at_for_new(sealed, now)
             existing = self.store.get_connection(realm_id, consistent=True)
-            if existing is not None and existing.tenant_id != tenant_id:
+            if (
+                existing is not None
+                and existing.tenant_id != tenant_id
+                and existing.status != STATUS_DISCONNECTED
+            ):
                 logger.warning(
                     "realm held by another tenant; tokens dropped, nothing stored",
                     extra={"realm_id": realm_id, "tenant_id": tenant_id},
@@ -821,7 +825,8 @@ class ConnectFlow:
                     company_name=company_name,
                     due_at=due_at,
                 )
-                return False
+                # A disconnected realm taken by a new tenant is a new connection for that tenant.
+                return existing.tenant_id != tenant_id
             except (AlreadyExists, VersionConflict):
                 logger.info(
                     "connection changed concurrently; re-reading", extra={"realm_id": realm_id}

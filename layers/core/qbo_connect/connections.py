@@ -141,7 +141,11 @@ class ConnectionsService:
                 f"environment must be {self.settings.intuit.environment!r} for this deployment"
             )
         existing = self.store.get_connection(realm_id, consistent=True)
-        if existing is not None and existing.tenant_id != tenant_id:
+        if (
+            existing is not None
+            and existing.tenant_id != tenant_id
+            and existing.status != STATUS_DISCONNECTED
+        ):
             raise Conflict(f"realm {realm_id} is connected to another tenant")
         if existing is not None and existing.status == STATUS_ACTIVE:
             raise Conflict(f"realm {realm_id} is already connected")
@@ -200,7 +204,9 @@ class ConnectionsService:
             raise Conflict(f"realm {realm_id} was connected concurrently") from None
         if self.vault.events:
             self.vault.events.publish(
-                lifecycle.CREATED if existing is None else lifecycle.RECONNECTED,
+                lifecycle.CREATED
+                if existing is None or existing.tenant_id != tenant_id
+                else lifecycle.RECONNECTED,
                 {"realm_id": realm_id, "tenant_id": tenant_id, "imported": True},
             )
         return {"connection": conn.metadata()}

@@ -85,7 +85,9 @@ def _to_python(value: Any) -> Any:
 def _to_dynamo(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str | bytes | Decimal):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
         return _num(value)
     if isinstance(value, list | tuple):
         return [_to_dynamo(v) for v in value]
@@ -429,9 +431,10 @@ class Store:
     ) -> Connection:
         """Replace a connection's tokens in place after the same tenant re-authorised.
 
-        Conditioned on the tenant (a realm held by another tenant is never taken over) and on
-        the version seen (a concurrent write wins and we re-read). Clears any lease, dead
-        status and invalid_grant history: the user just proved the grant is alive.
+        Conditioned on the tenant (a realm held by another tenant is never taken over; a
+        disconnected realm may go to a new tenant) and on the version seen (a concurrent write
+        wins and we re-read). Clears any lease, dead status and invalid_grant history: the user
+        just proved the grant is alive.
         """
         update = _Update()
         update.set_many(
@@ -465,10 +468,15 @@ class Store:
             "disconnected_at",
             "expiring_notified",
         )
+        # The tenant may change only when the realm was disconnected: a disconnected realm is
+        # free for whoever connects it next, a live one is never taken over.
+        update.set("tenant_id", tenant_id)
         condition = (
-            f"attribute_exists(pk) AND {update.name('tenant_id')} = {update.value('t', tenant_id)}"
+            f"attribute_exists(pk) AND (#tenant_id = :v_tenant_id"
+            f" OR #status = {update.value('gone', STATUS_DISCONNECTED)})"
             f" AND #version = {update.value('seen', seen_version)}"
         )
+        update.name("status")
         attrs = self._update(connection_key(realm_id), update, condition, VersionConflict)
         return Connection.from_item(attrs)
 
