@@ -304,10 +304,12 @@ class TokenVault:
                 conn = self._reread(realm_id)
                 continue
             outcome = self._refresh_holding_lease(leased, owner)
-            if outcome is not None:
+            if outcome is not None and satisfied(outcome):
                 return outcome
-            # The version moved under us (a reconnect): start over with what is stored now.
-            conn = self._reread(realm_id)
+            # The version moved under us (a reconnect), or our lease was taken over before we
+            # could commit and the new holder has not committed yet: never hand out what is
+            # stored unless it satisfies the caller; start over (wait for the new holder).
+            conn = outcome if outcome is not None else self._reread(realm_id)
 
     def _reread(self, realm_id: str) -> Connection:
         return self._require_usable(self.store.get_connection(realm_id, consistent=True), realm_id)

@@ -1,0 +1,250 @@
+"""Benchmark: warm GetTokenFunction latency against a raw DynamoDB GetItem, and KMS calls.
+
+What it answers: does a warm ``get_token`` cost what the design says (one DynamoDB read, no
+KMS call, a little AES-GCM), measured against the cheapest thing the same endpoint can do, a
+raw ``GetItem`` of the same item with the same client, interleaved in the same run so both
+see the same machine load?
+
+It starts its own moto server (tests/reliability/motoserver.py: counts requests per
+operation, so KMS calls are counted by the server, not only by ``TokenCipher.kms_calls``) and
+the Intuit simulator, imports one connection through the real ConnectionsFunction, warms the
+real GetTokenFunction handler up, then alternates ``--reads`` handler calls with as many raw
+GetItems. It prints a short table and writes the numbers to bench/results/ (nothing else is
+written anywhere). Absolute numbers are moto's over loopback HTTP; the ratio is the point.
+
+    python bench/get_token.py [--reads 1000] [--warmup 50]
+"""
+
+from __future__ import annotations
+
+import sys
+
+sys.dont_write_bytecode = True  # write nothing outside bench/results/
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import ModuleType, SimpleNamespace  # noqa: E402
+from typing import Any  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+for _path in (REPO_ROOT / "layers" / "core", REPO_ROOT):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+CLIENT_ID = "bench-client"
+CLIENT_SECRET = "bench-secret"
+TABLE_NAME = "bench-connections"
+REALM_ID = "9130357766042906"
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def load_handler(function_dir: str) -> ModuleType:
+    path = REPO_ROOT / "functions" / function_dir / "app.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{function_dir}_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def context(function_name: str) -> SimpleNamespace:
+    return SimpleNamespace(
+        function_name=function_name,
+        memory_limit_in_mb=512,
+        invoked_function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}",
+        aws_request_id=str(uuid.uuid4()),
+        get_remaining_time_in_millis=lambda: 60_000,
+    )
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def create_resources(url: str) -> dict[str, str]:
+    import boto3
+
+    from devstack.template import create_table_from_template, load_template
+
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    create_table_from_template(
+        session.client("dynamodb", endpoint_url=url),
+        load_template(REPO_ROOT / "template.yaml"),
+        TABLE_NAME,
+    )
+    key_id = session.client("kms", endpoint_url=url).create_key()["KeyMetadata"]["Arn"]
+    secret_id = session.client("secretsmanager", endpoint_url=url).create_secret(
+        Name="bench/intuit-client",
+        SecretString=json.dumps({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
+    )["ARN"]
+    return {"key_id": key_id, "secret_id": secret_id}
+
+
+def run(reads: int, warmup: int) -> dict[str, Any]:
+    from devstack.intuit_sim import IntuitSimulator
+    from tests.reliability.motoserver import start_process
+
+    progress("starting moto server and the Intuit simulator")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    moto = start_process(env)
+    sim = IntuitSimulator(clients={CLIENT_ID: CLIENT_SECRET}, auto_approve=True).start()
+    try:
+        resources = create_resources(moto.url)
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": moto.url,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "TABLE_NAME": TABLE_NAME,
+                "TOKEN_KEY_ID": resources["key_id"],
+                "INTUIT_CLIENT_SECRET_ID": resources["secret_id"],
+                "INTUIT_ENVIRONMENT": "sandbox",
+                **sim.endpoints,
+                "POWERTOOLS_SERVICE_NAME": "qbo-connect",
+                "POWERTOOLS_METRICS_NAMESPACE": "QboConnect",
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": "WARNING",
+            }
+        )
+        import warnings
+
+        warnings.filterwarnings("ignore", message="No application metrics")
+        get_token = load_handler("get_token")
+        connections = load_handler("connections")
+        from qbo_connect import runtime
+
+        progress("importing one connection through ConnectionsFunction")
+        issued = sim.issue_tokens(client_id=CLIENT_ID, realm_id=REALM_ID)
+        imported = connections.lambda_handler(
+            {
+                "action": "import_connection",
+                "realm_id": REALM_ID,
+                "tenant_id": "bench",
+                "refresh_token": issued["refresh_token"],
+            },
+            context("ConnectionsFunction"),
+        )
+        assert "connection" in imported, imported
+        event = {"realm_id": REALM_ID, "min_valid_seconds": 300}
+        raw = runtime.aws_client("dynamodb")  # same endpoint, same client config as the vault
+        key = {"pk": {"S": f"REALM#{REALM_ID}"}, "sk": {"S": "CONNECTION"}}
+
+        progress(f"warming up ({warmup} reads of each)")
+        for _ in range(warmup):
+            assert "access_token" in get_token.lambda_handler(event, context("GetTokenFunction"))
+            raw.get_item(TableName=TABLE_NAME, Key=key, ConsistentRead=True)
+        cipher = runtime.cipher()
+        kms_before = cipher.kms_calls
+        moto.reset_counts()
+
+        handler_ms: list[float] = []
+        raw_ms: list[float] = []
+        step = max(1, reads // 10)
+        for i in range(reads):
+            t0 = time.perf_counter()
+            result = get_token.lambda_handler(event, context("GetTokenFunction"))
+            t1 = time.perf_counter()
+            raw.get_item(TableName=TABLE_NAME, Key=key, ConsistentRead=True)
+            t2 = time.perf_counter()
+            if "access_token" not in result:
+                raise SystemExit(f"get_token failed: {result.get('error')}")
+            handler_ms.append((t1 - t0) * 1000)
+            raw_ms.append((t2 - t1) * 1000)
+            if (i + 1) % step == 0:
+                progress(f"{i + 1}/{reads} reads")
+
+        counts = moto.counts()
+        kms_server = sum(v for k, v in counts.items() if k.startswith("TrentService."))
+        dynamodb_total = sum(v for k, v in counts.items() if k.startswith("DynamoDB_"))
+        dynamodb_vault = dynamodb_total - reads  # minus the raw GetItems
+        intuit_refreshes = sim.counters()["token.refresh_token"]
+    finally:
+        sim.stop()
+        moto.stop()
+
+    def row(values: list[float]) -> dict[str, float]:
+        return {
+            "p50_ms": round(statistics.median(values), 3),
+            "p99_ms": round(percentile(values, 99), 3),
+            "mean_ms": round(statistics.fmean(values), 3),
+        }
+
+    raw_row, handler_row = row(raw_ms), row(handler_ms)
+    return {
+        "reads": reads,
+        "warmup": warmup,
+        "raw_getitem": raw_row,
+        "get_token": handler_row,
+        "ratio_p50": round(handler_row["p50_ms"] / raw_row["p50_ms"], 2),
+        "ratio_p99": round(handler_row["p99_ms"] / raw_row["p99_ms"], 2),
+        "kms_calls_per_1000_warm_reads": round(kms_server * 1000 / reads, 2),
+        "kms_calls_counted_by_cipher": cipher.kms_calls - kms_before,
+        "dynamodb_requests_per_warm_read": round(dynamodb_vault / reads, 3),
+        "intuit_refreshes_total": intuit_refreshes,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpu",
+        "endpoint": "moto server over HTTP on 127.0.0.1 (tests/reliability/motoserver.py)",
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    raw, tok = result["raw_getitem"], result["get_token"]
+    lines = [
+        f"warm get_token vs raw DynamoDB GetItem, {result['reads']} reads each "
+        f"(after {result['warmup']} warm-up), {result['endpoint']}",
+        "",
+        f"{'':28}{'p50 ms':>9}{'p99 ms':>9}{'p50 x':>8}{'p99 x':>8}",
+        f"{'raw GetItem (same client)':28}{raw['p50_ms']:>9.2f}{raw['p99_ms']:>9.2f}"
+        f"{1:>8.2f}{1:>8.2f}",
+        f"{'get_token (real handler)':28}{tok['p50_ms']:>9.2f}{tok['p99_ms']:>9.2f}"
+        f"{result['ratio_p50']:>8.2f}{result['ratio_p99']:>8.2f}",
+        "",
+        f"KMS calls per 1,000 warm reads: {result['kms_calls_per_1000_warm_reads']:g} "
+        f"(moto server count; TokenCipher.kms_calls: {result['kms_calls_counted_by_cipher']})",
+        f"DynamoDB requests per warm read: {result['dynamodb_requests_per_warm_read']:g}",
+        f"Intuit refreshes during the run: {result['intuit_refreshes_total']} "
+        "(the one proving the imported token)",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reads", type=int, default=1000, help="warm reads to time (1000)")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed reads first (50)")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    args = parser.parse_args(argv)
+    if args.reads < 1 or args.warmup < 1:
+        parser.error("--reads and --warmup must be at least 1")
+    started = time.time()
+    result = run(args.reads, args.warmup)
+    result["duration_seconds"] = round(time.time() - started, 1)
+    print(render(result))
+    if not args.no_save:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+        path = RESULTS_DIR / f"get_token-{stamp}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        progress(f"wrote {path.relative_to(REPO_ROOT)} ({result['duration_seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Get a valid QuickBooks Online access token from qbo-connect, for any workload in the account.
+
+Copy this one file into your project (it needs only ``boto3``) and grant your workload
+``lambda:InvokeFunction`` on the ``GetTokenFunctionArn`` output of the qbo-connect stack::
+
+    import requests
+    from qbo_connect_client import QboConnectError, get_access_token
+
+    try:
+        token = get_access_token("9130357766042906")  # function from QBO_CONNECT_GET_TOKEN_FUNCTION
+    except QboConnectError as err:
+        if err.code == "needs_reauthorization":
+            ...  # ask the company's user to reconnect (send them to the Reconnect URL)
+        elif err.retryable:
+            ...  # Intuit or the service is briefly unavailable: retry later
+        raise
+    realm = token["realm_id"]
+    company = requests.get(
+        f"{token['api_base_url']}/v3/company/{realm}/companyinfo/{realm}?minorversion=75",
+        headers={"Authorization": f"Bearer {token['access_token']}", "Accept": "application/json"},
+        timeout=30,
+    )
+
+The returned dict is GetTokenFunction's answer: ``access_token``, ``token_type`` ("bearer"),
+``expires_at`` (ISO 8601 UTC; at least ``min_valid_seconds`` away), ``realm_id``,
+``environment`` and ``api_base_url``. Every failure raises :class:`QboConnectError` with a
+stable ``code``: the service's own codes (``invalid_request``, ``not_connected``,
+``needs_reauthorization``, ``refresh_unavailable``, ``configuration_error``,
+``internal_error``) or this helper's (``invoke_failed``: the Lambda API refused the invoke,
+e.g. missing permission or unknown function; ``throttled``: Lambda throttled it;
+``function_error``: the function itself crashed or timed out; ``invalid_response``).
+
+Do not cache tokens longer than their ``expires_at`` and do not log them: ask again instead. A
+warm call costs one DynamoDB read inside the service and no KMS call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+__all__ = ["ENV_FUNCTION_NAME", "QboConnectError", "get_access_token"]
+
+#: The env var read when ``function_name`` is not given (name or ARN of GetTokenFunction).
+ENV_FUNCTION_NAME = "QBO_CONNECT_GET_TOKEN_FUNCTION"
+#: Codes after which the same call may succeed later without anyone doing anything.
+RETRYABLE_CODES = frozenset(
+    {"refresh_unavailable", "throttled", "function_error", "internal_error"}
+)
+
+_client_lock = threading.Lock()
+_default_client: Any = None
+
+
+class QboConnectError(Exception):
+    """GetTokenFunction (or the invoke itself) failed; ``code`` is stable, ``message`` is safe."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE_CODES
+
+
+def _lambda_client() -> Any:
+    """One boto3 Lambda client per process (its read timeout outlives GetTokenFunction's 90 s)."""
+    global _default_client
+    with _client_lock:
+        if _default_client is None:
+            import boto3
+            from botocore.config import Config
+
+            _default_client = boto3.client(
+                "lambda",
+                config=Config(
+                    read_timeout=100,
+                    connect_timeout=5,
+                    retries={"mode": "standard", "max_attempts": 3},
+                ),
+            )
+        return _default_client
+
+
+def get_access_token(
+    realm_id: str,
+    *,
+    function_name: str | None = None,
+    min_valid_seconds: int = 300,
+    lambda_client: Any = None,
+) -> dict[str, Any]:
+    """A valid access token for ``realm_id`` with at least ``min_valid_seconds`` left.
+
+    ``function_name`` defaults to the ``QBO_CONNECT_GET_TOKEN_FUNCTION`` env var;
+    ``lambda_client`` to a shared ``boto3.client("lambda")``. Raises :class:`QboConnectError`.
+    """
+    name = function_name or os.environ.get(ENV_FUNCTION_NAME, "").strip()
+    if not name:
+        raise QboConnectError(
+            "configuration_error",
+            f"pass function_name or set {ENV_FUNCTION_NAME} to the GetTokenFunction name or ARN",
+        )
+    client = lambda_client if lambda_client is not None else _lambda_client()
+    payload = json.dumps({"realm_id": realm_id, "min_valid_seconds": min_valid_seconds})
+    try:
+        response = client.invoke(
+            FunctionName=name, InvocationType="RequestResponse", Payload=payload.encode()
+        )
+    except Exception as exc:
+        code = _client_error_code(exc)
+        if code is None:
+            raise QboConnectError("invoke_failed", f"invoke failed: {type(exc).__name__}") from exc
+        throttled = code in ("TooManyRequestsException", "ThrottlingException")
+        raise QboConnectError(
+            "throttled" if throttled else "invoke_failed", f"invoke of {name} failed: {code}"
+        ) from None
+
+    raw = response["Payload"].read()
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    if response.get("FunctionError"):
+        detail = body.get("errorType") if isinstance(body, dict) else None
+        raise QboConnectError(
+            "function_error", f"{name} failed ({detail or response['FunctionError']})"
+        )
+    if not isinstance(body, dict):
+        raise QboConnectError("invalid_response", f"{name} returned no JSON object")
+    error = body.get("error")
+    if isinstance(error, dict):
+        raise QboConnectError(
+            str(error.get("code") or "internal_error"), str(error.get("message") or "")
+        )
+    if not isinstance(body.get("access_token"), str) or not body["access_token"]:
+        raise QboConnectError("invalid_response", f"{name} returned no access_token")
+    return body
+
+
+def _client_error_code(exc: Exception) -> str | None:
+    """The AWS error code of a botocore ClientError, without importing botocore eagerly."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error")
+        if isinstance(error, dict) and error.get("Code"):
+            return str(error["Code"])
+    return None
