@@ -9,44 +9,20 @@ is ever logged.
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect import connect_flow
-from qbo_connect.pages import HttpResult
 from qbo_connect.telemetry import logger, metrics, tracer
+from qbo_connect.web import make_resolver, respond
 
-app = APIGatewayHttpResolver()
-
-
-def _respond(result: HttpResult) -> Response:
-    logger.info("callback answered", extra={"status": result.status, "outcome": result.outcome})
-    if result.outcome:
-        metrics.add_metric(name=f"Callback_{result.outcome}", unit=MetricUnit.Count, value=1)
-    return Response(
-        status_code=result.status,
-        body=result.body,
-        headers=result.headers,
-        cookies=result.cookies,
-    )
+app = make_resolver("Callback")
 
 
 @app.get("/callback")
 def callback() -> Response:
-    return _respond(connect_flow.handle_callback(app.current_event.raw_event))
-
-
-@app.not_found
-def not_found(exc: Exception) -> Response:
-    return _respond(connect_flow.not_found())
-
-
-@app.exception_handler(Exception)
-def unexpected(exc: Exception) -> Response:
-    logger.exception("unexpected failure")
-    return _respond(connect_flow.internal_error())
+    return respond(connect_flow.handle_callback(app.current_event.raw_event), route="Callback")
 
 
 @logger.inject_lambda_context(

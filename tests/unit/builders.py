@@ -7,29 +7,24 @@ from typing import Any
 
 import boto3
 
-from qbo_connect.config import IntuitEndpoints, Settings
+from qbo_connect.config import IntuitEndpoints, Settings, load_settings
 from qbo_connect.crypto import TokenCipher
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
 from qbo_connect.store import Connection, Store
 from qbo_connect.tokens import TokenVault
 
 
+def sim_endpoints(sim: Any) -> IntuitEndpoints:
+    """The simulator's endpoints, read the way a deployed function reads its env vars."""
+    return load_settings(sim.endpoints).intuit
+
+
 def make_settings(aws: dict[str, str], sim: Any, **overrides: Any) -> Settings:
-    endpoints = sim.endpoints
     settings = Settings(
         table_name=aws["table_name"],
         token_key_id=aws["key_id"],
         client_secret_id=aws["secret_id"],
-        intuit=IntuitEndpoints(
-            environment="sandbox",
-            authorization=endpoints["INTUIT_AUTHORIZATION_ENDPOINT"],
-            token=endpoints["INTUIT_TOKEN_ENDPOINT"],
-            revocation=endpoints["INTUIT_REVOCATION_ENDPOINT"],
-            userinfo=endpoints["INTUIT_USERINFO_ENDPOINT"],
-            jwks_uri=endpoints["INTUIT_JWKS_URI"],
-            issuer=endpoints["INTUIT_ISSUER"],
-            api_base_url=endpoints["QUICKBOOKS_API_BASE_URL"],
-        ),
+        intuit=sim_endpoints(sim),
         intuit_timeout_seconds=2.0,
         intuit_backoff_base_seconds=0.01,
         intuit_backoff_max_seconds=0.05,

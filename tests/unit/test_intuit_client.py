@@ -15,29 +15,16 @@ from qbo_connect.errors import (
     InvalidGrant,
 )
 from qbo_connect.intuit import ClientCredentials, IntuitClient
+from tests.unit.builders import sim_endpoints
 
 REDIRECT = "https://app.example.com/callback"
-
-
-def endpoints(sim) -> IntuitEndpoints:
-    e = sim.endpoints
-    return IntuitEndpoints(
-        environment="sandbox",
-        authorization=e["INTUIT_AUTHORIZATION_ENDPOINT"],
-        token=e["INTUIT_TOKEN_ENDPOINT"],
-        revocation=e["INTUIT_REVOCATION_ENDPOINT"],
-        userinfo=e["INTUIT_USERINFO_ENDPOINT"],
-        jwks_uri=e["INTUIT_JWKS_URI"],
-        issuer=e["INTUIT_ISSUER"],
-        api_base_url=e["QUICKBOOKS_API_BASE_URL"],
-    )
 
 
 def client(sim, secret: str = "test-secret", **kwargs) -> IntuitClient:
     kwargs.setdefault("backoff_base", 0.01)
     kwargs.setdefault("backoff_max", 0.05)
     kwargs.setdefault("timeout", 2.0)
-    return IntuitClient(endpoints(sim), ClientCredentials("test-client", secret), **kwargs)
+    return IntuitClient(sim_endpoints(sim), ClientCredentials("test-client", secret), **kwargs)
 
 
 def authorize(sim, c: IntuitClient, scopes: list[str]) -> dict[str, list[str]]:
@@ -80,7 +67,7 @@ def test_tampered_id_token_is_rejected(sim):
     tampered = ".".join([header, payload[:-4] + "AAAA", signature])
     with pytest.raises(IdTokenInvalid):
         c.validate_id_token(tampered)
-    other = IntuitClient(endpoints(sim), ClientCredentials("another-client", "x"))
+    other = IntuitClient(sim_endpoints(sim), ClientCredentials("another-client", "x"))
     with pytest.raises(IdTokenInvalid):  # wrong audience
         other.validate_id_token(tokens.id_token)
 
