@@ -157,7 +157,7 @@ def test_functions_merge_globals(template):
         "RefreshWorkerFunction",
     }
     assert fns["ConnectFunction"]["timeout"] == 30  # from Globals
-    assert fns["GetTokenFunction"]["timeout"] == 60  # its own
+    assert fns["GetTokenFunction"]["timeout"] == 90  # its own
     for spec in fns.values():
         assert spec["handler"] == "app.lambda_handler"
         assert spec["memory_size"] == 512
