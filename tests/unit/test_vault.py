@@ -166,3 +166,31 @@ def test_unknown_realm_and_bad_input(aws, strict_sim):
         vault.get_token("42", 300)
     with pytest.raises(InvalidRequest):
         vault.get_token(REALM, 99999)
+
+
+def test_waiters_do_not_retry_intuit_after_the_leader_failed(aws, strict_sim):
+    # Given an expired access token and an Intuit that answers 503 slowly
+    vault = make_vault(make_settings(aws, strict_sim, intuit_max_attempts=3))
+    connect(vault, strict_sim, access_expires_in=0)
+    strict_sim.reset_counters()
+    strict_sim.set_faults(status_5xx=100, latency_seconds=0.4)
+    barrier = threading.Barrier(10)
+    outcomes: list[str] = []
+
+    def read() -> None:
+        barrier.wait()
+        try:
+            vault.get_token(REALM, 300)
+            outcomes.append("ok")
+        except RefreshUnavailable:
+            outcomes.append("refresh_unavailable")
+
+    # When 10 callers ask at once
+    threads = [threading.Thread(target=read) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then all learn that Intuit is down, from one leader's three attempts only
+    assert outcomes == ["refresh_unavailable"] * 10
+    assert strict_sim.counters()["token"] == 3

@@ -276,6 +276,7 @@ class TokenVault:
         """Loop until ``satisfied``: lead a refresh under the lease or wait for the leader."""
         deadline = self._clock() + self.settings.lease_wait_seconds
         poll = 0.05
+        waited_on_version: int | None = None
         while True:
             conn = self._require_usable(conn, realm_id)
             if satisfied(conn):
@@ -283,9 +284,22 @@ class TokenVault:
             now = self._clock()
             if now >= deadline:
                 raise RefreshUnavailable(f"realm {realm_id}: a refresh is still in progress")
+            if (
+                waited_on_version == conn.version
+                and not conn.lease_owner
+                and conn.last_error is not None
+            ):
+                # The leader we waited for released its lease without committing: Intuit just
+                # failed it. Its failure is ours too; trying again ourselves would multiply the
+                # load on Intuit during an outage by the number of waiters. (A leader that
+                # crashed leaves its lease to expire instead, and then we do take over.)
+                raise RefreshUnavailable(
+                    f"realm {realm_id}: the refresh in progress failed ({conn.last_error})"
+                )
             if conn.has_live_lease(now):
                 if not wait:
                     raise RefreshUnavailable(f"realm {realm_id}: another refresh holds the lease")
+                waited_on_version = conn.version
                 # Bounded wait with jitter, so 50 waiters do not read in lockstep.
                 self._sleep(min(poll, max(deadline - now, 0)) * random.uniform(0.5, 1.5))
                 poll = min(poll * 1.5, 0.5)
