@@ -8,11 +8,17 @@ refresh protocol itself stays free of telemetry concerns.
 
 from __future__ import annotations
 
+import warnings
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from qbo_connect.store import Connection
 from qbo_connect.tokens import RefreshObserver
+
+# Most invocations (a warm get_token) record no metric; Powertools warns about that on every
+# flush, which is noise in every log stream, not a problem.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 logger = Logger()
 tracer = Tracer()
