@@ -22,15 +22,12 @@ import sys
 sys.dont_write_bytecode = True  # write nothing outside bench/results/
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
-from types import ModuleType, SimpleNamespace  # noqa: E402
 from typing import Any  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,28 +41,15 @@ CLIENT_SECRET = "bench-secret"
 TABLE_NAME = "bench-connections"
 REALM_ID = "9130357766042906"
 
+from devstack.handlers import LambdaContext, load_handler  # noqa: E402
+
 
 def progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def load_handler(function_dir: str) -> ModuleType:
-    path = REPO_ROOT / "functions" / function_dir / "app.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{function_dir}_app", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def context(function_name: str) -> SimpleNamespace:
-    return SimpleNamespace(
-        function_name=function_name,
-        memory_limit_in_mb=512,
-        invoked_function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}",
-        aws_request_id=str(uuid.uuid4()),
-        get_remaining_time_in_millis=lambda: 60_000,
-    )
+def context(function_name: str) -> LambdaContext:
+    return LambdaContext.for_function(function_name)
 
 
 def percentile(values: list[float], pct: float) -> float:

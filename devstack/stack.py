@@ -50,6 +50,7 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from devstack import template as tpl
+from devstack.handlers import LambdaContext
 
 log = logging.getLogger("devstack")
 
@@ -442,37 +443,6 @@ def build_scheduled_event(
 
 # --------------------------------------------------------------------------------------------
 # Functions
-
-
-class LambdaContext:
-    """The attributes and method of the context object the Python runtime passes."""
-
-    def __init__(
-        self,
-        *,
-        function_name: str,
-        invoked_function_arn: str,
-        memory_limit_in_mb: int,
-        timeout_seconds: float,
-        request_id: str | None = None,
-        function_version: str = "$LATEST",
-        client_context: Any = None,
-    ) -> None:
-        self.function_name = function_name
-        self.function_version = function_version
-        self.invoked_function_arn = invoked_function_arn
-        self.memory_limit_in_mb = memory_limit_in_mb
-        self.aws_request_id = request_id or str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = (
-            f"{datetime.now(UTC):%Y/%m/%d}/[{function_version}]{uuid.uuid4().hex}"
-        )
-        self.identity = None
-        self.client_context = client_context
-        self._deadline = time.monotonic() + timeout_seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 @dataclass

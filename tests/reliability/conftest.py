@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -29,7 +28,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +38,7 @@ import boto3
 import pytest
 import requests
 
+from devstack import handlers
 from qbo_connect.config import load_settings
 from qbo_connect.crypto import TokenCipher
 from qbo_connect.events import EventPublisher
@@ -427,33 +426,13 @@ def harness(aws_http: AwsHttp, intuit: Any, ledger: Ledger) -> Iterator[Harness]
 # ----- the real handlers, in this process ------------------------------------------------------
 
 
-@dataclass
-class LambdaContext:
-    function_name: str
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
-_handler_modules: dict[str, ModuleType] = {}
-
-
 def load_handler(function_dir: str) -> ModuleType:
     """functions/<dir>/app.py under its own module name (every handler file is app.py)."""
-    if function_dir not in _handler_modules:
-        path = REPO_ROOT / "functions" / function_dir / "app.py"
-        spec = importlib.util.spec_from_file_location(f"reliability_{function_dir}_app", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _handler_modules[function_dir] = module
-    return _handler_modules[function_dir]
+    return handlers.load_handler(function_dir, module_prefix="reliability")
+
+
+def LambdaContext(function_name: str) -> Any:
+    return handlers.LambdaContext.for_function(function_name)
 
 
 def reset_runtime() -> None:

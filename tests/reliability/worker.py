@@ -22,7 +22,6 @@ happened exactly there and not earlier.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
@@ -30,10 +29,8 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -43,24 +40,11 @@ for _path in (REPO_ROOT / "layers" / "core", REPO_ROOT):
 
 CRASH_POINTS = ("after_lease", "after_intuit", "after_commit")
 
-
-def load_handler(function_dir: str) -> ModuleType:
-    path = REPO_ROOT / "functions" / function_dir / "app.py"
-    spec = importlib.util.spec_from_file_location(f"worker_{function_dir}_app", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from devstack.handlers import LambdaContext, load_handler  # noqa: E402
 
 
-def context(function_name: str) -> SimpleNamespace:
-    return SimpleNamespace(
-        function_name=function_name,
-        memory_limit_in_mb=512,
-        invoked_function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}",
-        aws_request_id=str(uuid.uuid4()),
-        get_remaining_time_in_millis=lambda: 60_000,
-    )
+def context(function_name: str) -> LambdaContext:
+    return LambdaContext.for_function(function_name)
 
 
 def install_crash_point(step: str, marker: Path) -> None:
