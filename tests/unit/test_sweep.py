@@ -481,7 +481,7 @@ def test_intuit_outage_fails_the_item_for_a_retry_and_keeps_it_due(h):
 def test_configuration_error_fails_the_item(h):
     seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
     bad = IntuitClient(h.settings.intuit, ClientCredentials("test-client", "wrong"))
-    h.vault._intuit = lambda: bad
+    h.vault.intuit_client = lambda: bad
     h.sweep()
     messages = h.receive_all()
     assert h.work(messages) == [messages[0]["MessageId"]]

@@ -154,7 +154,7 @@ def test_wrong_client_credentials_are_a_configuration_error(aws, strict_sim):
     from qbo_connect.intuit import ClientCredentials, IntuitClient
 
     bad = IntuitClient(vault.settings.intuit, ClientCredentials("test-client", "wrong"))
-    vault._intuit = lambda: bad
+    vault.intuit_client = lambda: bad
     with pytest.raises(ConfigurationError):
         vault.get_token(REALM, 300)
     assert vault.store.get_connection(REALM).status == "active"
@@ -173,24 +173,28 @@ def test_waiters_do_not_retry_intuit_after_the_leader_failed(aws, strict_sim):
     vault = make_vault(make_settings(aws, strict_sim, intuit_max_attempts=3))
     connect(vault, strict_sim, access_expires_in=0)
     strict_sim.reset_counters()
-    strict_sim.set_faults(status_5xx=100, latency_seconds=0.4)
-    barrier = threading.Barrier(10)
+    strict_sim.set_faults(status_5xx=100, latency_seconds=0.5)
     outcomes: list[str] = []
 
     def read() -> None:
-        barrier.wait()
         try:
             vault.get_token(REALM, 300)
             outcomes.append("ok")
         except RefreshUnavailable:
             outcomes.append("refresh_unavailable")
 
-    # When 10 callers ask at once
-    threads = [threading.Thread(target=read) for _ in range(10)]
-    for t in threads:
+    # When one caller leads the refresh and 9 more arrive while it holds the lease
+    leader = threading.Thread(target=read)
+    leader.start()
+    deadline = time.time() + 5
+    while not vault.store.get_connection(REALM).lease_owner:
+        assert time.time() < deadline, "the leader never took the lease"
+        time.sleep(0.01)
+    followers = [threading.Thread(target=read) for _ in range(9)]
+    for t in followers:
         t.start()
-    for t in threads:
+    for t in [leader, *followers]:
         t.join()
-    # Then all learn that Intuit is down, from one leader's three attempts only
+    # Then all learn that Intuit is down, from the leader's three attempts only
     assert outcomes == ["refresh_unavailable"] * 10
     assert strict_sim.counters()["token"] == 3

@@ -327,7 +327,7 @@ class ConnectFlow:
         self.vault = vault
         self.settings = vault.settings
         self.store: Store = vault.store
-        self._intuit = intuit or vault._intuit
+        self._intuit = intuit or vault.intuit_client
         self._clock = clock
 
     # ----- create_connect_link -------------------------------------------------------------

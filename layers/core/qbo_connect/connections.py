@@ -97,7 +97,7 @@ class ConnectionsService:
                 token = self.vault.cipher.open(
                     realm_id, conn.data_key, REFRESH_FIELD, conn.refresh_token_enc
                 )
-                self.vault._intuit().revoke(token)
+                self.vault.intuit_client().revoke(token)
                 revoked = True
             except IntuitError as exc:
                 revoke_error = f"Intuit revoke failed ({exc.error or exc.status or 'network'})"
@@ -151,7 +151,7 @@ class ConnectionsService:
             raise Conflict(f"realm {realm_id} is already connected")
 
         try:
-            tokens = self.vault._intuit().refresh(refresh_token)
+            tokens = self.vault.intuit_client().refresh(refresh_token)
         except InvalidGrant:
             raise InvalidRequest(
                 "Intuit rejected the refresh token (expired, revoked or already rotated)"
@@ -167,7 +167,7 @@ class ConnectionsService:
 
         company_name = None
         try:
-            info = self.vault._intuit().company_info(realm_id, tokens.access_token)
+            info = self.vault.intuit_client().company_info(realm_id, tokens.access_token)
             company_name = info.get("CompanyName") if isinstance(info, dict) else None
         except IntuitError:
             logger.info("company name unavailable at import", extra={"realm_id": realm_id})

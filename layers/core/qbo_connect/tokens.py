@@ -117,7 +117,7 @@ class TokenVault:
         self.settings = settings
         self.store = store
         self.cipher = cipher
-        self._intuit = intuit
+        self.intuit_client = intuit  # a factory: credentials may rotate between calls
         self.events = events
         self._clock = clock
         self._sleep = sleep
@@ -335,7 +335,7 @@ class TokenVault:
             realm_id, conn.data_key, REFRESH_FIELD, conn.refresh_token_enc
         )
         try:
-            tokens = self._intuit().refresh(refresh_token)
+            tokens = self.intuit_client().refresh(refresh_token)
         except InvalidGrant as exc:
             latest = self.store.get_connection(realm_id, consistent=True)
             if latest is not None and (
