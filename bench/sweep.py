@@ -62,46 +62,16 @@ def say(line: str) -> None:
 # ----- infrastructure ------------------------------------------------------------------------
 
 
-#: moto's own WSGI app on a free port, quiet, printing the port it bound as its first line.
-#: Three patches to moto's SQS, test infrastructure only (they touch moto, never the service):
-#: it recomputes every queue attribute (an O(queue depth) walk with a slow clock) for each
-#: message it receives, which makes a 2,000-deep queue cost seconds per ReceiveMessage (the
-#: first two patches make that O(1) without changing what SQS answers); and DeleteMessage
-#: rebuilds the message list without the queue's lock, so a message sent at that moment is
-#: lost (seen once in 10,000 here; real SQS does not lose messages). The third takes the lock.
+#: moto's WSGI app on a free port, quiet, printing the port it bound as its first line; with
+#: devstack.moto_fixes (atomic DynamoDB conditional writes, a lossless and O(1) SQS), as the
+#: local stack and the reliability tests run it.
 _MOTO_SERVER = """
 import socket
-import time
+import sys
 
-import moto.sqs.models as sqs_models
-
-_unix_time = sqs_models.unix_time
-
-
-def unix_time(dt=None):
-    return time.time() if dt is None else _unix_time(dt)
-
-
-def still_retained(self, queue_name, message):
-    queue = self.get_queue(queue_name)
-    return int(queue.message_retention_period) + message.sent_timestamp / 1000 > time.time()
-
-
-_delete_message = sqs_models.Queue.delete_message
-
-
-def delete_message(self, receipt_handle):
-    with self._messages_lock:  # add_message appends under this lock
-        return _delete_message(self, receipt_handle)
-
-
-sqs_models.unix_time = unix_time
-sqs_models.unix_time_millis = lambda dt=None: unix_time(dt) * 1000.0
-sqs_models.SQSBackend.is_message_valid_based_on_retention_period = still_retained
-sqs_models.Queue.delete_message = delete_message
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication, MotoRequestHandler, create_backend_app,
-)
+sys.path.insert(0, sys.argv[1])
+from devstack.moto_fixes import moto_app
+from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import make_server
 
 class Handler(MotoRequestHandler):
@@ -112,8 +82,7 @@ class Handler(MotoRequestHandler):
     def log_request(self, *args):
         pass
 
-app = DomainDispatcherApplication(create_backend_app)
-server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Handler)
+server = make_server("127.0.0.1", 0, moto_app(), threaded=True, request_handler=Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()
 """
@@ -123,7 +92,7 @@ server.serve_forever()
 def moto_server() -> Iterator[str]:
     """moto in its own process, so its CPU does not compete with the workers' for the GIL."""
     process = subprocess.Popen(
-        [sys.executable, "-c", _MOTO_SERVER],
+        [sys.executable, "-c", _MOTO_SERVER, str(REPO_ROOT)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

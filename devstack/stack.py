@@ -711,17 +711,31 @@ class _HttpServer:
 
 def _moto_server(port: int) -> Any:
     """A ThreadedMotoServer that reports a bind failure instead of hanging its start()."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
     from moto.server import ThreadedMotoServer
+    from werkzeug.serving import make_server
+
+    from devstack.moto_fixes import moto_app
 
     class Server(ThreadedMotoServer):
         error: BaseException | None = None
 
         def _server_entry(self) -> None:
             try:
-                super()._server_entry()
+                # moto's app with atomic conditional writes and a lossless SQS (moto_fixes).
+                self._server = make_server(
+                    self._ip_address,
+                    self._port,
+                    moto_app(),
+                    True,
+                    request_handler=MotoRequestHandler,
+                )
             except BaseException as exc:  # werkzeug raises SystemExit on a bind failure
                 self.error = exc
                 self._server_ready_event.set()
+                return
+            self._server_ready_event.set()
+            self._server.serve_forever()
 
     return Server(ip_address=HOST, port=port, verbose=False)
 

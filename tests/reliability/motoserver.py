@@ -1,13 +1,8 @@
 """A moto server for the reliability tests and the benchmark, run as its own process.
 
-Two things are added around moto's own WSGI app, both test infrastructure, neither a change
-to what the service does:
+It serves ``devstack.moto_fixes.moto_app()`` (moto with atomic DynamoDB conditional writes and
+a lossless SQS, as the local stack does), and adds one thing, test infrastructure only:
 
-* DynamoDB requests are served one at a time. moto evaluates a ``ConditionExpression`` and
-  applies the update in separate steps without a lock, so two threads of the server can both
-  pass the same condition; real DynamoDB applies a conditional write to an item atomically.
-  The protocol under test relies on exactly that atomicity, so the server must provide it or
-  a race in moto would look like a race in the vault.
 * Every request is counted by operation (``X-Amz-Target``, e.g. ``TrentService.Decrypt``), and
   ``GET /_probe/counts`` / ``POST /_probe/reset`` expose the counts. That is how the tests and
   the benchmark count KMS calls made by other processes.
@@ -37,11 +32,10 @@ PROBE_PREFIX = "/_probe/"
 
 
 class ProbeApp:
-    """WSGI middleware: atomic DynamoDB requests and per-operation request counts."""
+    """WSGI middleware: per-operation request counts."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
-        self._dynamodb = threading.Lock()
         self._counts_lock = threading.Lock()
         self.counts: Counter[str] = Counter()
 
@@ -53,17 +47,7 @@ class ProbeApp:
         operation = target or f"{environ.get('REQUEST_METHOD', '?')} {path}"
         with self._counts_lock:
             self.counts[operation] += 1
-        if not target.startswith("DynamoDB_"):
-            return self.app(environ, start_response)
-        with self._dynamodb:
-            result = self.app(environ, start_response)
-            try:
-                body = b"".join(result)
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-        return [body]
+        return self.app(environ, start_response)
 
     def _probe(
         self, path: str, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -84,18 +68,16 @@ class ProbeApp:
 
 def serve(host: str = "127.0.0.1", port: int = 0) -> tuple[Any, int]:
     """Build the server (not yet serving); returns (server, bound port)."""
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
+
+    from devstack.moto_fixes import moto_app
 
     class QuietHandler(MotoRequestHandler):
         def log_request(self, code: Any = "-", size: Any = "-") -> None:
             """No access log: the tests read this process's output for leaks, not traffic."""
 
-    app = ProbeApp(DomainDispatcherApplication(create_backend_app))
+    app = ProbeApp(moto_app())
     server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
     return server, int(server.server_address[1])
 

@@ -1,0 +1,89 @@
+"""Where moto differs from AWS in ways our guarantees depend on, and the fixes.
+
+Test and local-stack infrastructure only: none of this touches the service's code.
+
+* DynamoDB conditional writes: moto evaluates a ``ConditionExpression`` and applies the update
+  in separate steps without a lock, so two threads of one moto server can both pass the same
+  condition. Real DynamoDB applies a conditional write to an item atomically, and the refresh
+  protocol relies on exactly that, so :class:`AtomicDynamoDB` serves DynamoDB requests one at a
+  time. Otherwise a race in moto would look like a race in the vault.
+* SQS: ``Queue.delete_message`` rebuilds the message list without the lock ``add_message``
+  takes, so a message sent at that moment can be lost (seen once in 10,000 in bench/sweep.py;
+  real SQS does not lose messages). :func:`apply_sqs_fixes` takes the lock. It also makes two
+  O(queue depth) walks O(1) (a receive recomputed every queue attribute with a slow clock),
+  without changing what SQS answers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+_applied = False
+_apply_lock = threading.Lock()
+
+
+class AtomicDynamoDB:
+    """WSGI middleware around moto's app: one DynamoDB request at a time, others untouched."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return self.app(environ, start_response)
+        with self._lock:
+            result = self.app(environ, start_response)
+            try:
+                body = b"".join(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        return [body]
+
+
+def apply_sqs_fixes() -> None:
+    """Patch moto's SQS models in this process (idempotent)."""
+    global _applied
+    with _apply_lock:
+        if _applied:
+            return
+        import moto.sqs.models as sqs_models
+
+        original_unix_time = sqs_models.unix_time
+
+        def unix_time(dt: Any = None) -> float:
+            return time.time() if dt is None else float(original_unix_time(dt))
+
+        def still_retained(self: Any, queue_name: str, message: Any) -> bool:
+            queue = self.get_queue(queue_name)
+            return bool(
+                int(queue.message_retention_period) + message.sent_timestamp / 1000 > time.time()
+            )
+
+        original_delete = sqs_models.Queue.delete_message
+
+        def delete_message(self: Any, receipt_handle: str) -> Any:
+            with self._messages_lock:  # add_message appends under this lock
+                return original_delete(self, receipt_handle)
+
+        sqs_models.unix_time = unix_time
+        sqs_models.unix_time_millis = lambda dt=None: unix_time(dt) * 1000.0
+        # Patching moto's classes is the point here; mypy rightly dislikes it elsewhere.
+        setattr(  # noqa: B010
+            sqs_models.SQSBackend, "is_message_valid_based_on_retention_period", still_retained
+        )
+        setattr(sqs_models.Queue, "delete_message", delete_message)  # noqa: B010
+        _applied = True
+
+
+def moto_app() -> Callable[..., Iterable[bytes]]:
+    """moto's WSGI app with both fixes applied."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    apply_sqs_fixes()
+    return AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
