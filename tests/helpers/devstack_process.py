@@ -31,21 +31,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from devstack.stack import INTUIT_ENDPOINT_KEYS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0
 DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 REGION = "us-east-1"
 #: Not inherited from the test process (see start_devstack); ``env`` can still set them.
-INHERITED_KEYS_DROPPED = (
-    "INTUIT_AUTHORIZATION_ENDPOINT",
-    "INTUIT_TOKEN_ENDPOINT",
-    "INTUIT_REVOCATION_ENDPOINT",
-    "INTUIT_USERINFO_ENDPOINT",
-    "INTUIT_JWKS_URI",
-    "INTUIT_ISSUER",
-    "QUICKBOOKS_API_BASE_URL",
-    "AWS_ENDPOINT_URL",
-)
+INHERITED_KEYS_DROPPED = (*INTUIT_ENDPOINT_KEYS, "AWS_ENDPOINT_URL")
 
 __all__ = ["DevstackError", "DevstackProcess", "FunctionError", "start_devstack"]
 

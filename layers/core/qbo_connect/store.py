@@ -309,6 +309,25 @@ class Store:
             raise
         return dict(response.get("Attributes") or {})
 
+    def _new_token_version(
+        self, update: _Update, realm_id: str, seen_version: int, due_at: float | None
+    ) -> None:
+        """What every write of new tokens does: version + 1, the lease released, the
+        invalid_grant history cleared (the new tokens just worked) and the next sweep visit set.
+        """
+        update.set_expr(f"#version = {update.value('next', seen_version + 1)}")
+        update.name("version")
+        if due_at is not None:
+            update.set("due_shard", due_shard_for(realm_id, self.due_shards))
+            update.set("due_at", due_at)
+        update.remove(
+            "lease_owner",
+            "lease_until",
+            "invalid_grant_first_at",
+            "invalid_grant_count",
+            "last_error",
+        )
+
     # ----- connections: reads ----------------------------------------------------------------
 
     def get_connection(self, realm_id: str, *, consistent: bool = True) -> Connection | None:
@@ -453,21 +472,8 @@ class Store:
             update.remove("previous_refresh_token_enc")
         if tokens.refresh_hard_expires_at is None:
             update.remove("refresh_hard_expires_at")
-        update.set_expr(f"#version = {update.value('next', seen_version + 1)}")
-        update.name("version")
-        if due_at is not None:
-            update.set("due_shard", due_shard_for(realm_id, self.due_shards))
-            update.set("due_at", due_at)
-        update.remove(
-            "lease_owner",
-            "lease_until",
-            "invalid_grant_first_at",
-            "invalid_grant_count",
-            "last_error",
-            "reauth_reason",
-            "disconnected_at",
-            "expiring_notified",
-        )
+        self._new_token_version(update, realm_id, seen_version, due_at)
+        update.remove("reauth_reason", "disconnected_at", "expiring_notified")
         # The tenant may change only when the realm was disconnected: a disconnected realm is
         # free for whoever connects it next, a live one is never taken over.
         update.set("tenant_id", tenant_id)
@@ -514,18 +520,7 @@ class Store:
         """
         update = _Update()
         update.set_many({**tokens.attributes(), "last_refreshed_at": now, "updated_at": _iso(now)})
-        update.set_expr(f"#version = {update.value('next', seen_version + 1)}")
-        update.name("version")
-        if due_at is not None:
-            update.set("due_shard", due_shard_for(realm_id, self.due_shards))
-            update.set("due_at", due_at)
-        update.remove(
-            "lease_owner",
-            "lease_until",
-            "invalid_grant_first_at",
-            "invalid_grant_count",
-            "last_error",
-        )
+        self._new_token_version(update, realm_id, seen_version, due_at)
         condition = (
             f"#version = {update.value('seen', seen_version)}"
             f" AND #lease_owner = {update.value('me', owner)}"
