@@ -6,7 +6,8 @@ Test and local-stack infrastructure only: none of this touches the service's cod
   in separate steps without a lock, so two threads of one moto server can both pass the same
   condition. Real DynamoDB applies a conditional write to an item atomically, and the refresh
   protocol relies on exactly that, so :class:`AtomicDynamoDB` serves DynamoDB requests one at a
-  time. Otherwise a race in moto would look like a race in the vault.
+  time. Otherwise a race in moto would look like a race in the vault. In-process ``mock_aws``
+  (the fast unit tests) has the same gap; :func:`apply_dynamodb_backend_lock` closes it there.
 * SQS: ``Queue.delete_message`` rebuilds the message list without the lock ``add_message``
   takes, so a message sent at that moment can be lost (seen once in 10,000 in bench/sweep.py;
   real SQS does not lose messages). :func:`apply_sqs_fixes` takes the lock. It also makes two
@@ -44,6 +45,43 @@ class AtomicDynamoDB:
                 if close is not None:
                     close()
         return [body]
+
+
+_DYNAMODB_ITEM_OPERATIONS = (
+    "put_item",
+    "update_item",
+    "delete_item",
+    "get_item",
+    "query",
+    "scan",
+    "batch_write_item",
+    "transact_write_items",
+)
+_dynamodb_lock = threading.RLock()
+_dynamodb_locked = False
+
+
+def apply_dynamodb_backend_lock() -> None:
+    """Make moto's DynamoDB item operations atomic in this process (idempotent).
+
+    For in-process ``mock_aws``, where there is no WSGI app to wrap: each item operation of the
+    backend runs under one lock, as a conditional write runs atomically in DynamoDB.
+    """
+    global _dynamodb_locked
+    with _apply_lock:
+        if _dynamodb_locked:
+            return
+        from moto.dynamodb.models import DynamoDBBackend
+
+        for name in _DYNAMODB_ITEM_OPERATIONS:
+            original = getattr(DynamoDBBackend, name)
+
+            def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+                with _dynamodb_lock:
+                    return __original(self, *args, **kwargs)
+
+            setattr(DynamoDBBackend, name, locked)
+        _dynamodb_locked = True
 
 
 def apply_sqs_fixes() -> None:

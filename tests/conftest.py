@@ -52,8 +52,11 @@ def aws(template) -> Iterator[dict]:
     """moto in-process: the table from template.yaml, a KMS key, the client secret."""
     from moto import mock_aws
 
+    from devstack.moto_fixes import apply_dynamodb_backend_lock
     from devstack.template import create_table_from_template
 
+    # DynamoDB applies a conditional write atomically; in-process moto does not unless told to.
+    apply_dynamodb_backend_lock()
     with mock_aws():
         ddb = boto3.client("dynamodb")
         create_table_from_template(ddb, template, "connections-test")
