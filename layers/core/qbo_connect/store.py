@@ -309,6 +309,14 @@ class Store:
             raise
         return dict(response.get("Attributes") or {})
 
+    def _try_update(self, key: Mapping[str, str], update: _Update, condition: str) -> bool:
+        """A conditional write whose failed condition is an expected answer, not an error."""
+        try:
+            self._update(key, update, condition, StoreConflict, return_values="NONE")
+        except StoreConflict:
+            return False
+        return True
+
     def _new_token_version(
         self, update: _Update, realm_id: str, seen_version: int, due_at: float | None
     ) -> None:
@@ -628,13 +636,7 @@ class Store:
             f"{update.value('threshold', now - min_interval)})"
         )
         update.name("status")
-        try:
-            self._update(
-                connection_key(realm_id), update, condition, StoreConflict, return_values="NONE"
-            )
-        except StoreConflict:
-            return False
-        return True
+        return self._try_update(connection_key(realm_id), update, condition)
 
     def set_due(self, realm_id: str, *, seen_version: int, due_at: float) -> None:
         """Reschedule an active connection's next sweep visit (conditioned on its version)."""
@@ -663,13 +665,7 @@ class Store:
             f" AND #status = {update.value('active', STATUS_ACTIVE)}"
         )
         update.name("status")
-        try:
-            self._update(
-                connection_key(realm_id), update, condition, StoreConflict, return_values="NONE"
-            )
-        except StoreConflict:
-            return False
-        return True
+        return self._try_update(connection_key(realm_id), update, condition)
 
     def mark_expiring_notified(self, realm_id: str, *, days: int) -> bool:
         """Record that the ``days``-before-hard-expiry event went out; True only the first time."""
@@ -681,13 +677,7 @@ class Store:
         update.name("expiring_notified")
         day = update.value("day", days)
         condition = f"attribute_exists(pk) AND NOT contains(#expiring_notified, {day})"
-        try:
-            self._update(
-                connection_key(realm_id), update, condition, StoreConflict, return_values="NONE"
-            )
-        except StoreConflict:
-            return False
-        return True
+        return self._try_update(connection_key(realm_id), update, condition)
 
     # ----- single-use items: OAuth state and connect links -----------------------------------
 
