@@ -445,21 +445,33 @@ class ConnectFlow:
             return f"{self.settings.public_base_url}/callback"
         return f"https://{request.domain_name}/callback"
 
-    def _valid_link(self, session: str, now: float) -> dict[str, Any] | HttpResult:
-        item = None
-        if _TOKEN_RE.match(session):
-            item = self.store.get_single_use(LINK, session, now=now)
-            if item is not None:
-                return item
-            item = self.store.peek_single_use(LINK, session)
+    def _single_use(self, kind: str, secret: str, now: float) -> tuple[str, dict[str, Any]]:
+        """Classify a link or state value: ``live``, ``unknown``, ``used`` or ``expired``.
+
+        Only a live item authorises anything; the other answers pick the page to show.
+        """
+        if not _TOKEN_RE.match(secret):
+            return "unknown", {}
+        item = self.store.get_single_use(kind, secret, now=now)
+        if item is not None:
+            return "live", item
+        item = self.store.peek_single_use(kind, secret)
         if item is None:
+            return "unknown", {}
+        return ("used" if item.get("used_at") else "expired"), item
+
+    def _valid_link(self, session: str, now: float) -> dict[str, Any] | HttpResult:
+        status, item = self._single_use(LINK, session, now)
+        if status == "live":
+            return item
+        if status == "unknown":
             return pages.message(
                 404,
                 "This connect link is not valid",
                 "Check that the whole link was copied, or ask the app you came from for a new one.",
                 outcome="link_unknown",
             )
-        if item.get("used_at"):
+        if status == "used":
             return pages.message(
                 410,
                 "This connect link was already used",
@@ -579,13 +591,10 @@ class ConnectFlow:
         )
 
     def _load_state(self, state: str, now: float) -> dict[str, Any]:
-        record = None
-        if _TOKEN_RE.match(state):
-            record = self.store.get_single_use(STATE, state, now=now)
-            if record is not None:
-                return record
-            record = self.store.peek_single_use(STATE, state)
-        if record is None:
+        status, record = self._single_use(STATE, state, now)
+        if status == "live":
+            return record
+        if status == "unknown":
             raise _Refusal(
                 pages.message(
                     400,
@@ -594,7 +603,7 @@ class ConnectFlow:
                     outcome="state_unknown",
                 )
             )
-        if record.get("used_at"):
+        if status == "used":
             raise _Refusal(_state_used())
         raise _Refusal(
             pages.message(
