@@ -54,6 +54,28 @@ def cli_path() -> str:
     return found
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without QBO_CONNECT_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QBO_CONNECT_")}
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [cli_path(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=180,
+        check=False,
+    )
+
+
 class Cli:
     """Runs ``qbo-connect --endpoints <stack's file> ...`` and keeps what it printed."""
 
@@ -62,17 +84,8 @@ class Cli:
         self.outputs: list[str] = []
 
     def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QBO_CONNECT_")}
-        env["COLUMNS"] = "200"
-        result = subprocess.run(
-            [cli_path(), "--endpoints", str(self.stack.state_dir / "endpoints.json"), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=180,
-            check=False,
-        )
+        endpoints = str(self.stack.state_dir / "endpoints.json")
+        result = run_cli(["--endpoints", endpoints, *args], clean_env(COLUMNS="200"), stdin=stdin)
         self.outputs += [result.stdout, result.stderr]
         return result
 
@@ -378,32 +391,14 @@ def test_import_file_without_required_columns_imports_nothing(stack, cli, tmp_pa
 
 
 def test_local_stack_not_running_is_a_clear_error(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QBO_CONNECT_")}
-    result = subprocess.run(
-        [cli_path(), "--local", "connections", "show", "1"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli(["--local", "connections", "show", "1"], clean_env(), cwd=tmp_path)
     assert result.returncode == 3
     assert "local stack is not running" in result.stderr and "make dev" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_no_stack_named_is_a_usage_error(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QBO_CONNECT_")}
-    result = subprocess.run(
-        [cli_path(), "connections", "show", "1"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli(["connections", "show", "1"], clean_env(), cwd=tmp_path)
     assert result.returncode == 2
     assert "--stack" in result.stderr and "--local" in result.stderr
 
@@ -436,14 +431,7 @@ def test_stack_outputs_name_the_functions(stack, cli, tmp_path):
     cfn.create_stack(StackName="qbo-connect-cli-test", TemplateBody=json.dumps(template))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [cli_path(), *args],
-            capture_output=True,
-            text=True,
-            env=stack_env(stack),
-            timeout=60,
-            check=False,
-        )
+        return run_cli(list(args), stack_env(stack))
 
     # Then --stack finds them and the commands work
     listed = run(
