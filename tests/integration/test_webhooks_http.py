@@ -195,6 +195,30 @@ def test_one_event_delivered_three_times_is_published_once(stack, events):
     assert sorted(d["entity_id"] for d in details(found)) == ["10", "9"]
 
 
+def test_a_signed_body_that_is_no_intuit_payload_is_kept_on_the_dlq(stack, events):
+    # Given a correctly signed body Intuit never documented
+    body = b'{"eventNotifications": "surprise"}'
+    before = processor_invocations(stack)
+
+    response = post_webhook(stack, body)
+
+    # Then Intuit gets its 200 (a retry could never succeed, and would hold the feed back) ...
+    assert response.status_code == 200
+    reference = response.json()["reference"]
+    # ... nothing reaches the processor, and the body waits on the DLQ for the operator
+    sentinel(stack, events)
+    assert processor_invocations(stack) - before == 1
+    sqs = stack.boto3_client("sqs")
+    dlq = stack.endpoints["queues"]["WebhookDeadLetterQueue"]
+    kept = [
+        json.loads(m["Body"])
+        for m in sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
+    ]
+    (record,) = [k for k in kept if k.get("reference") == reference]
+    assert base64.b64decode(record["body_base64"]) == body
+    assert "eventNotifications" in record["reason"]
+
+
 def test_changes_for_realms_not_connected_are_dropped(stack, events):
     unknown, gone, connected = new_realm(), new_realm(), new_realm()
     seed_connection(stack, gone, "tenant-gone")

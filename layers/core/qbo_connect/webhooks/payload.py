@@ -5,11 +5,13 @@ CloudEvents (a JSON array of events with ``specversion``, ``id``, ``type`` such 
 ``qbo.customer.created.v1``, ``time``, ``intuitaccountid`` = the realm, ``intuitentityid``) both
 become :class:`EntityChange` values, so nothing after this module knows which shape arrived.
 
-Plain dataclasses and hand-written checks rather than pydantic models: the gateway must answer
-Intuit within 3 seconds including a cold start, and importing pydantic plus building the models
-costs more than this whole module (measured in bench/webhooks.py's README section). The checks
-are strict where a wrong value would mislead a subscriber (realm, entity, id, operation) and
-lenient elsewhere (unknown extra fields are ignored, as CloudEvents allows extensions).
+Plain dataclasses and hand-written checks rather than pydantic models behind a discriminated
+union: the gateway must answer Intuit within 3 seconds including a cold start, and importing
+pydantic and building equivalent models cost about nine times what importing this module and
+parsing a body does (``python bench/webhooks.py --parser-import``, figures in the README), on
+top of a pydantic-core wheel in the layer. The checks are strict where a wrong value would
+mislead a subscriber (realm, entity, id, operation) and lenient elsewhere (unknown extra fields
+are ignored, as CloudEvents allows extensions).
 
 Event ids: CloudEvents carry their own ``id``. The legacy shape has none, so the id is a hash of
 realm, entity, entity id, operation and lastUpdated: a redelivery of the same change hashes to
