@@ -29,7 +29,7 @@ from typing import Any
 
 import requests
 
-#: Seconds before each retry (attempt 2, 3, ...); after the last, every 6 hours.
+#: Seconds before each retry after a failure (the 1st, 2nd, ...); after the last, every 6 hours.
 INTUIT_RETRY_SCHEDULE = (0.0, 10.0, 20.0, 30.0, 300.0, 1200.0, 7200.0, 14400.0, 21600.0)
 INTUIT_TIMEOUT_SECONDS = 3.0
 SHAPES = ("legacy", "cloudevents")
@@ -248,8 +248,11 @@ class WebhookSender:
             self._thread.start()
 
     def _delay_before(self, attempt: int) -> float:
-        """Seconds to wait before attempt number ``attempt`` (1-based), scaled."""
-        index = attempt - 1
+        """Seconds to wait before attempt number ``attempt`` (1 = the first delivery), scaled:
+        the first retry follows at once, the next after 10 s, and so on."""
+        if attempt <= 1:
+            return 0.0
+        index = attempt - 2
         base = INTUIT_RETRY_SCHEDULE[index] if index < len(INTUIT_RETRY_SCHEDULE) else 21600.0
         return base * self.time_scale
 
