@@ -27,18 +27,7 @@ from qbo_connect.webhooks.signature import (
     signature_matches,
     token_from_secret,
 )
-
-
-def entity(realm: str, name: str, entity_id: str, operation: str, **extra: Any) -> dict:
-    return {
-        "realm_id": realm,
-        "name": name,
-        "id": entity_id,
-        "operation": operation,
-        "lastUpdated": extra.pop("lastUpdated", "2026-12-01T10:00:00.000Z"),
-        **extra,
-    }
-
+from tests.helpers.webhooks import change as entity
 
 # ----------------------------------------------------------------------------- payload shapes
 
