@@ -18,7 +18,7 @@ TOKEN_CONTEXT = {"purpose": "qbo-connect-tokens", "realm_id": "9130357766042906"
 #: The only roles that may seal (new data key) or open (unwrap) tokens.
 SEALERS = {"CallbackFunction", "ConnectionsFunction"}
 OPENERS = {"GetTokenFunction", "ConnectionsFunction", "RefreshWorkerFunction"}
-PUBLIC_FUNCTIONS = ("ConnectFunction", "CallbackFunction")
+PUBLIC_FUNCTIONS = ("ConnectFunction", "CallbackFunction", "WebhookFunction")
 
 
 def _decision(template: dict[str, Any], principal: str, action: str, **extra: Any) -> str:
