@@ -43,6 +43,10 @@ class RecordingEvents:
         self.published.append((detail_type, detail))
         return True
 
+    def publish_pending(self, event: Any) -> bool:
+        self.published.append((event.detail_type, event.body()))
+        return True
+
     def of(self, detail_type: str) -> list[dict[str, Any]]:
         return [d for t, d in self.published if t == detail_type]
 
