@@ -31,6 +31,14 @@ from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION, DevstackPr
 
 CLIENT_ID = "faults-client"
 CLIENT_SECRET = "faults-secret"
+#: The stack's env: the simulator knows this client; Intuit calls fail fast.
+STACK_ENV = {
+    "INTUIT_CLIENT_ID": CLIENT_ID,
+    "INTUIT_CLIENT_SECRET": CLIENT_SECRET,
+    "INTUIT_TIMEOUT_SECONDS": "2",
+    "INTUIT_BACKOFF_BASE_SECONDS": "0.01",
+    "INTUIT_BACKOFF_MAX_SECONDS": "0.05",
+}
 NEEDS_REAUTH = "connection.needs_reauthorization"
 EXPIRING = "connection.expiring"
 

@@ -20,10 +20,9 @@ import pytest
 from devstack.aws_faults import FaultProxy
 from tests.helpers.devstack_process import start_devstack
 from tests.reliability.aws_faults_stack import (
-    CLIENT_ID,
-    CLIENT_SECRET,
     EXPIRING,
     NEEDS_REAUTH,
+    STACK_ENV,
     FaultStack,
     wait_for,
 )
@@ -60,11 +59,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
         with start_devstack(
             tmp_path_factory.mktemp("ambiguous-aws"),
             env={
-                "INTUIT_CLIENT_ID": CLIENT_ID,
-                "INTUIT_CLIENT_SECRET": CLIENT_SECRET,
-                "INTUIT_TIMEOUT_SECONDS": "2",
-                "INTUIT_BACKOFF_BASE_SECONDS": "0.01",
-                "INTUIT_BACKOFF_MAX_SECONDS": "0.05",
+                **STACK_ENV,
                 "LEASE_WAIT_SECONDS": "20",
                 # A revoked token is dead at its first rejection here (production: 6 h, 3 tries)
                 "INVALID_GRANT_WINDOW_SECONDS": "0",

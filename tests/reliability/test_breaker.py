@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.devstack_process import start_devstack
-from tests.reliability.aws_faults_stack import CLIENT_ID, CLIENT_SECRET, NEEDS_REAUTH, FaultStack
+from tests.reliability.aws_faults_stack import NEEDS_REAUTH, STACK_ENV, FaultStack
 
 CONNECTIONS = 50
 ATTEMPTS = 3  # INVALID_GRANT_MIN_ATTEMPTS (the default)
@@ -29,13 +29,7 @@ def fleet(tmp_path) -> Iterator[FaultStack]:
     with start_devstack(
         tmp_path,
         parameter_overrides={"InvalidGrantWindowMinutes": "0"},
-        env={
-            "INTUIT_CLIENT_ID": CLIENT_ID,
-            "INTUIT_CLIENT_SECRET": CLIENT_SECRET,
-            "INTUIT_TIMEOUT_SECONDS": "2",
-            "INTUIT_BACKOFF_BASE_SECONDS": "0.01",
-            "INTUIT_BACKOFF_MAX_SECONDS": "0.05",
-        },
+        env=STACK_ENV,
         extra_args=("--no-schedule", "--no-connect-link", "--refresh-grace", "0"),
     ) as stack:
         fleet = FaultStack(stack, None, stack.aws)
