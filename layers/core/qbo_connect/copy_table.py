@@ -412,7 +412,7 @@ COPY: Mapping[Outcome, Row] = {
         False,
         (
             "QuickBooks connected",
-            "Your QuickBooks company {company} is now connected to {app}.",
+            "Your QuickBooks company {company} is connected to {app}.",
             *_NEXT_EN,
         ),
         (
@@ -426,7 +426,7 @@ COPY: Mapping[Outcome, Row] = {
         False,
         (
             "QuickBooks reconnected",
-            "Your QuickBooks company {company} is connected to {app} again.",
+            "Your QuickBooks company {company} is reconnected to {app}.",
             *_NEXT_EN,
         ),
         (
@@ -548,7 +548,7 @@ SCOPE_WORDS: Mapping[str, Mapping[str, str]] = {
 }
 
 _LANGUAGE_RANGE = re.compile(
-    r"^\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([0-9.]{1,5}))?"
+    r"^\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([0-9.]{1,5}))?\s*$"
 )
 
 

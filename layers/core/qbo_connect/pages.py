@@ -13,7 +13,8 @@ Security headers on every response (pages and redirects alike):
   its SHA-256 hash (computed below from the exact text, so editing the CSS cannot silently
   break it); ``img-src`` is the logo's origin or ``'none'``; ``form-action`` lists only where
   the landing form may go, which includes the origin of Intuit's authorize endpoint because
-  Chromium checks form-action against the redirect that answers the form; ``frame-ancestors 'none'``; ``base-uri 'none'``.
+  Chromium checks form-action against the redirect that answers the form;
+  ``frame-ancestors 'none'``; ``base-uri 'none'``.
 - ``X-Frame-Options: DENY`` (older browsers), ``X-Content-Type-Options: nosniff``.
 - ``Referrer-Policy: no-referrer``: the callback URL carries the authorization code and the
   state, so no page or redirect of ours may leak it through ``Referer``.
@@ -338,13 +339,11 @@ def message(
 def success(
     *, company_name: str | None, realm_id: str, reconnected: bool, cookies: Sequence[Cookie] = ()
 ) -> HttpResult:
-    who = f"“{company_name}”" if company_name else f"(ID {realm_id})"
-    verb = "reconnected" if reconnected else "connected"
-    return render(
-        status=200,
-        title="QuickBooks connected" if not reconnected else "QuickBooks reconnected",
-        paragraphs=[f"Your QuickBooks company {who} is {verb}.", "You can close this page now."],
-        outcome="reconnected" if reconnected else "created",
+    """The end of a flow without a return URL: what happens next (from the copy table)."""
+    return outcome_page(
+        Outcome.RECONNECTED if reconnected else Outcome.CREATED,
+        company_name=company_name,
+        realm_id=realm_id,
         cookies=cookies,
     )
 
