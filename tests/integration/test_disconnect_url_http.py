@@ -10,7 +10,6 @@ exactly one ``connection.disconnected`` event. Events are read from the stack's 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 import requests
 
 from tests.helpers.devstack_process import DevstackProcess, start_devstack
+from tests.helpers.events import drain_events as drain_sqs
 
 COOKIE = "__Host-qbo_connect_state"
 TIMEOUT = 10
@@ -76,22 +76,7 @@ def item(stack: DevstackProcess, realm: str) -> dict[str, Any]:
 
 
 def drain_events(stack: DevstackProcess) -> list[dict[str, Any]]:
-    sqs = stack.boto3_client("sqs")
-    url = stack.endpoints["events_queue"]
-    events: list[dict[str, Any]] = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
-            "Messages", []
-        )
-        if not messages:
-            return events
-        events += [json.loads(m["Body"]) for m in messages]
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-            ],
-        )
+    return drain_sqs(stack.boto3_client("sqs"), stack.endpoints["events_queue"])
 
 
 def hint(stack: DevstackProcess, realm: str) -> requests.Response:
