@@ -521,3 +521,24 @@ def test_handlers_with_the_sample_events(aws, monkeypatch, capsys):
     assert "REPLACE-with-your-verifier-token" not in out
     sample_processor = json.loads((REPO_ROOT / "events" / "webhook_processor.json").read_text())
     assert len(json.loads(sample_processor["Records"][0]["body"])["changes"]) == 2
+
+
+def test_an_unconfigured_verifier_answers_503_and_says_nothing_more(monkeypatch):
+    from qbo_connect.errors import ConfigurationError
+    from qbo_connect.webhooks import settings
+
+    def no_token() -> Any:
+        raise ConfigurationError("the webhook verifier secret holds no token")
+
+    monkeypatch.setattr(gateway, "default_verifier", no_token)
+    settings.get_webhook_settings.cache_clear()
+    try:
+        body = legacy_body([entity("1", "Customer", "1", "Create")])
+        result = gateway.handle_default(http_event(body, sign(body, "tok")))
+    finally:
+        settings.get_webhook_settings.cache_clear()
+    assert (result.status, result.outcome, result.body) == (
+        503,
+        "not_configured",
+        {"error": "unavailable"},
+    )
