@@ -1009,7 +1009,14 @@ class Store:
         return self._try_update({"pk": f"RATE#{key}#{bucket}", "sk": "RATE"}, update, condition)
 
     def mark_disconnected_by_intuit(
-        self, realm_id: str, *, seen_version: int, reason: str, marker: str, now: float
+        self,
+        realm_id: str,
+        *,
+        seen_version: int,
+        reason: str,
+        marker: str,
+        now: float,
+        event: PendingEvent | None = None,
     ) -> Connection | None:
         """Disconnect a connection whose grant Intuit confirmed gone; its tokens are deleted.
 
@@ -1017,7 +1024,9 @@ class Store:
         between wins. ``marker`` (unique per caller) is written too: when a retry meets the
         condition failing because its own first attempt applied, the re-read finds the marker
         and the caller still learns it won (and sends the one event). Returns the connection
-        as it was before, or None when another writer changed it first.
+        as it was before, or None when another writer changed it first. ``event``
+        (``connection.disconnected``) is recorded in the same write and keeps the item in
+        DueIndex, due shortly, until it is delivered (the outbox, see ``events.py``).
         """
         update = _Update().set_many(
             {
@@ -1034,11 +1043,16 @@ class Store:
             *TOKEN_ATTRIBUTES,
             "lease_owner",
             "lease_until",
-            "due_shard",
-            "due_at",
             "invalid_grant_first_at",
             "invalid_grant_count",
+            "refresh_failures",
         )
+        if event is None:
+            update.remove("due_shard", "due_at")
+        else:
+            update.set("due_shard", due_shard_for(realm_id, self.due_shards))
+            update.set("due_at", now + OUTBOX_RETRY_SECONDS)
+            update.record_event(event)
         condition = (
             f"{version} = {update.value('seen', seen_version)}"
             f" AND #status IN ({update.value('active', STATUS_ACTIVE)},"
