@@ -139,6 +139,7 @@ def test_http_routes(template):
     assert tpl.http_routes(template) == [
         ("GET", "/connect", "ConnectFunction"),
         ("GET", "/reconnect", "ConnectFunction"),
+        ("GET", "/disconnected", "ConnectFunction"),
         ("GET", "/callback", "CallbackFunction"),
         ("POST", "/webhooks", "WebhookFunction"),
     ]
@@ -156,7 +157,7 @@ def test_functions_merge_globals(template):
         "WebhookFunction",
         "WebhookProcessorFunction",
     }
-    assert fns["ConnectFunction"]["timeout"] == 30  # from Globals
+    assert fns["CallbackFunction"]["timeout"] == 30  # from Globals
     assert fns["GetTokenFunction"]["timeout"] == 90  # its own
     for spec in fns.values():
         assert spec["handler"] == "app.lambda_handler"

@@ -17,7 +17,12 @@ ENV: dict[str, str] = {}
 TOKEN_CONTEXT = {"purpose": "qbo-connect-tokens", "realm_id": "9130357766042906"}
 #: The only roles that may seal (new data key) or open (unwrap) tokens.
 SEALERS = {"CallbackFunction", "ConnectionsFunction"}
-OPENERS = {"GetTokenFunction", "ConnectionsFunction", "RefreshWorkerFunction"}
+OPENERS = {
+    "GetTokenFunction",
+    "ConnectionsFunction",
+    "RefreshWorkerFunction",
+    "ConnectFunction",  # /disconnected: the probe with the stored access token
+}
 PUBLIC_FUNCTIONS = ("ConnectFunction", "CallbackFunction", "WebhookFunction")
 
 
