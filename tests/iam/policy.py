@@ -165,7 +165,10 @@ def expand_policy_template(name: str, values: Mapping[str, Any]) -> list[dict[st
 
 def _document_statements(document: Any, source: str) -> list[Statement]:
     statements = _as_list((document or {}).get("Statement"))
-    return [Statement(f"{source}.Statement[{i}]", s) for i, s in enumerate(statements)]
+    return [
+        Statement(f"{source}.{s['Sid']}" if s.get("Sid") else f"{source}.Statement[{i}]", s)
+        for i, s in enumerate(statements)
+    ]
 
 
 def role_of(template: Mapping[str, Any], function: str) -> str:
