@@ -44,7 +44,7 @@ from qbo_connect.crypto import TokenCipher
 from qbo_connect.events import EventPublisher
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
 from qbo_connect.store import Connection, Store
-from qbo_connect.tokens import ACCESS_FIELD, REFRESH_FIELD, TokenVault
+from qbo_connect.tokens import ACCESS_FIELD, PREVIOUS_REFRESH_FIELD, REFRESH_FIELD, TokenVault
 from tests.reliability.motoserver import MotoServerProcess, start_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -373,12 +373,11 @@ class Harness:
         out: dict[str, str | None] = {"access": None, "refresh": None, "previous": None}
         if conn is None or conn.data_key is None:
             return out
-        # The previous refresh token is the superseded refresh_token_enc blob, kept as it was,
-        # so it opens under the refresh field's name.
+        # The superseded refresh token is sealed under its own field name.
         for key, attr, name in (
             ("access", "access_token_enc", ACCESS_FIELD),
             ("refresh", "refresh_token_enc", REFRESH_FIELD),
-            ("previous", "previous_refresh_token_enc", REFRESH_FIELD),
+            ("previous", "previous_refresh_token_enc", PREVIOUS_REFRESH_FIELD),
         ):
             blob = getattr(conn, attr)
             if blob:

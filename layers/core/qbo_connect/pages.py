@@ -176,24 +176,49 @@ def redirect(location: str, *, cookies: Sequence[Cookie] = (), outcome: str = ""
 # ----- the pages -----------------------------------------------------------------------------
 
 
-def landing(*, session: str | None, reconnect: bool, authorize_origin: str | None) -> HttpResult:
+def landing(
+    *,
+    session: str | None,
+    reconnect: bool,
+    authorize_origin: str | None,
+    app_name: str = "",
+    tenant_name: str | None = None,
+    cross_site: bool = False,
+) -> HttpResult:
+    """The page a connect link opens: who the company will be connected to, and one button.
+
+    ``cross_site``: the same page answered with 403 to a ``go=1`` that did not come from its
+    own button, so a page elsewhere cannot send a person straight to Intuit.
+    """
     verb = "Reconnect" if reconnect else "Connect"
     fields: list[tuple[str, str]] = []
     if session:
         fields.append(("session", session))
     fields.append(("go", "1"))
     sources = ["'self'"] + ([authorize_origin] if authorize_origin else [])
+    app = app_name.strip() or "the app you came from"
+    account = f" for the account “{tenant_name}”" if tenant_name else ""
+    paragraphs = [
+        f"Your QuickBooks company will be connected to {app}{account}.",
+        "You will be sent to Intuit to sign in and choose the QuickBooks company to "
+        "connect. Nothing is shared until you approve it there.",
+    ]
+    if cross_site:
+        paragraphs.insert(
+            0,
+            "For your safety, connecting must be started from this page. Check the name "
+            "below; if it is not what you expected, close this page.",
+        )
+    heading = f"{verb} {app_name.strip()} to QuickBooks" if app_name.strip() else None
     return render(
-        status=200,
+        status=403 if cross_site else 200,
         title=f"{verb} to QuickBooks",
-        paragraphs=[
-            "You will be sent to Intuit to sign in and choose the QuickBooks company to "
-            "connect. Nothing is shared until you approve it there.",
-        ],
+        heading=heading,
+        paragraphs=paragraphs,
         form=Form(action="connect", fields=tuple(fields), button=f"{verb} to QuickBooks"),
         note="You can disconnect at any time from the app or from your Intuit account.",
         form_action=sources,
-        outcome="landing",
+        outcome="cross_site_refused" if cross_site else "landing",
     )
 
 

@@ -591,8 +591,11 @@ class Store:
             self._update(connection_key(realm_id), update, condition, LeaseLost)
         )
 
-    def disconnect(self, realm_id: str, *, now: float) -> Connection:
-        """Mark disconnected and delete the token material; returns the item as it was before."""
+    def disconnect(self, realm_id: str, *, now: float, tenant_id: str | None = None) -> Connection:
+        """Mark disconnected and delete the token material; returns the item as it was before.
+
+        With ``tenant_id``, only while that tenant still owns the connection (NotFound else).
+        """
         update = _Update().set_many(
             {
                 "status": STATUS_DISCONNECTED,
@@ -614,6 +617,9 @@ class Store:
         condition = (
             f"attribute_exists(pk) AND #status <> {update.value('gone', STATUS_DISCONNECTED)}"
         )
+        if tenant_id is not None:
+            condition += f" AND #tenant_id = {update.value('owner', tenant_id)}"
+            update.name("tenant_id")
         update.name("status")
         attrs = self._update(
             connection_key(realm_id), update, condition, NotFound, return_values="ALL_OLD"

@@ -38,7 +38,7 @@ from aws_lambda_powertools import Logger
 
 from qbo_connect import events as lifecycle
 from qbo_connect.config import Settings
-from qbo_connect.crypto import TokenCipher
+from qbo_connect.crypto import DecryptionError, TokenCipher
 from qbo_connect.due import next_due_at
 from qbo_connect.errors import (
     ConfigurationError,
@@ -68,6 +68,13 @@ ACCESS_FIELD = "access_token"
 REFRESH_FIELD = "refresh_token"
 PREVIOUS_REFRESH_FIELD = "previous_refresh_token"
 MAX_MIN_VALID_SECONDS = 3000  # Intuit access tokens live 3600 s; ask for less than that.
+
+
+def owned_by(conn: Connection | None, tenant_id: str | None) -> Connection | None:
+    """The tenant guard: with ``tenant_id``, another tenant's connection counts as absent."""
+    if conn is not None and tenant_id is not None and conn.tenant_id != tenant_id:
+        return None
+    return conn
 
 
 @dataclass(frozen=True)
@@ -131,10 +138,19 @@ class TokenVault:
         tokens: TokenSet,
         *,
         data_key: bytes | None = None,
-        previous_refresh_token_enc: bytes | None = None,
+        previous_refresh_token: str | None = None,
     ) -> SealedTokens:
-        """Encrypt a token set for storage, reusing the connection's data key when it has one."""
+        """Encrypt a token set for storage, reusing the connection's data key when it has one.
+
+        The superseded refresh token is sealed under its own field label, so its ciphertext
+        cannot be swapped with the current one's by someone who can write the table.
+        """
         wrapped = data_key or self.cipher.new_data_key(realm_id)
+        previous_refresh_token_enc = (
+            self.cipher.seal(realm_id, wrapped, PREVIOUS_REFRESH_FIELD, previous_refresh_token)
+            if previous_refresh_token is not None
+            else None
+        )
         return SealedTokens(
             data_key=wrapped,
             access_token_enc=self.cipher.seal(realm_id, wrapped, ACCESS_FIELD, tokens.access_token),
@@ -146,6 +162,29 @@ class TokenVault:
             refresh_hard_expires_at=tokens.refresh_hard_expires_at,
             previous_refresh_token_enc=previous_refresh_token_enc,
         )
+
+    def open_previous_refresh_token(self, conn: Connection) -> str | None:
+        """The superseded refresh token, or None.
+
+        Migration: items written before it had its own label hold the old ciphertext sealed
+        under the refresh token's label. Such a blob is still accepted *in this slot* (the
+        worst a swap into it can do is keep the current token as "previous") and is re-sealed
+        under the new label by the commit that reads it, so every active connection is
+        migrated by its next refresh (at most ``KeepAliveHours`` away). The current refresh
+        token is only ever opened under its own label.
+        """
+        blob = conn.previous_refresh_token_enc
+        if not blob or conn.data_key is None:
+            return None
+        for label in (PREVIOUS_REFRESH_FIELD, REFRESH_FIELD):
+            try:
+                return self.cipher.open(conn.realm_id, conn.data_key, label, blob)
+            except DecryptionError:
+                continue
+        logger.warning(
+            "superseded refresh token does not open; dropped", extra={"realm_id": conn.realm_id}
+        )
+        return None
 
     def due_at_for(self, conn: Connection, now: float) -> float:
         return next_due_at(
@@ -171,8 +210,13 @@ class TokenVault:
 
     # ----- get_token -------------------------------------------------------------------------
 
-    def get_token(self, realm_id: str, min_valid_seconds: int = 300) -> AccessToken:
-        """A token valid for at least ``min_valid_seconds``: one GetItem when warm."""
+    def get_token(
+        self, realm_id: str, min_valid_seconds: int = 300, *, tenant_id: str | None = None
+    ) -> AccessToken:
+        """A token valid for at least ``min_valid_seconds``: one GetItem when warm.
+
+        With ``tenant_id`` (the tenant guard), another tenant's realm answers not_connected.
+        """
         if not isinstance(min_valid_seconds, int) or isinstance(min_valid_seconds, bool):
             raise InvalidRequest("min_valid_seconds must be an integer")
         if not 0 <= min_valid_seconds <= MAX_MIN_VALID_SECONDS:
@@ -181,9 +225,13 @@ class TokenVault:
         def fresh_enough(conn: Connection) -> bool:
             return conn.access_expires_at - self._clock() >= min_valid_seconds
 
-        conn = self._require_usable(self.store.get_connection(realm_id, consistent=True), realm_id)
+        conn = self._require_usable(
+            owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id), realm_id
+        )
         if not fresh_enough(conn):
-            conn = self._refresh_until(realm_id, fresh_enough, conn)
+            conn = self._require_usable(
+                owned_by(self._refresh_until(realm_id, fresh_enough, conn), tenant_id), realm_id
+            )
         self._touch(conn)
         assert conn.data_key is not None and conn.access_token_enc is not None
         token = self.cipher.open(realm_id, conn.data_key, ACCESS_FIELD, conn.access_token_enc)
@@ -211,11 +259,14 @@ class TokenVault:
 
     # ----- refresh ---------------------------------------------------------------------------
 
-    def refresh(self, realm_id: str) -> Connection:
+    def refresh(self, realm_id: str, *, tenant_id: str | None = None) -> Connection:
         """Refresh now (ConnectionsFunction ``refresh``): at least one new token set."""
-        conn = self._require_usable(self.store.get_connection(realm_id, consistent=True), realm_id)
+        conn = self._require_usable(
+            owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id), realm_id
+        )
         seen = conn.version
-        return self._refresh_until(realm_id, lambda c: c.version > seen, conn)
+        refreshed = self._refresh_until(realm_id, lambda c: c.version > seen, conn)
+        return self._require_usable(owned_by(refreshed, tenant_id), realm_id)
 
     def refresh_if_due(
         self,
@@ -374,9 +425,9 @@ class TokenVault:
 
         # Keep the refresh token this answer superseded: it is what a recovery can fall back on.
         rotated = tokens.refresh_token != refresh_token
-        previous = conn.refresh_token_enc if rotated else conn.previous_refresh_token_enc
+        previous = refresh_token if rotated else self.open_previous_refresh_token(conn)
         sealed = self.seal(
-            realm_id, tokens, data_key=conn.data_key, previous_refresh_token_enc=previous
+            realm_id, tokens, data_key=conn.data_key, previous_refresh_token=previous
         )
         now = self._clock()
         preview = Connection(**{**conn.__dict__})

@@ -30,7 +30,8 @@ def respond(result: HttpResult, *, route: str) -> Response:
 
 def make_resolver(route: str) -> APIGatewayHttpResolver:
     """A resolver whose 404 and unexpected-error answers are our own escaped pages."""
-    app = APIGatewayHttpResolver()
+    # debug=False whatever POWERTOOLS_EVENT_HANDLER_DEBUG says: debug mode prints the event.
+    app = APIGatewayHttpResolver(debug=False)
 
     @app.not_found
     def not_found(exc: Exception) -> Response:
