@@ -208,7 +208,11 @@ class ConnectionsService:
         adopter.announce(adoption, imported=True)
         logger.info(
             "connection imported",
-            extra={"realm_id": realm_id, "tenant_id": tenant_id, "created": adoption.created},
+            extra={
+                "realm_id": realm_id,
+                "tenant_id": tenant_id,
+                "outcome": "created" if adoption.created else "reconnected",
+            },
         )
         return {"connection": adoption.connection.metadata()}
 
