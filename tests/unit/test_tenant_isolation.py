@@ -206,7 +206,8 @@ def test_two_concurrent_callbacks_on_one_link_store_one_connection(h):
     session = h.link("tenant-a")
     first = callback_query(h, session, REALM_A)
     second = callback_query(h, session, REALM_B)
-    # When both come back at the same moment
+    # When both come back at the same moment (a slow exchange: both pass every early check)
+    h.sim.set_faults(latency_seconds=0.3, endpoints=["token.authorization_code"])
     barrier = threading.Barrier(2)
     results: list[Any] = [None, None]
 
