@@ -7,9 +7,11 @@ connect flow could be abused, and checks that nothing is stored and nothing leak
 from __future__ import annotations
 
 import ast
+import io
 import re
 import threading
 import time
+from logging import StreamHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -432,9 +434,9 @@ def test_every_handler_forces_event_logging_off():
         assert isinstance(log_event, ast.Constant) and log_event.value is False, app
 
 
-def test_import_event_is_not_logged_even_when_powertools_is_told_to(aws, sim, monkeypatch, capfd):
+def test_import_event_is_not_logged_even_when_powertools_is_told_to(aws, sim, monkeypatch):
     from devstack.handlers import LambdaContext, load_handler
-    from qbo_connect import config, runtime
+    from qbo_connect import config, runtime, telemetry
 
     env = {
         "TABLE_NAME": aws["table_name"],
@@ -450,6 +452,10 @@ def test_import_event_is_not_logged_even_when_powertools_is_told_to(aws, sim, mo
     caches = (config.get_settings, runtime.store, runtime.cipher, runtime.events, runtime.vault)
     for cached in caches:
         cached.cache_clear()
+    # Everything the service's logger writes (its handlers' stream, wherever it pointed).
+    captured = io.StringIO()
+    handlers = [h for h in telemetry.logger._logger.handlers if isinstance(h, StreamHandler)]
+    streams = [handler.setStream(captured) for handler in handlers]
     try:
         module = load_handler("connections", module_prefix="log_event_forced_on")
         foreign = sim.issue_tokens(client_id="test-client", realm_id=REALM_A)
@@ -461,11 +467,12 @@ def test_import_event_is_not_logged_even_when_powertools_is_told_to(aws, sim, mo
         }
         result = module.lambda_handler(payload, LambdaContext.for_function("ConnectionsFunction"))
     finally:
+        for handler, stream in zip(handlers, streams, strict=True):
+            handler.setStream(stream)
         for cached in caches:
             cached.cache_clear()
     assert result["connection"]["realm_id"] == REALM_A
-    captured = capfd.readouterr()
-    logs = captured.out + captured.err
+    logs = captured.getvalue()
     assert "connection imported" in logs  # the logs were captured
     assert foreign["refresh_token"] not in logs
     assert foreign["access_token"] not in logs
