@@ -199,6 +199,7 @@ def test_globals_env_resolves_refs_and_parameters(template):
         "ConnectionsTable": "table-1",
         "TokenKey": {"Ref": "key-1", "Arn": "arn:key-1"},
         "IntuitClientSecret": "arn:secret-1",
+        "ReturnSigningSecret": "arn:secret-2",
         "RefreshQueue": {"Ref": "http://queue", "Arn": "arn:queue"},
     }
     # When the Globals environment is resolved with default parameters
@@ -208,6 +209,7 @@ def test_globals_env_resolves_refs_and_parameters(template):
     assert env["TABLE_NAME"] == "table-1"
     assert env["TOKEN_KEY_ID"] == "arn:key-1"
     assert env["INTUIT_CLIENT_SECRET_ID"] == "arn:secret-1"
+    assert env["RETURN_SIGNING_SECRET_ID"] == "arn:secret-2"
     assert env["REFRESH_QUEUE_URL"] == "http://queue"
     assert env["INTUIT_ENVIRONMENT"] == "sandbox"
     assert env["QUICKBOOKS_API_BASE_URL"] == "https://sandbox-quickbooks.api.intuit.com"
