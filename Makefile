@@ -32,11 +32,13 @@ help:
 	@echo "make lint | format | validate | build | bench | clean"
 	@echo "make deploy ENV=sandbox|production   build and sam deploy --config-env ENV"
 
-$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt
+$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
 	@echo "==> creating $(VENV) and installing dev dependencies"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | { $(PIP_FILTER); }
 	@$(BIN)/python -m pip install -q -r requirements-dev.txt 2>&1 | { $(PIP_FILTER); }
+	@echo "==> installing the project (the qbo-connect CLI) into $(VENV)"
+	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { $(PIP_FILTER); }
 	@touch $@
 
 $(SAM_VENV)/.installed: requirements-sam.txt
@@ -55,7 +57,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@echo "==> mypy"
-	$(BIN)/mypy layers/core/qbo_connect devstack clients/python
+	$(BIN)/mypy layers/core/qbo_connect devstack clients/python clients/cli/qbo_connect_cli
 	@for f in functions/*/app.py; do $(BIN)/mypy "$$f" >/dev/null || { $(BIN)/mypy "$$f"; exit 1; }; done
 
 format: $(VENV)/.installed

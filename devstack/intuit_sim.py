@@ -3,7 +3,7 @@
 Why it exists: the refresh protocol of this project is only as good as the tests that attack it,
 and the real Intuit sandbox can neither be driven into outages nor observed (how many refreshes
 did we send? with which token?). This simulator speaks Intuit's wire formats (see
-../shared/INTUIT.md) over real HTTP on 127.0.0.1 so the production HTTP code runs unchanged,
+docs/intuit.md) over real HTTP on 127.0.0.1 so the production HTTP code runs unchanged,
 while tests control time, rotation, grace windows and faults, and can read call counters.
 
 Modelling choices (where Intuit is silent or field reports disagree, the choice is written here):
@@ -503,7 +503,7 @@ class IntuitSimulator:
 
     @property
     def endpoints(self) -> dict[str, str]:
-        """The project's INTUIT_* settings pointed at this server (see DESIGN.md)."""
+        """The project's INTUIT_* settings pointed at this server (docs/architecture.md)."""
         base = self.base_url
         return {
             "INTUIT_AUTHORIZATION_ENDPOINT": base + PATH_AUTHORIZE,

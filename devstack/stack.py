@@ -14,8 +14,8 @@ loop in one process, built from template.yaml itself so it cannot drift from the
 * an SQS poller with partial batch responses, and the schedules.
 
 One process means one ``os.environ``: the template's Globals environment is set once, before
-any handler loads (DESIGN.md). Every handler file is ``app.py``, so each is loaded by file path
-under its own module name.
+any handler loads (docs/architecture.md, "The local stack"). Every handler file is ``app.py``,
+so each is loaded by file path under its own module name.
 
 The pure helpers (:func:`build_http_event`, :func:`to_http_response`, :func:`build_sqs_event`,
 :func:`parse_batch_item_failures`, :func:`build_scheduled_event`) are what the unit tests pin

@@ -91,7 +91,9 @@ def emf_totals(text: str) -> dict[str, float]:
         if start < 0:
             continue
         try:
-            doc = json.loads(line[start:])
+            # raw_decode: EMF documents are print()ed, and under load another thread's log
+            # record can land between the document and its newline.
+            doc, _ = json.JSONDecoder().raw_decode(line[start:])
         except ValueError:
             continue
         for directive in doc["_aws"].get("CloudWatchMetrics", []):

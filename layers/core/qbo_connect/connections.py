@@ -158,11 +158,19 @@ class ConnectionsService:
             existing = adopter.existing_for(realm_id, tenant_id)
         except HeldByOtherTenant as exc:
             if dry_run:
-                return _dry_run(realm_id, tenant_id, "refused", reason="other_tenant")
+                return _dry_run(
+                    realm_id, tenant_id, "refused", reason="other_tenant", message=exc.message
+                )
             raise Conflict(exc.message) from None
         if existing is not None and existing.status == STATUS_ACTIVE:
             if dry_run:
-                return _dry_run(realm_id, tenant_id, "refused", reason="already_connected")
+                return _dry_run(
+                    realm_id,
+                    tenant_id,
+                    "refused",
+                    reason="already_connected",
+                    message=f"realm {realm_id} is already connected",
+                )
             raise Conflict(f"realm {realm_id} is already connected")
         scopes = self._scopes(payload, existing.scopes if existing else ())
         if ACCOUNTING_SCOPE not in scopes:
@@ -232,7 +240,14 @@ class ConnectionsService:
         return tuple(sorted(set(value)))
 
 
-def _dry_run(realm_id: str, tenant_id: str, outcome: str, *, reason: str | None = None) -> dict:
+def _dry_run(
+    realm_id: str,
+    tenant_id: str,
+    outcome: str,
+    *,
+    reason: str | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
     result: dict[str, Any] = {
         "dry_run": True,
         "realm_id": realm_id,
@@ -241,4 +256,6 @@ def _dry_run(realm_id: str, tenant_id: str, outcome: str, *, reason: str | None 
     }
     if reason is not None:
         result["reason"] = reason
+    if message is not None:
+        result["message"] = message
     return result
