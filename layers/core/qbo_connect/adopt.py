@@ -45,9 +45,12 @@ from aws_lambda_powertools import Logger
 from qbo_connect import events as lifecycle
 from qbo_connect.errors import (
     AlreadyExists,
+    HeldByOtherTenant,
     IntuitError,
     IntuitTransientError,
-    ServiceError,
+    RealmCheckUnavailable,
+    RealmNotProven,
+    StoreContention,
     VersionConflict,
 )
 from qbo_connect.intuit import IntuitClient, TokenSet
@@ -60,30 +63,6 @@ ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
 STORE_ATTEMPTS = 5
 #: HTTP statuses with which QuickBooks refuses a token for a company it was not issued for.
 NOT_THIS_COMPANY = frozenset({401, 403})
-
-
-class RealmNotProven(ServiceError):
-    """The tokens are not for the realm asked for; they were revoked and nothing was stored."""
-
-    code = "invalid_request"
-
-
-class RealmCheckUnavailable(ServiceError):
-    """The realm could not be checked right now (Intuit unavailable): nothing was stored."""
-
-    code = "refresh_unavailable"
-
-
-class HeldByOtherTenant(ServiceError):
-    """The realm is connected to another tenant; nothing was stored."""
-
-    code = "conflict"
-
-
-class StoreContention(ServiceError):
-    """The realm kept changing under us; nothing was stored."""
-
-    code = "conflict"
 
 
 @dataclass(frozen=True)
@@ -154,27 +133,21 @@ class GrantAdopter:
             )
         try:
             info = self._quick(client).company_info(realm_id, tokens.access_token)
-        except IntuitTransientError as exc:
-            logger.warning(
-                "realm check unavailable; nothing stored",
-                extra={"realm_id": realm_id, "status": exc.status, "intuit_tid": exc.intuit_tid},
-            )
-            raise RealmCheckUnavailable(
-                f"realm {realm_id} could not be checked at Intuit; nothing was stored, try again"
-            ) from None
         except IntuitError as exc:
-            if exc.status in NOT_THIS_COMPANY:
+            # 401/403: Intuit says the token is not for this company. Anything else (transient
+            # or not) leaves the question open, and an open question fails closed.
+            if exc.status in NOT_THIS_COMPANY and not isinstance(exc, IntuitTransientError):
                 self._revoke(client, tokens, realm_id, f"CompanyInfo answered {exc.status}")
                 raise RealmNotProven(
                     f"the tokens are not for realm {realm_id}: QuickBooks refused them for "
                     "that company; they were revoked and nothing was stored"
                 ) from None
             logger.warning(
-                "realm check failed; nothing stored",
+                "realm check unavailable; nothing stored",
                 extra={"realm_id": realm_id, "status": exc.status, "intuit_tid": exc.intuit_tid},
             )
             raise RealmCheckUnavailable(
-                f"realm {realm_id} could not be checked at Intuit; nothing was stored"
+                f"realm {realm_id} could not be checked at Intuit; nothing was stored, try again"
             ) from None
         name = info.get("CompanyName")
         return name.strip()[:256] if isinstance(name, str) and name.strip() else None

@@ -104,23 +104,20 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from qbo_connect import pages, validation
-from qbo_connect.adopt import (
-    Adoption,
-    GrantAdopter,
-    HeldByOtherTenant,
-    RealmCheckUnavailable,
-    RealmNotProven,
-    StoreContention,
-)
+from qbo_connect.adopt import Adoption, GrantAdopter
 from qbo_connect.errors import (
     AlreadyConsumed,
     ConfigurationError,
+    HeldByOtherTenant,
     IdTokenInvalid,
     IntuitError,
     IntuitTransientError,
     InvalidClient,
     InvalidGrant,
     InvalidRequest,
+    RealmCheckUnavailable,
+    RealmNotProven,
+    StoreContention,
 )
 from qbo_connect.intuit import IntuitClient, TokenSet
 from qbo_connect.pages import HttpResult, Link

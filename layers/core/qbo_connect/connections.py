@@ -15,11 +15,12 @@ from aws_lambda_powertools import Logger
 
 from qbo_connect import events as lifecycle
 from qbo_connect import validation
-from qbo_connect.adopt import ACCOUNTING_SCOPE, GrantAdopter, HeldByOtherTenant, StoreContention
+from qbo_connect.adopt import ACCOUNTING_SCOPE, GrantAdopter
 from qbo_connect.config import KNOWN_SCOPES
 from qbo_connect.errors import (
     ConfigurationError,
     Conflict,
+    HeldByOtherTenant,
     IntuitError,
     IntuitTransientError,
     InvalidClient,
@@ -28,6 +29,7 @@ from qbo_connect.errors import (
     NotConnected,
     NotFound,
     RefreshUnavailable,
+    StoreContention,
 )
 from qbo_connect.store import STATUS_ACTIVE, STATUS_DISCONNECTED
 from qbo_connect.tokens import REFRESH_FIELD, TokenVault, owned_by
