@@ -62,6 +62,9 @@ API_ID = "local"
 CONNECT_LINK_TENANT = "local-dev"
 EVENTS_RULE_SOURCE = "qbo-connect"
 EVENTS_QUEUE_SUFFIX = "events"
+WEBHOOK_SECRET_LOGICAL_ID = "WebhookVerifierSecret"
+WEBHOOK_TOKEN_ENV = "INTUIT_WEBHOOK_VERIFIER_TOKEN"
+WEBHOOK_TIME_SCALE = 0.01
 #: The INTUIT_* settings (plus the QuickBooks API base) the simulator provides.
 INTUIT_ENDPOINT_KEYS = (
     "INTUIT_AUTHORIZATION_ENDPOINT",
@@ -829,6 +832,11 @@ class LocalStack:
         self.lambda_url = ""
         self.aws_url = ""
         self.events_queue_url = ""
+        #: The webhook verifier token in the local secret: INTUIT_WEBHOOK_VERIFIER_TOKEN (a real
+        #: Intuit app's, for deliveries through a tunnel) or a fresh one the simulator signs with.
+        self.webhook_verifier_token = os.environ.get(
+            WEBHOOK_TOKEN_ENV, ""
+        ).strip() or secrets.token_urlsafe(32)
 
         self._moto: Any = None
         self._api: _HttpServer | None = None
@@ -1023,6 +1031,10 @@ class LocalStack:
             "redirect_uris": [public_base.rstrip("/") + "/callback"],
             "auto_approve": self.auto_approve,
             "refresh_grace_seconds": self.refresh_grace,
+            "webhook_url": f"{self.api_url}/webhooks",
+            "webhook_verifier_token": self.webhook_verifier_token,
+            # Intuit's retry schedule compressed a hundredfold (10 s -> 0.1 s, 6 h -> 3.6 min).
+            "webhook_time_scale": WEBHOOK_TIME_SCALE,
         }
         accepted = inspect.signature(IntuitSimulator).parameters
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
@@ -1108,7 +1120,11 @@ class LocalStack:
             props = resources[logical_id].get("Properties") or {}
             name = props.get("Name") or self._name(logical_id)
             generate = props.get("GenerateSecretString")
-            if isinstance(generate, dict):
+            if logical_id == WEBHOOK_SECRET_LOGICAL_ID:
+                secret_string = self.webhook_verifier_token
+                origin = WEBHOOK_TOKEN_ENV if os.environ.get(WEBHOOK_TOKEN_ENV) else "generated"
+                what = f"verifier token {origin}; endpoints.json"
+            elif isinstance(generate, dict):
                 # As CloudFormation does: a fresh random value, never a fixed one.
                 secret_string = generated_secret_string(resolve(generate))
                 what = "generated value"
@@ -1626,6 +1642,8 @@ class LocalStack:
             "event_bus": os.environ.get("EVENT_BUS_NAME", "default"),
             "region": self.region,
             "pid": os.getpid(),
+            "webhook_url": f"{self.api_url}/webhooks",
+            "webhook_verifier_token": self.webhook_verifier_token,
         }
         self.state_dir.mkdir(parents=True, exist_ok=True)
         target = self.state_dir / "endpoints.json"
