@@ -271,8 +271,8 @@ def test_landing_page_names_the_app_and_the_tenant_escaped(aws, sim):
     session = h.link(tenant_name='Acme "<script>alert(1)</script>"')
     result = h.get(f"session={session}")
     assert result.status == 200
-    assert "Connect Books &lt;b&gt;&amp; Co to QuickBooks" in result.body
-    assert "Acme &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;" in result.body
+    assert "Books &lt;b&gt;&amp; Co wants to connect to your QuickBooks company" in result.body
+    assert "Account: Acme &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;" in result.body
     assert "<script>" not in result.body and "<b>" not in result.body
 
 

@@ -105,6 +105,7 @@ from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from qbo_connect import pages, validation
 from qbo_connect.adopt import Adoption, GrantAdopter
+from qbo_connect.copy_table import EN, choose_language
 from qbo_connect.errors import (
     AlreadyConsumed,
     ConfigurationError,
@@ -120,6 +121,7 @@ from qbo_connect.errors import (
     StoreContention,
 )
 from qbo_connect.intuit import IntuitClient, TokenSet
+from qbo_connect.outcomes import Outcome
 from qbo_connect.pages import HttpResult, Link
 from qbo_connect.return_url import MAX_RETURN_URL, link_id_of, return_url_allowed, with_result
 from qbo_connect.store import Store
@@ -161,6 +163,8 @@ class Request:
     domain_name: str
     #: ``Sec-Fetch-Site`` as the browser sent it (lower case), None when absent.
     fetch_site: str | None = None
+    #: The page language chosen from ``Accept-Language``.
+    language: str = EN
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> Request:
@@ -183,7 +187,9 @@ class Request:
         context = context if isinstance(context, dict) else {}
         domain = context.get("domainName") or headers.get("host") or ""
         fetch_site = headers.get("sec-fetch-site")
+        accept_language = headers.get("accept-language")
         return cls(
+            language=choose_language(str(accept_language) if accept_language else None),
             raw_query=raw,
             cookies=tuple(str(c) for c in cookies),
             domain_name=str(domain),
@@ -404,13 +410,21 @@ class ConnectFlow:
                     "go=1 refused: not a same-origin navigation",
                     extra={"sec_fetch_site": (request.fetch_site or "")[:32]},
                 )
-            return pages.landing(
+            outcome = (
+                Outcome.CROSS_SITE_REFUSED
+                if go is not None
+                else Outcome.LANDING_RECONNECT
+                if reconnect
+                else Outcome.LANDING
+            )
+            return pages.landing_page(
+                outcome,
                 session=session,
-                reconnect=reconnect,
                 authorize_origin=authorize_origin,
-                app_name=self.settings.app_name,
+                scopes=scopes,
                 tenant_name=tenant_name if isinstance(tenant_name, str) else None,
-                cross_site=go is not None,
+                language=request.language,
+                branding=pages.branding_from(self.settings),
             )
 
         state = secrets.token_urlsafe(TOKEN_BYTES)

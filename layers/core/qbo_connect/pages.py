@@ -33,6 +33,7 @@ import html
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools.shared.cookies import Cookie
@@ -41,6 +42,9 @@ from qbo_connect.branding import Branding, text_color_on
 from qbo_connect.copy_table import COPY, EN, SCOPE_WORDS, UI, render_text
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from qbo_connect.config import Settings
 
 # Small, readable on a phone down to 320 px, visible keyboard focus, respects dark mode. The
 # accent (the button) comes from AccentColor; the text on it is black or white, whichever
@@ -177,6 +181,11 @@ def current_branding() -> Branding:
         settings = get_settings()
     except ConfigurationError:
         return Branding()
+    return branding_from(settings)
+
+
+def branding_from(settings: Settings) -> Branding:
+    """The branding a deployment's settings describe."""
     return Branding(
         app_name=settings.app_name,
         logo_url=settings.app_logo_url,
@@ -295,49 +304,24 @@ def redirect(location: str, *, cookies: Sequence[Cookie] = (), outcome: str = ""
 # ----- the pages -----------------------------------------------------------------------------
 
 
-def landing(
-    *,
-    session: str | None,
-    reconnect: bool,
-    authorize_origin: str | None,
-    app_name: str = "",
-    tenant_name: str | None = None,
-    cross_site: bool = False,
-) -> HttpResult:
-    """The page a connect link opens: who the company will be connected to, and one button.
-
-    ``cross_site``: the same page answered with 403 to a ``go=1`` that did not come from its
-    own button, so a page elsewhere cannot send a person straight to Intuit.
-    """
+def landing(*, session: str | None, reconnect: bool, authorize_origin: str | None) -> HttpResult:
     verb = "Reconnect" if reconnect else "Connect"
     fields: list[tuple[str, str]] = []
     if session:
         fields.append(("session", session))
     fields.append(("go", "1"))
     sources = ["'self'"] + ([authorize_origin] if authorize_origin else [])
-    app = app_name.strip() or "the app you came from"
-    account = f" for the account “{tenant_name}”" if tenant_name else ""
-    paragraphs = [
-        f"Your QuickBooks company will be connected to {app}{account}.",
-        "You will be sent to Intuit to sign in and choose the QuickBooks company to "
-        "connect. Nothing is shared until you approve it there.",
-    ]
-    if cross_site:
-        paragraphs.insert(
-            0,
-            "For your safety, connecting must be started from this page. Check the name "
-            "below; if it is not what you expected, close this page.",
-        )
-    heading = f"{verb} {app_name.strip()} to QuickBooks" if app_name.strip() else None
     return render(
-        status=403 if cross_site else 200,
+        status=200,
         title=f"{verb} to QuickBooks",
-        heading=heading,
-        paragraphs=paragraphs,
+        paragraphs=[
+            "You will be sent to Intuit to sign in and choose the QuickBooks company to "
+            "connect. Nothing is shared until you approve it there.",
+        ],
         form=Form(action="connect", fields=tuple(fields), button=f"{verb} to QuickBooks"),
         note="You can disconnect at any time from the app or from your Intuit account.",
         form_action=sources,
-        outcome="cross_site_refused" if cross_site else "landing",
+        outcome="landing",
     )
 
 
