@@ -251,7 +251,8 @@ def test_landing_page_has_a_button_and_the_security_headers(h):
     assert result.status == 200
     assert '<html lang="en">' in result.body
     assert 'name="viewport"' in result.body
-    assert "<h1>The app you came from wants to connect to your QuickBooks company</h1>" in result.body
+    heading = "<h1>The app you came from wants to connect to your QuickBooks company</h1>"
+    assert heading in result.body
     assert '<button type="submit" class="button" id="connect">Connect to QuickBooks</button>' in (
         result.body
     )
