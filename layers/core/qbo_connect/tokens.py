@@ -451,7 +451,12 @@ class TokenVault:
         try:
             refresh_token = self._open_refresh_token(conn, owner)
             try:
-                tokens = self.intuit_client().refresh(refresh_token)
+                client = self.intuit_client()
+            except ServiceError as exc:  # the client secret is missing or malformed
+                self._release(conn, owner, error=f"configuration: {exc.code}")
+                raise
+            try:
+                tokens = client.refresh(refresh_token)
             except InvalidGrant as exc:
                 return self._after_invalid_grant(conn, owner, exc)
             except IntuitTransientError as exc:
