@@ -575,7 +575,6 @@ class ConnectFlow:
         adoption = self._adopt(
             client, tokens, realm_id, claimed, tenant_id, scopes, link_token, retry, cleared
         )
-        self.adopter.announce(adoption)
         status = "connected" if adoption.created else "reconnected"
         outcome = "created" if adoption.created else "reconnected"
         logger.info(
