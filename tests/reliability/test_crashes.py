@@ -64,6 +64,10 @@ def test_crash_after_lease_before_intuit_is_recovered_by_the_next_process(
     realm_id, issued = crash_refresh(harness, workers, "after_lease")
     conn = harness.connection(realm_id)
     assert conn is not None and conn.lease_owner is not None and conn.version == 1
+    # and the lease made it due just after it expires: the sweep comes back even if no
+    # caller does (recovery does not wait for the keep-alive)
+    assert conn.lease_until is not None and conn.due_at is not None
+    assert conn.lease_until < conn.due_at <= conn.lease_until + 30
     assert harness.sim.counters()["token.refresh_token"] == 0
     # When another process asks for a token
     run = workers.run([realm_id], env=LEASE)
@@ -111,6 +115,10 @@ def test_crash_between_intuit_answer_and_commit_with_24h_grace_loses_nothing(
     assert harness.stored_tokens(realm_id)["refresh"] == issued["refresh_token"]  # now stale
     conn = harness.connection(realm_id)
     assert conn is not None and conn.lease_owner is not None and conn.version == 1
+    # and the lease made it due just after it expires: the sweep comes back even if no
+    # caller does (recovery does not wait for the keep-alive)
+    assert conn.lease_until is not None and conn.due_at is not None
+    assert conn.lease_until < conn.due_at <= conn.lease_until + 30
     # When another process asks for a token
     run = workers.run([realm_id], env=LEASE)
     # Then it refreshes with the stored (superseded) token inside Intuit's grace and succeeds

@@ -387,3 +387,23 @@ def test_a_holder_whose_lease_lapsed_unchallenged_keeps_its_tokens(aws, strict_s
     vault.intuit_client = original
     assert vault.refresh(REALM).version == 3
     assert token.access_token
+
+
+def test_a_missing_client_secret_under_the_lease_releases_it(aws, strict_sim):
+    # Given the Intuit client cannot be built (the secret lacks client_id)
+    vault = make_vault(make_settings(aws, strict_sim))
+    connect(vault, strict_sim, access_expires_in=0)
+
+    def no_client():
+        raise ConfigurationError("the Intuit client secret lacks client_id")
+
+    vault.intuit_client = no_client
+    # When a caller asks / Then it learns the configuration is wrong and the lease is free
+    with pytest.raises(ConfigurationError):
+        vault.get_token(REALM, 300)
+    conn = vault.store.get_connection(REALM)
+    assert (conn.lease_owner, conn.version, conn.last_error) == (
+        None,
+        1,
+        "configuration: configuration_error",
+    )
