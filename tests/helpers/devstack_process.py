@@ -262,11 +262,6 @@ def start_devstack(
     child_env.pop("PYTEST_CURRENT_TEST", None)
     for key in INHERITED_KEYS_DROPPED:
         child_env.pop(key, None)
-    if child_env.get("QBO_AWS_CALL_LOG_DIR"):
-        # The IAM test records each function's AWS calls. All functions share this one process,
-        # so with the client secret cached only the first function to need it would call
-        # Secrets Manager and the others' need would go unseen: no cache while recording.
-        child_env.setdefault("SECRET_MAX_AGE_SECONDS", "0")
     for key, value in (env or {}).items():
         if value is None:
             child_env.pop(key, None)
