@@ -189,6 +189,17 @@ def test_link_list_show_refresh_disconnect(stack, cli):
     assert refresh_count(stack) == before + 1
     again = cli.json("connections", "refresh", realm)["connection"]
     assert again["last_refreshed_at"] >= detail["last_refreshed_at"]
+    assert again["health"] == "healthy"
+
+    # Then the history lists what happened, newest first, for people and for scripts
+    history = cli.json("connections", "history", realm)
+    assert [(e["source"], e["outcome"]) for e in history["history"]] == [
+        ("operator", "refreshed"),
+        ("operator", "refreshed"),
+        ("callback", "connected"),
+    ]
+    table = cli("connections", "history", realm)
+    assert table.returncode == 0 and "callback" in table.stdout and "refreshed" in table.stdout
 
     # And disconnecting without --yes away from a terminal is refused, nothing changes
     refused = cli("connections", "disconnect", realm)
@@ -200,11 +211,59 @@ def test_link_list_show_refresh_disconnect(stack, cli):
     gone = cli("connections", "disconnect", realm, "--yes")
     assert gone.returncode == 0, gone.stderr
     assert "revoked at Intuit" in gone.stdout
-    assert cli.json("connections", "show", realm)["connection"]["status"] == "disconnected"
+    gone_now = cli.json("connections", "show", realm)["connection"]
+    assert gone_now["status"] == "disconnected" and gone_now["health"] == "disconnected"
+    latest = cli.json("connections", "history", realm)["history"][0]
+    assert (latest["source"], latest["outcome"]) == ("operator", "disconnected")
 
     # And a second disconnect is the service's not_connected, exit code 1, as JSON too
     twice = cli.json("connections", "disconnect", realm, "--yes", code=1)
     assert twice["error"]["code"] == "not_connected"
+
+
+def test_revocation_shows_as_a_failure_after_one_refresh_attempt(stack, cli):
+    realm = "4620816365100000003"
+    link = cli.json("links", "create", "--tenant", "cli-revoked")
+    connect_through_link(stack, link["url"], realm)
+    healthy = cli.json("connections", "show", realm)["connection"]
+    assert healthy["health"] == "healthy" and healthy["failing_since"] is None
+
+    # Given the user revoked the app at Intuit
+    assert sim(stack, "POST", "/_sim/revoke-realm", {"realm_id": realm})["revoked_grants"] == 1
+
+    # When one refresh is attempted: refused for now (one invalid_grant is not a verdict)
+    before = refresh_count(stack)
+    attempt = cli("connections", "refresh", realm)
+    assert attempt.returncode == 1
+    assert "refresh_unavailable" in attempt.stderr
+    assert refresh_count(stack) == before + 1
+
+    # Then show reports the failure class, when it started and Intuit's transaction id
+    shown = cli.json("connections", "show", realm)["connection"]
+    assert shown["status"] == "active" and shown["health"] == "retrying"
+    assert shown["failing_since"] and shown["failed_attempts"] == 1
+    assert shown["last_error"]["class"] == "invalid_grant"
+    assert shown["last_error"]["intuit_tid"]
+    assert shown["next_attempt_at"]
+    table = cli("connections", "show", realm)
+    assert "invalid_grant" in table.stdout and "failing_since" in table.stdout
+
+    # And the tenant's list can be filtered by health
+    retrying = cli.json("connections", "list", "--tenant", "cli-revoked", "--health", "retrying")
+    assert [c["realm_id"] for c in retrying["connections"]] == [realm]
+    assert cli.json("connections", "list", "--tenant", "cli-revoked", "--health", "healthy") == {
+        "connections": []
+    }
+
+    # And the history names what ran each step and the intuit_tid of the failure
+    history = cli.json("connections", "history", realm)["history"]
+    assert [(e["source"], e["outcome"]) for e in history][:2] == [
+        ("operator", "invalid_grant"),
+        ("callback", "connected"),
+    ]
+    assert history[0]["intuit_tid"] == shown["last_error"]["intuit_tid"]
+    people = cli("connections", "history", realm)
+    assert people.returncode == 0 and "invalid_grant" in people.stdout
 
 
 def test_token_needs_print_secret(stack, cli):

@@ -14,6 +14,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from qbo_connect import events as lifecycle
+from qbo_connect import history as outcomes
 from qbo_connect import validation
 from qbo_connect.config import KNOWN_SCOPES
 from qbo_connect.errors import (
@@ -30,10 +31,16 @@ from qbo_connect.errors import (
     RefreshUnavailable,
     VersionConflict,
 )
-from qbo_connect.store import STATUS_ACTIVE, STATUS_DISCONNECTED
+from qbo_connect.health import VALUES as HEALTH_VALUES
+from qbo_connect.health import health_fields
+from qbo_connect.store import STATUS_ACTIVE, STATUS_DISCONNECTED, Connection
 from qbo_connect.tokens import REFRESH_FIELD, TokenVault
 
 logger = Logger(child=True)
+
+#: How many index pages one filtered ``list_connections`` call reads at most before it hands
+#: back a cursor (a tenant with few matching connections must not cost a long query loop).
+MAX_FILTERED_PAGES = 5
 
 
 def _encode_cursor(key: Mapping[str, Any] | None) -> str | None:
@@ -62,28 +69,61 @@ class ConnectionsService:
         self.store = vault.store
         self.settings = vault.settings
         self._clock = clock
+        self.history = outcomes.History(self.store, clock=clock)
+
+    def describe(self, conn: Connection) -> dict[str, Any]:
+        """A connection's metadata with its health (never token material)."""
+        return {**conn.metadata(), **health_fields(conn.raw, self._clock())}
 
     def get_connection(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         realm_id = validation.realm_id(payload)
         conn = self.store.get_connection(realm_id, consistent=True)
         if conn is None:
             raise NotConnected(f"realm {realm_id} is not connected")
-        return {"connection": conn.metadata()}
+        return {"connection": self.describe(conn)}
 
     def list_connections(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A page of a tenant's connections; with ``health``, only those that healthy.
+
+        The health filter reads up to MAX_FILTERED_PAGES index pages per call and hands back a
+        cursor when there may be more, so a page can hold fewer than ``limit`` connections.
+        """
         tenant_id = validation.tenant_id(payload)
         limit = validation.optional_int(payload, "limit", default=50, minimum=1, maximum=200)
         cursor = _decode_cursor(validation.optional_str(payload, "cursor", max_length=2048))
-        items, last = self.store.list_connections(tenant_id, limit=limit, cursor=cursor)
-        return {
-            "connections": [c.metadata() for c in items],
-            "next_cursor": _encode_cursor(last),
-        }
+        health = validation.optional_str(payload, "health", max_length=32)
+        if health is not None and health not in HEALTH_VALUES:
+            raise InvalidRequest(f"health must be one of: {', '.join(HEALTH_VALUES)}")
+        found: list[dict[str, Any]] = []
+        for _ in range(MAX_FILTERED_PAGES if health else 1):
+            items, cursor = self.store.list_connections(
+                tenant_id, limit=limit - len(found), cursor=cursor
+            )
+            described = [self.describe(c) for c in items]
+            found += [c for c in described if health is None or c["health"] == health]
+            if cursor is None or len(found) >= limit:
+                break
+        return {"connections": found, "next_cursor": _encode_cursor(cursor)}
+
+    def connection_history(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The newest outcomes of a connection (also after it was disconnected)."""
+        realm_id = validation.realm_id(payload)
+        limit = validation.optional_int(
+            payload,
+            "limit",
+            default=outcomes.DEFAULT_LIMIT,
+            minimum=1,
+            maximum=outcomes.MAX_LIMIT,
+        )
+        conn = self.store.get_connection(realm_id, consistent=True)
+        if conn is None:
+            raise NotConnected(f"realm {realm_id} is not connected")
+        return {"realm_id": realm_id, "history": self.history.entries(realm_id, limit=limit)}
 
     def refresh(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         realm_id = validation.realm_id(payload)
         conn = self.vault.refresh(realm_id)
-        return {"connection": conn.metadata()}
+        return {"connection": self.describe(conn)}
 
     def disconnect(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Revoke at Intuit, then disconnect locally whatever Intuit said, and say which."""
@@ -111,6 +151,12 @@ class ConnectionsService:
             before = self.store.disconnect(realm_id, now=self._clock())
         except NotFound:
             raise NotConnected(f"realm {realm_id} is not connected") from None
+        self.history.record(
+            realm_id,
+            source=outcomes.OPERATOR,
+            outcome=STATUS_DISCONNECTED,
+            detail="revoked" if revoked else "not revoked at Intuit",
+        )
         if self.vault.events:
             self.vault.events.publish(
                 lifecycle.DISCONNECTED,
@@ -209,7 +255,10 @@ class ConnectionsService:
                 else lifecycle.RECONNECTED,
                 {"realm_id": realm_id, "tenant_id": tenant_id, "imported": True},
             )
-        return {"connection": conn.metadata()}
+        self.history.record(
+            realm_id, source=outcomes.IMPORT, outcome="imported", version=conn.version
+        )
+        return {"connection": self.describe(conn)}
 
     @staticmethod
     def _scopes(payload: Mapping[str, Any], fallback: tuple[str, ...]) -> tuple[str, ...]:

@@ -10,6 +10,9 @@ Item shapes (single table, ``pk``/``sk``):
   ``realm_id`` (TenantIndex), ``version`` (bumped by every token write), the wrapped data key,
   the sealed tokens, their expiry times, the refresh lease (``lease_owner``, ``lease_until``),
   invalid_grant bookkeeping, and, while active, ``due_shard``/``due_at`` (DueIndex, sparse).
+- History entry: ``pk = "REALM#<realm_id>"``, ``sk = "HISTORY#<epoch>#<id>"``: one outcome of
+  the connection (see ``history``), written once, removed by TTL. It carries no ``tenant_id``
+  and no ``due_shard``, so neither index sees it.
 - OAuth state: ``pk = "STATE#<sha256>"``; connect link: ``pk = "LINK#<sha256>"``; both with
   ``sk`` = the kind, an ``expires_at`` checked on read (moto and DynamoDB TTL are lazy) and
   ``ttl`` for DynamoDB to clean up.
@@ -38,6 +41,7 @@ from qbo_connect.errors import (
 )
 
 CONNECTION_SK = "CONNECTION"
+HISTORY_PREFIX = "HISTORY#"
 STATUS_ACTIVE = "active"
 STATUS_NEEDS_REAUTHORIZATION = "needs_reauthorization"
 STATUS_DISCONNECTED = "disconnected"
@@ -749,3 +753,44 @@ class Store:
             AlreadyConsumed,
         )
         return _to_python(attrs)
+
+    # ----- history ---------------------------------------------------------------------------
+
+    def put_history(self, realm_id: str, entry: Mapping[str, Any], *, ttl: float) -> None:
+        """Store one history entry (``entry["at_epoch"]`` and ``entry["id"]`` make its key).
+
+        Written once, never changed: the condition only makes a retried put that meets its own
+        earlier success a success, not a second copy. ``ttl`` bounds how long it is kept.
+        """
+        sort_key = f"{HISTORY_PREFIX}{float(entry['at_epoch']):015.3f}#{entry['id']}"
+        item = {
+            "pk": connection_key(realm_id)["pk"],
+            "sk": sort_key,
+            "ttl": int(ttl),
+            **{k: _to_dynamo(v) for k, v in entry.items() if v is not None},
+        }
+        try:
+            self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def get_history(self, realm_id: str, *, limit: int, now: float) -> list[dict[str, Any]]:
+        """The newest ``limit`` history entries of a realm, newest first (one Query)."""
+        response = self.table.query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={
+                ":pk": connection_key(realm_id)["pk"],
+                ":prefix": HISTORY_PREFIX,
+            },
+            ScanIndexForward=False,
+            Limit=limit,
+            ConsistentRead=True,
+        )
+        entries = []
+        for item in response.get("Items", []):
+            entry = _to_python(dict(item))
+            if entry.get("ttl", now + 1) <= now:  # TTL deletion is lazy: expired is gone
+                continue
+            entries.append({k: v for k, v in entry.items() if k not in ("pk", "sk", "ttl")})
+        return entries
