@@ -288,7 +288,9 @@ class Importer:
         if self.dry_run:
             kind = _dry_run_result(answer)
             if kind == "would_refuse":
-                return result(FAILED, "refused", _dry_run_message(answer) or "would be refused")
+                reason = answer.get("reason")
+                code = reason if isinstance(reason, str) and reason else "refused"
+                return result(FAILED, code, _dry_run_message(answer) or "would be refused")
             return result(kind, message=_dry_run_message(answer))
         return result(IMPORTED)
 
