@@ -198,7 +198,7 @@ def _check(rows: Iterable[Row]) -> None:
 class Importer:
     """Runs the rows against ConnectionsFunction; ``on_done`` is called once per row."""
 
-    def __init__(self, target: Target, *, dry_run: bool = False, concurrency: int = 4) -> None:
+    def __init__(self, target: Target, *, dry_run: bool = False, concurrency: int = 8) -> None:
         self.target = target
         self.dry_run = dry_run
         self.concurrency = max(1, concurrency)
