@@ -101,6 +101,7 @@ deploy: build
 bench: $(VENV)/.installed
 	$(BIN)/python bench/get_token.py
 	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/webhooks.py
 
 clean:
 	rm -rf .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache test-artifacts bench/results

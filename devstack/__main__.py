@@ -181,6 +181,8 @@ def _announce(stack: LocalStack, skip_link: bool, began: float) -> None:
         f"Intuit               {ep['intuit'] or ep['intuit_env'].get('INTUIT_TOKEN_ENDPOINT', '')}",
         f"table                {ep['table']}",
     ]
+    if ep.get("webhook_url"):
+        lines.append(f"webhooks (POST)      {ep['webhook_url']} (token in endpoints.json)")
     if ep.get("events_queue"):
         lines.append(f"lifecycle events     {ep['events_queue']}")
     for line in lines:

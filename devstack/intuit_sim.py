@@ -65,6 +65,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from devstack.intuit_webhooks import WebhookSender
+
 log = logging.getLogger(__name__)
 
 ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
@@ -346,6 +348,10 @@ class IntuitSimulator:
         default_realm_id: str = "9130357766042906",
         company_name: str = "Sandbox Company_US_1",
         clock: Callable[[], float] = time.time,
+        webhook_url: str = "",
+        webhook_verifier_token: str = "",
+        webhook_shape: str = "legacy",
+        webhook_time_scale: float = 1.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -411,6 +417,15 @@ class IntuitSimulator:
             },
         }
 
+        #: Change notifications to the app's webhook URL (admin: ``/_sim/webhooks``,
+        #: ``/_sim/entity-change``).
+        self.webhooks = WebhookSender(
+            url=webhook_url,
+            verifier_token=webhook_verifier_token,
+            shape=webhook_shape,
+            time_scale=webhook_time_scale,
+        )
+
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -466,6 +481,7 @@ class IntuitSimulator:
 
     def stop(self) -> None:
         """Stop serving, wake requests sleeping in an injected fault, cut keep-alive sockets."""
+        self.webhooks.stop()
         server, self._server = self._server, None
         if server is None:
             return
@@ -1319,6 +1335,9 @@ class IntuitSimulator:
                 return _json({"now": self.now()})
             if route == ("GET", "/_sim/grants"):
                 return _json(self.grants())
+            if request.path.startswith("/_sim/webhooks") or request.path == "/_sim/entity-change":
+                status, answer = self.webhooks.admin(request.method, request.path, body)
+                return _json(answer, status)
         except (KeyError, TypeError, ValueError) as exc:
             return _json({"error": "invalid_request", "error_description": str(exc)}, 400)
         return _json({"error": "not_found"}, 404)
