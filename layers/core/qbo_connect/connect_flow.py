@@ -114,6 +114,7 @@ from qbo_connect.errors import (
     InvalidRequest,
     VersionConflict,
 )
+from qbo_connect.history import CALLBACK, History
 from qbo_connect.intuit import IntuitClient, TokenSet
 from qbo_connect.pages import HttpResult, Link
 from qbo_connect.store import STATUS_DISCONNECTED, Store
@@ -569,6 +570,8 @@ class ConnectFlow:
             "connection stored",
             extra={"realm_id": realm_id, "tenant_id": tenant_id, "outcome": outcome},
         )
+        history = self.vault.history or History(self.store, clock=self._clock)
+        history.record(realm_id, source=CALLBACK, outcome=status)
         return_url = record.get("return_url")
         if isinstance(return_url, str) and return_url_allowed(
             return_url, self.settings.allowed_return_urls

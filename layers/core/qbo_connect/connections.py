@@ -69,7 +69,7 @@ class ConnectionsService:
         self.store = vault.store
         self.settings = vault.settings
         self._clock = clock
-        self.history = outcomes.History(self.store, clock=clock)
+        self.history = vault.history or outcomes.History(self.store, clock=clock)
 
     def describe(self, conn: Connection) -> dict[str, Any]:
         """A connection's metadata with its health (never token material)."""

@@ -13,10 +13,11 @@ that ``get_token`` reads on every call does not grow at all. Recording is best e
 failure to record is logged and never fails the refresh or connect it describes.
 
 An entry: ``at`` (ISO 8601), ``source`` (what ran it: ``sweep``, ``get_token``, ``operator``,
-``callback``, ``import``), ``outcome`` (``refreshed``, a failure class such as
-``invalid_grant`` or ``transient``, ``needs_reauthorization``, ``connected``, ``reconnected``,
-``imported``, ``disconnected``), ``intuit_tid`` when Intuit answered, ``version`` of the tokens
-after it, and a short ``detail`` (an error code, never a token or Intuit's own words).
+``callback``, ``import``, or ``disconnect_url`` when Intuit's Disconnect URL was confirmed),
+``outcome`` (``refreshed``, a failure class such as ``invalid_grant`` or ``transient``,
+``needs_reauthorization``, ``connected``, ``reconnected``, ``imported``, ``disconnected``),
+``intuit_tid`` when Intuit answered, ``version`` of the tokens after it, and a short
+``detail`` (an error code, never a token or Intuit's own words).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ GET_TOKEN = "get_token"
 OPERATOR = "operator"
 CALLBACK = "callback"
 IMPORT = "import"
-SOURCES = (SWEEP, GET_TOKEN, OPERATOR, CALLBACK, IMPORT)
+DISCONNECT_URL = "disconnect_url"
+SOURCES = (SWEEP, GET_TOKEN, OPERATOR, CALLBACK, IMPORT, DISCONNECT_URL)
 
 RETENTION_DAYS = 30
 DEFAULT_LIMIT = 20

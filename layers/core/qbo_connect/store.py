@@ -373,6 +373,7 @@ class Store:
             "invalid_grant_count",
             "last_error",
             "refresh_failures",
+            "failing_since",
         )
 
     # ----- connections: reads ----------------------------------------------------------------
@@ -645,14 +646,28 @@ class Store:
         error: str | None = None,
         invalid_grant: bool = False,
         retry_due_at: float | None = None,
+        error_class: str | None = None,
+        intuit_tid: str | None = None,
     ) -> Connection:
         """Give the lease back without touching tokens, recording why the refresh failed.
 
         ``retry_due_at`` (the vault's backoff) becomes the due time and ``refresh_failures``
-        counts consecutive failures; the next commit clears both.
+        counts consecutive failures; the next commit clears both. ``error_class`` and
+        ``intuit_tid`` become the connection's last error (``health``), kept after a recovery,
+        and ``failing_since`` keeps the start of the current run of failures.
         """
         update = _Update().remove("lease_owner", "lease_until")
         update.set("updated_at", _iso(now))
+        if error_class:
+            update.set_many({"last_error_class": error_class, "last_error_at": now})
+            if intuit_tid:
+                update.set("last_error_tid", intuit_tid)
+            else:
+                update.remove("last_error_tid")
+            update.set_expr(
+                f"#failing_since = if_not_exists(#failing_since, {update.value('now_f', now)})"
+            )
+            update.name("failing_since")
         if retry_due_at is not None:
             update.set("due_shard", due_shard_for(realm_id, self.due_shards))
             update.set("due_at", retry_due_at)
