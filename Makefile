@@ -8,6 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+# axe-core (accessibility rules) for the browser tests, pinned in tests/browser/package-lock.json.
+AXE := tests/browser/node_modules/axe-core/axe.min.js
 ENV ?= sandbox
 
 export SAM_CLI_TELEMETRY := 0
@@ -47,7 +49,20 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	@$(SAM_VENV)/bin/python -m pip install -q -r requirements-sam.txt 2>&1 | { $(PIP_FILTER); }
 	@touch $@
 
-install: $(VENV)/.installed $(SAM_VENV)/.installed
+# npm ci installs exactly the locked version. Without npm the browser tests cannot check
+# accessibility: a warning on a developer's machine, a failure in CI (CI=true).
+$(AXE): tests/browser/package.json tests/browser/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "==> installing axe-core for the browser tests (npm ci)"; \
+		npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error; \
+		touch $@; \
+	elif [ "$${CI:-}" = "true" ]; then \
+		echo "error: npm is needed to install axe-core for the browser tests"; exit 1; \
+	else \
+		echo "warning: npm not found; the browser tests will skip their accessibility checks"; \
+	fi
+
+install: $(VENV)/.installed $(SAM_VENV)/.installed $(AXE)
 
 dev: $(VENV)/.installed
 	$(BIN)/python -m devstack $(ARGS)
@@ -64,7 +79,7 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-unit-test: $(VENV)/.installed
+unit-test: $(VENV)/.installed $(AXE)
 	$(BIN)/python -m pytest tests -q
 
 check-py313:
@@ -104,4 +119,5 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/webhooks.py
 
 clean:
-	rm -rf .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache test-artifacts bench/results
+	rm -rf .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache test-artifacts bench/results \
+		tests/browser/node_modules

@@ -30,6 +30,11 @@ Modelling choices (where Intuit is silent or field reports disagree, the choice 
 - Injected faults never touch grant state, so an ``invalid_grant`` burst models an outage: the
   same refresh token works again once the burst is over.
 
+- Webhooks (``devstack.intuit_webhooks``): change notifications signed with the app's verifier
+  token, in the legacy or the CloudEvents shape, sent from an admin call or after a simulated
+  entity change, retried on Intuit's schedule (scaled by ``webhook_time_scale``) and delivered
+  in order: a failing notification holds later ones back, as Intuit does.
+
 Nothing here logs token values, codes or client secrets; the refresh log keeps SHA-256 digests.
 """
 

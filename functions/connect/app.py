@@ -1,9 +1,11 @@
-"""ConnectFunction: ``GET /connect`` and ``GET /reconnect`` (HttpApi, payload 2.0).
+"""ConnectFunction: ``GET /connect``, ``GET /reconnect`` and ``GET /disconnected`` (HttpApi 2.0).
 
 Validates the connect link, shows the landing page, and on "Connect to QuickBooks" creates the
-OAuth state, sets the state cookie and redirects to Intuit. The logic is
-``qbo_connect.connect_flow``; this file only routes and translates. Query strings hold link
-tokens, so neither the event nor the query string is ever logged.
+OAuth state, sets the state cookie and redirects to Intuit. ``/disconnected`` is Intuit's
+Disconnect URL: it shows a page and only verifies the realm with Intuit (see
+``qbo_connect.disconnect_hint``). The logic is in the package; this file only routes and
+translates. Query strings hold link tokens, so neither the event nor the query string is ever
+logged.
 """
 
 from typing import Any
@@ -12,9 +14,10 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect import connect_flow
+from qbo_connect import connect_flow, disconnect_hint, pages
+from qbo_connect.outcomes import Outcome
 from qbo_connect.telemetry import logger, metrics, tracer
-from qbo_connect.web import make_resolver, respond
+from qbo_connect.web import language_of, make_resolver, respond
 
 app = make_resolver("Connect")
 
@@ -31,6 +34,16 @@ def reconnect() -> Response:
     return respond(
         connect_flow.handle_connect(app.current_event.raw_event, reconnect=True), route="Connect"
     )
+
+
+@app.get("/disconnected")
+def disconnected() -> Response:
+    event = app.current_event
+    disconnect_hint.verify(
+        event.get_query_string_value("realmId"), event.request_context.http.source_ip
+    )
+    page = pages.outcome_page(Outcome.DISCONNECTED, language=language_of(app))
+    return respond(page, route="Disconnected")
 
 
 @logger.inject_lambda_context(

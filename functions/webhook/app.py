@@ -26,8 +26,8 @@ OUTCOME_METRICS = {
     "too_large": "WebhookTooLarge",
     "malformed": "WebhookMalformed",
     "enqueue_failed": "WebhookEnqueueFailed",
-    "not_configured": "WebhookEnqueueFailed",
-    "internal_error": "WebhookEnqueueFailed",
+    "not_configured": "WebhookNotConfigured",
+    "internal_error": "WebhookFailed",
 }
 
 

@@ -142,6 +142,7 @@ def test_http_routes(template):
     assert tpl.http_routes(template) == [
         ("GET", "/connect", "ConnectFunction"),
         ("GET", "/reconnect", "ConnectFunction"),
+        ("GET", "/disconnected", "ConnectFunction"),
         ("GET", "/callback", "CallbackFunction"),
         ("POST", "/webhooks", "WebhookFunction"),
     ]
@@ -159,7 +160,7 @@ def test_functions_merge_globals(template):
         "WebhookFunction",
         "WebhookProcessorFunction",
     }
-    assert fns["ConnectFunction"]["timeout"] == 30  # from Globals
+    assert fns["CallbackFunction"]["timeout"] == 30  # from Globals
     assert fns["GetTokenFunction"]["timeout"] == 90  # its own
     for spec in fns.values():
         assert spec["handler"] == "app.lambda_handler"

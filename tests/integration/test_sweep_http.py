@@ -31,6 +31,7 @@ from qbo_connect.intuit import TokenSet
 from qbo_connect.store import Store, connection_key
 from qbo_connect.tokens import TokenVault
 from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION, start_devstack
+from tests.helpers.events import drain_events
 
 CLIENT_ID = "sweep-it-client"
 CLIENT_SECRET = "sweep-it-secret"
@@ -207,24 +208,6 @@ def queue_depth(sqs: Any, url: str) -> int:
     return int(attrs["ApproximateNumberOfMessages"]) + int(
         attrs["ApproximateNumberOfMessagesNotVisible"]
     )
-
-
-def drain_events(sqs: Any, url: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
-            "Messages", []
-        )
-        if not messages:
-            return events
-        for message in messages:
-            events.append(json.loads(message["Body"]))
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-            ],
-        )
 
 
 @pytest.fixture

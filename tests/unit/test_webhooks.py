@@ -422,3 +422,123 @@ def test_settings_overlap_in_minutes_unless_seconds_are_given():
     assert load_webhook_settings({"WEBHOOK_VERIFIER_OVERLAP_MINUTES": "5"}).overlap_seconds == 300
     both = {"WEBHOOK_VERIFIER_OVERLAP_MINUTES": "5", "WEBHOOK_VERIFIER_OVERLAP_SECONDS": "2"}
     assert load_webhook_settings(both).overlap_seconds == 2
+
+
+# ----------------------------------------------------------------------------- the handlers
+
+
+class Context:
+    """The bits of the Lambda context the handlers and Powertools use."""
+
+    function_name = "webhook-test"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:webhook-test"
+    memory_limit_in_mb = 512
+    aws_request_id = "req-1"
+    log_group_name = "/aws/lambda/webhook-test"
+    log_stream_name = "stream"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def _clear_caches() -> None:
+    from qbo_connect import config, runtime
+    from qbo_connect.webhooks import processor, settings
+
+    for cached in (
+        config.get_settings,
+        runtime.aws_client,
+        runtime.store,
+        settings.get_webhook_settings,
+        processor.default_processor,
+    ):
+        cached.cache_clear()
+    gateway._verifier = None
+    gateway._queue = None
+
+
+def test_handlers_with_the_sample_events(aws, monkeypatch, capsys):
+    # Given the verifier token the sample event is signed with, the queues and a connection
+    from devstack.handlers import load_handler
+    from tests.conftest import REPO_ROOT
+
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="webhooks")["QueueUrl"]
+    dlq = sqs.create_queue(QueueName="webhooks-dlq")["QueueUrl"]
+    secret = boto3.client("secretsmanager").create_secret(
+        Name="verifier", SecretString="REPLACE-with-your-verifier-token"
+    )["ARN"]
+    for key, value in {
+        "TABLE_NAME": aws["table_name"],
+        "TOKEN_KEY_ID": aws["key_id"],
+        "INTUIT_CLIENT_SECRET_ID": aws["secret_id"],
+        "WEBHOOK_VERIFIER_SECRET_ID": secret,
+        "WEBHOOK_QUEUE_URL": queue,
+        "WEBHOOK_DEAD_LETTER_QUEUE_URL": dlq,
+    }.items():
+        monkeypatch.setenv(key, value)
+    _clear_caches()
+    table = boto3.resource("dynamodb").Table(aws["table_name"])
+    seed(table, "9130357766042906", "tenant-sample")
+    webhook = load_handler("webhook", module_prefix="test_webhooks")
+    processor_app = load_handler("webhook_processor", module_prefix="test_webhooks")
+    sample = json.loads((REPO_ROOT / "events" / "webhook.json").read_text())
+    try:
+        # When the gateway gets the sample delivery and the processor gets what it enqueued
+        answer = webhook.lambda_handler(sample, Context())
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+        records = {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": {"ApproximateReceiveCount": "1"},
+                    "messageAttributes": {},
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:webhooks",
+                    "awsRegion": "us-east-1",
+                }
+                for m in messages
+            ]
+        }
+        result = processor_app.lambda_handler(records, Context())
+        forged = dict(sample, headers={**sample["headers"], "intuit-signature": sign(b"x", "y")})
+        refused = webhook.lambda_handler(forged, Context())
+    finally:
+        _clear_caches()
+    # Then: 200, one message, both changes published for the tenant, and the metrics say so
+    assert answer["statusCode"] == 200
+    assert json.loads(answer["body"]) == {"status": "accepted", "changes": 2, "messages": 1}
+    assert len(messages) == 1
+    assert result == {"batchItemFailures": []}
+    assert refused["statusCode"] == 401
+    out = capsys.readouterr().out
+    assert '"WebhookPublished":[2.0]' in out.replace(" ", "")
+    assert '"WebhookRejected":[1.0]' in out.replace(" ", "")
+    assert "REPLACE-with-your-verifier-token" not in out
+    sample_processor = json.loads((REPO_ROOT / "events" / "webhook_processor.json").read_text())
+    assert len(json.loads(sample_processor["Records"][0]["body"])["changes"]) == 2
+
+
+def test_an_unconfigured_verifier_answers_503_and_says_nothing_more(monkeypatch):
+    from qbo_connect.errors import ConfigurationError
+    from qbo_connect.webhooks import settings
+
+    def no_token() -> Any:
+        raise ConfigurationError("the webhook verifier secret holds no token")
+
+    monkeypatch.setattr(gateway, "default_verifier", no_token)
+    settings.get_webhook_settings.cache_clear()
+    try:
+        body = legacy_body([entity("1", "Customer", "1", "Create")])
+        result = gateway.handle_default(http_event(body, sign(body, "tok")))
+    finally:
+        settings.get_webhook_settings.cache_clear()
+    assert (result.status, result.outcome, result.body) == (
+        503,
+        "not_configured",
+        {"error": "unavailable"},
+    )

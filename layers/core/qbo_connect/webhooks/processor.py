@@ -168,10 +168,12 @@ class WebhookProcessor:
         now = self._clock()
         counts = {"published": 0, "duplicates": 0, "dropped": 0}
         claimed: list[tuple[EntityChange, Connection]] = []
+        not_connected: set[str] = set()
         for change in changes:
             conn = self._connection(change.realm_id, batch)
             if conn is None:
                 counts["dropped"] += 1
+                not_connected.add(change.realm_id)
                 continue
             if not self.ledger.claim(
                 change.event_id, owner=message_id, now=now, realm_id=change.realm_id
@@ -190,12 +192,14 @@ class WebhookProcessor:
         self._count("WebhookPublished", counts["published"])
         self._count("WebhookDuplicates", counts["duplicates"])
         self._count("WebhookDropped", counts["dropped"])
-        logger.info("webhook message processed", extra={"message_id": message_id, **counts})
-        if counts["dropped"]:
-            logger.info(
-                "webhook changes for realms that are not connected were dropped",
-                extra={"dropped": counts["dropped"]},
-            )
+        logger.info(
+            "webhook message processed",
+            extra={
+                "message_id": message_id,
+                **counts,
+                "not_connected_realms": sorted(not_connected)[:20],
+            },
+        )
         if failed:
             self._count("WebhookPublishFailed", failed)
             raise PublishFailed(f"EventBridge refused {failed} event(s)")
