@@ -76,8 +76,6 @@ class Settings:
     # to ConnectionsFunction (it builds links but serves no HTTP request to learn the host).
     connect_base_url: str = ""
     connect_link_ttl_seconds: int = 1800
-    # The application users connect their company to, named on the landing page (AppName).
-    app_name: str = ""
     # Secrets Manager id of the key that signs the return redirect (ReturnSigningSecret).
     return_signing_secret_id: str = ""
     state_ttl_seconds: int = 600
@@ -219,7 +217,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_base_url=env.get("PUBLIC_BASE_URL", "").strip().rstrip("/"),
         connect_base_url=env.get("CONNECT_BASE_URL", "").strip().rstrip("/"),
         connect_link_ttl_seconds=_int(env, "CONNECT_LINK_TTL_SECONDS", 1800),
-        app_name=env.get("APP_NAME", "").strip()[:64],
         return_signing_secret_id=env.get("RETURN_SIGNING_SECRET_ID", "").strip(),
         state_ttl_seconds=_int(env, "STATE_TTL_SECONDS", 600),
         intuit_timeout_seconds=_float(env, "INTUIT_TIMEOUT_SECONDS", 10.0),

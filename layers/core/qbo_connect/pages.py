@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from aws_lambda_powertools.shared.cookies import Cookie
 
 from qbo_connect.branding import Branding, text_color_on
+from qbo_connect.config import Settings
 from qbo_connect.copy_table import COPY, EN, SCOPE_WORDS, UI, render_text
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.outcomes import Outcome
@@ -168,15 +169,8 @@ def new_reference() -> str:
     return f"{value[:4]}-{value[4:]}"
 
 
-def current_branding() -> Branding:
-    """The deployment's branding from its settings; the neutral default if they cannot load
-    (the page that says so must still render)."""
-    from qbo_connect.config import get_settings
-
-    try:
-        settings = get_settings()
-    except ConfigurationError:
-        return Branding()
+def branding_for(settings: Settings) -> Branding:
+    """The deployment's branding, from its settings (never from a request)."""
     return Branding(
         app_name=settings.app_name,
         logo_url=settings.app_logo_url,
@@ -185,6 +179,17 @@ def current_branding() -> Branding:
         privacy_url=settings.privacy_url,
         sandbox=settings.intuit.environment == "sandbox",
     )
+
+
+def current_branding() -> Branding:
+    """This container's branding; the neutral default if its settings cannot load (the page
+    that says so must still render)."""
+    from qbo_connect.config import get_settings
+
+    try:
+        return branding_for(get_settings())
+    except ConfigurationError:
+        return Branding()
 
 
 def render(
@@ -292,87 +297,6 @@ def redirect(location: str, *, cookies: Sequence[Cookie] = (), outcome: str = ""
     return HttpResult(302, headers, "", list(cookies), outcome)
 
 
-# ----- the pages -----------------------------------------------------------------------------
-
-
-def landing(
-    *,
-    session: str | None,
-    reconnect: bool,
-    authorize_origin: str | None,
-    app_name: str = "",
-    tenant_name: str | None = None,
-    cross_site: bool = False,
-) -> HttpResult:
-    """The page a connect link opens: who the company will be connected to, and one button.
-
-    ``cross_site``: the same page answered with 403 to a ``go=1`` that did not come from its
-    own button, so a page elsewhere cannot send a person straight to Intuit.
-    """
-    verb = "Reconnect" if reconnect else "Connect"
-    fields: list[tuple[str, str]] = []
-    if session:
-        fields.append(("session", session))
-    fields.append(("go", "1"))
-    sources = ["'self'"] + ([authorize_origin] if authorize_origin else [])
-    app = app_name.strip() or "the app you came from"
-    account = f" for the account “{tenant_name}”" if tenant_name else ""
-    paragraphs = [
-        f"Your QuickBooks company will be connected to {app}{account}.",
-        "You will be sent to Intuit to sign in and choose the QuickBooks company to "
-        "connect. Nothing is shared until you approve it there.",
-    ]
-    if cross_site:
-        paragraphs.insert(
-            0,
-            "For your safety, connecting must be started from this page. Check the name "
-            "below; if it is not what you expected, close this page.",
-        )
-    heading = f"{verb} {app_name.strip()} to QuickBooks" if app_name.strip() else None
-    return render(
-        status=403 if cross_site else 200,
-        title=f"{verb} to QuickBooks",
-        heading=heading,
-        paragraphs=paragraphs,
-        form=Form(action="connect", fields=tuple(fields), button=f"{verb} to QuickBooks"),
-        note="You can disconnect at any time from the app or from your Intuit account.",
-        form_action=sources,
-        outcome="cross_site_refused" if cross_site else "landing",
-    )
-
-
-def message(
-    status: int,
-    title: str,
-    *paragraphs: str,
-    link: Link | None = None,
-    note: str | None = None,
-    outcome: str = "",
-    cookies: Sequence[Cookie] = (),
-) -> HttpResult:
-    return render(
-        status=status,
-        title=title,
-        paragraphs=paragraphs,
-        link=link,
-        note=note,
-        outcome=outcome,
-        cookies=cookies,
-    )
-
-
-def success(
-    *, company_name: str | None, realm_id: str, reconnected: bool, cookies: Sequence[Cookie] = ()
-) -> HttpResult:
-    """The end of a flow without a return URL: what happens next (from the copy table)."""
-    return outcome_page(
-        Outcome.RECONNECTED if reconnected else Outcome.CREATED,
-        company_name=company_name,
-        realm_id=realm_id,
-        cookies=cookies,
-    )
-
-
 # ----- pages from the copy table --------------------------------------------------------------
 
 
@@ -394,6 +318,7 @@ def outcome_page(
     company_name: str | None = None,
     realm_id: str | None = None,
     cookies: Sequence[Cookie] = (),
+    detail: str | None = None,
 ) -> HttpResult:
     """The page for ``outcome`` from the copy table, in ``language``.
 
@@ -412,7 +337,7 @@ def outcome_page(
     return render(
         status=row.status,
         title=render_text(text.title, values),
-        paragraphs=[render_text(p, values) for p in text.paragraphs],
+        paragraphs=[render_text(p, values) for p in text.paragraphs] + ([detail] if detail else []),
         link=Link(retry, ui["try_again"]) if retry and row.retry else None,
         return_link=(
             Link(return_url, render_text(ui["return_to"], values)) if return_url else None
@@ -437,6 +362,7 @@ def landing_page(
     session: str | None,
     authorize_origin: str | None,
     scopes: Iterable[str],
+    extra_form_action: Sequence[str] = (),
     tenant_name: str | None = None,
     language: str = EN,
     branding: Branding | None = None,
@@ -464,7 +390,12 @@ def landing_page(
         details=[ui["account"].format(account=tenant_name)] if tenant_name else (),
         items=scope_words(scopes, language),
         form=Form(action="connect", fields=tuple(fields), button=button),
-        form_action=["'self'"] + ([authorize_origin] if authorize_origin else []),
+        note=render_text(ui["disconnect_note"], values),
+        form_action=[
+            "'self'",
+            *([authorize_origin] if authorize_origin else []),
+            *extra_form_action,
+        ],
         outcome=outcome.value,
         language=language,
         branding=brand,
