@@ -169,7 +169,7 @@ def new_reference() -> str:
     return f"{value[:4]}-{value[4:]}"
 
 
-def branding_for(settings: Settings) -> Branding:
+def branding_from(settings: Settings) -> Branding:
     """The deployment's branding, from its settings (never from a request)."""
     return Branding(
         app_name=settings.app_name,
@@ -187,7 +187,7 @@ def current_branding() -> Branding:
     from qbo_connect.config import get_settings
 
     try:
-        return branding_for(get_settings())
+        return branding_from(get_settings())
     except ConfigurationError:
         return Branding()
 

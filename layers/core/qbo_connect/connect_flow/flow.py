@@ -12,7 +12,7 @@ from qbo_connect.connect_flow.callback import CallbackSteps
 from qbo_connect.connect_flow.request import Request
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.intuit import IntuitClient
-from qbo_connect.pages import HttpResult, branding_for
+from qbo_connect.pages import HttpResult, branding_from
 from qbo_connect.tokens import TokenVault
 
 
@@ -40,7 +40,7 @@ class ConnectFlow(AuthorizeSteps, CallbackSteps):
         self.settings = vault.settings
         self.store = vault.store
         self.adopter = GrantAdopter(vault, clock=clock)
-        self.branding = branding_for(vault.settings)
+        self.branding = branding_from(vault.settings)
         self._intuit = intuit or vault.intuit_client
         self._return_key = return_key or _no_return_key
         self._clock = clock
