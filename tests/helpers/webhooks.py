@@ -4,7 +4,6 @@ and the ``quickbooks.entity_changed`` events the stack's events queue receives.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -16,6 +15,7 @@ import requests
 from devstack.intuit_webhooks import cloudevents_body, legacy_body, sign
 from qbo_connect.store import SealedTokens, Store
 from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION
+from tests.helpers.events import drain_events
 
 DETAIL_TYPE = "quickbooks.entity_changed"
 
@@ -101,23 +101,8 @@ class EventCollector:
         self.url = stack.endpoints["events_queue"]
         self.events: list[dict[str, Any]] = []
 
-    def drain(self, wait_seconds: int = 0) -> list[dict[str, Any]]:
-        new: list[dict[str, Any]] = []
-        while True:
-            messages = self.sqs.receive_message(
-                QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds
-            ).get("Messages", [])
-            if not messages:
-                break
-            new.extend(json.loads(m["Body"]) for m in messages)
-            self.sqs.delete_message_batch(
-                QueueUrl=self.url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(messages)
-                ],
-            )
-            wait_seconds = 0
+    def drain(self) -> list[dict[str, Any]]:
+        new = drain_events(self.sqs, self.url)
         self.events.extend(new)
         return new
 
@@ -141,7 +126,7 @@ class EventCollector:
         realms = list(realms) if realms is not None else None
         deadline = time.monotonic() + timeout
         while True:
-            self.drain(wait_seconds=1)
+            self.drain()
             events = self.entity_events(realms)
             if predicate(events):
                 return events

@@ -44,7 +44,7 @@ from qbo_connect.crypto import TokenCipher
 from qbo_connect.events import EventPublisher
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
 from qbo_connect.store import Connection, Store
-from qbo_connect.tokens import ACCESS_FIELD, PREVIOUS_REFRESH_FIELD, REFRESH_FIELD, TokenVault
+from qbo_connect.tokens import ACCESS_FIELD, REFRESH_FIELD, TokenVault
 from tests.reliability.motoserver import MotoServerProcess, start_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -373,11 +373,12 @@ class Harness:
         out: dict[str, str | None] = {"access": None, "refresh": None, "previous": None}
         if conn is None or conn.data_key is None:
             return out
-        # The superseded refresh token is sealed under its own field name.
+        # The previous refresh token is the superseded refresh_token_enc blob, kept as it was,
+        # so it opens under the refresh field's name.
         for key, attr, name in (
             ("access", "access_token_enc", ACCESS_FIELD),
             ("refresh", "refresh_token_enc", REFRESH_FIELD),
-            ("previous", "previous_refresh_token_enc", PREVIOUS_REFRESH_FIELD),
+            ("previous", "previous_refresh_token_enc", REFRESH_FIELD),
         ):
             blob = getattr(conn, attr)
             if blob:
@@ -441,7 +442,13 @@ def reset_runtime() -> None:
     from qbo_connect import config, runtime
 
     config.get_settings.cache_clear()
-    for cached in (runtime.aws_client, runtime.store, runtime.cipher, runtime.events):
+    for cached in (
+        runtime.boto_config,
+        runtime.aws_client,
+        runtime.store,
+        runtime.cipher,
+        runtime.events,
+    ):
         cached.cache_clear()
     runtime.vault.cache_clear()
     runtime._intuit_clients.clear()

@@ -25,7 +25,7 @@ from qbo_connect.crypto import DecryptionError
 from qbo_connect.errors import NotConnected
 from qbo_connect.outcomes import Outcome
 from qbo_connect.return_url import return_url_allowed
-from qbo_connect.tokens import PREVIOUS_REFRESH_FIELD, REFRESH_FIELD
+from qbo_connect.tokens import REFRESH_FIELD
 from tests.unit.builders import connect
 from tests.unit.test_connect_flow import RETURN_KEY, Harness, q
 
@@ -480,24 +480,22 @@ def test_import_event_is_not_logged_even_when_powertools_is_told_to(aws, sim, mo
     assert foreign["access_token"] not in logs
 
 
-# ----- 8. the superseded refresh token has its own label ------------------------------------------
+# ----- 8. no superseded refresh token to swap ---------------------------------------------------
+# The finding: the superseded refresh token was sealed under the refresh token's own label, so
+# the two ciphertexts were swappable. The vault no longer keeps it at all (tokens.py says why),
+# which removes the swap; items written before lose it at their next refresh.
 
 
-def test_superseded_refresh_token_is_sealed_under_its_own_label(h):
-    _, body = connect(h.vault, h.sim, realm_id=REALM_A)
+def test_no_superseded_refresh_token_is_stored(h):
+    connect(h.vault, h.sim, realm_id=REALM_A)
     refreshed = h.vault.refresh(REALM_A)
-    assert refreshed.previous_refresh_token_enc is not None
-    cipher, key = h.vault.cipher, refreshed.data_key
-    blob = refreshed.previous_refresh_token_enc
-    assert cipher.open(REALM_A, key, PREVIOUS_REFRESH_FIELD, blob) == body["refresh_token"]
-    with pytest.raises(DecryptionError):
-        cipher.open(REALM_A, key, REFRESH_FIELD, blob)  # not swappable into the current slot
+    assert refreshed.previous_refresh_token_enc is None
+    item = h.table.get_item(Key={"pk": f"REALM#{REALM_A}", "sk": "CONNECTION"})["Item"]
+    assert "previous_refresh_token_enc" not in item
 
 
-def test_items_written_before_are_resealed_by_their_next_refresh(aws, sim):
-    # Given an item whose superseded token was sealed under the refresh token's label (old code)
-    h = Harness(aws, sim)
-    h.sim.configure(rotate_every_seconds=10**9)  # the next refresh does not rotate
+def test_items_written_before_lose_their_superseded_token_at_the_next_refresh(h):
+    # Given an item carrying the old swappable blob (sealed under the refresh token's label)
     conn, _ = connect(h.vault, h.sim, realm_id=REALM_A)
     old = h.vault.cipher.seal(REALM_A, conn.data_key, REFRESH_FIELD, "RT-superseded-long-ago")
     h.table.update_item(
@@ -505,15 +503,14 @@ def test_items_written_before_are_resealed_by_their_next_refresh(aws, sim):
         UpdateExpression="SET previous_refresh_token_enc = :p",
         ExpressionAttributeValues={":p": old},
     )
-    # When it is refreshed (without rotation)
+    # When it is refreshed, then the blob is gone and the current token still opens only as such
     refreshed = h.vault.refresh(REALM_A)
-    # Then the superseded token is kept, now under its own label
-    blob = refreshed.previous_refresh_token_enc
-    cipher = h.vault.cipher
-    opened = cipher.open(REALM_A, refreshed.data_key, PREVIOUS_REFRESH_FIELD, blob)
-    assert opened == "RT-superseded-long-ago"
+    item = h.table.get_item(Key={"pk": f"REALM#{REALM_A}", "sk": "CONNECTION"})["Item"]
+    assert "previous_refresh_token_enc" not in item
+    current = refreshed.refresh_token_enc
+    assert h.vault.cipher.open(REALM_A, refreshed.data_key, REFRESH_FIELD, current)
     with pytest.raises(DecryptionError):
-        cipher.open(REALM_A, refreshed.data_key, REFRESH_FIELD, blob)
+        h.vault.cipher.open(REALM_A, refreshed.data_key, "access_token", current)
 
 
 # ----- helpers ------------------------------------------------------------------------------------

@@ -216,14 +216,31 @@ class GrantAdopter:
         scopes: tuple[str, ...] | list[str],
         tokens: TokenSet,
         company_name: str | None,
+        detail: dict[str, Any] | None = None,
     ) -> Adoption:
-        """Create or reconnect (conditional writes, re-read on a conflict)."""
+        """Create or reconnect (conditional writes, re-read on a conflict).
+
+        The ``connection.created`` / ``connection.reconnected`` event (with ``detail`` added)
+        is recorded in the same write and published after it (the outbox, see ``events``): it
+        goes out at least once even if this process dies right after the write.
+        """
         sealed = self.vault.seal(realm_id, tokens)
         environment = self.settings.intuit.environment
+        event_detail = {
+            "realm_id": realm_id,
+            "tenant_id": tenant_id,
+            "environment": environment,
+            "scopes": sorted(set(scopes)),
+            **(detail or {}),
+        }
         for _ in range(STORE_ATTEMPTS):
             now = self._clock()
             due_at = self.vault.due_at_for_new(sealed, now)
             existing = self.existing_for(realm_id, tenant_id)
+            created = self.would_create(existing, tenant_id)
+            event = lifecycle.PendingEvent.new(
+                lifecycle.CREATED if created else lifecycle.RECONNECTED, event_detail, now=now
+            )
             try:
                 if existing is None:
                     conn = self.store.create_connection(
@@ -235,6 +252,7 @@ class GrantAdopter:
                         now=now,
                         company_name=company_name,
                         due_at=due_at,
+                        event=event,
                     )
                 else:
                     conn = self.store.reconnect_connection(
@@ -247,27 +265,13 @@ class GrantAdopter:
                         now=now,
                         company_name=company_name,
                         due_at=due_at,
+                        event=event,
                     )
             except (AlreadyExists, VersionConflict):
                 logger.info(
                     "connection changed concurrently; re-reading", extra={"realm_id": realm_id}
                 )
                 continue
-            return Adoption(conn, self.would_create(existing, tenant_id), company_name)
+            self.vault.flush_events(conn)
+            return Adoption(conn, created, company_name)
         raise StoreContention(f"realm {realm_id} was changed concurrently; nothing was stored")
-
-    def announce(self, adoption: Adoption, **detail: Any) -> None:
-        """``connection.created`` or ``connection.reconnected``, after the write committed."""
-        if self.vault.events is None:
-            return
-        conn = adoption.connection
-        self.vault.events.publish(
-            lifecycle.CREATED if adoption.created else lifecycle.RECONNECTED,
-            {
-                "realm_id": conn.realm_id,
-                "tenant_id": conn.tenant_id,
-                "environment": conn.environment,
-                "scopes": sorted(set(conn.scopes)),
-                **detail,
-            },
-        )

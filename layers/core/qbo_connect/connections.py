@@ -112,17 +112,29 @@ class ConnectionsService:
                 )
             except ConfigurationError as exc:
                 revoke_error = exc.message
+        now = self._clock()
+        # Recorded with the disconnect itself, published after it (the outbox, events.py).
+        event = lifecycle.PendingEvent.new(
+            lifecycle.DISCONNECTED,
+            {"realm_id": realm_id, "tenant_id": conn.tenant_id, "revoked": revoked},
+            now=now,
+        )
+        now = self._clock()
+        # Recorded with the disconnect itself, published after it (the outbox, events.py).
+        event = lifecycle.PendingEvent.new(
+            lifecycle.DISCONNECTED,
+            {"realm_id": realm_id, "tenant_id": conn.tenant_id, "revoked": revoked},
+            now=now,
+        )
         try:
             # Conditioned on the owner read: the connection whose owner was checked is the one
             # disconnected, never one that changed hands in between.
-            before = self.store.disconnect(realm_id, now=self._clock(), tenant_id=conn.tenant_id)
+            self.store.disconnect(realm_id, now=now, event=event, tenant_id=conn.tenant_id)
         except NotFound:
             raise NotConnected(f"realm {realm_id} is not connected") from None
-        if self.vault.events:
-            self.vault.events.publish(
-                lifecycle.DISCONNECTED,
-                {"realm_id": realm_id, "tenant_id": before.tenant_id, "revoked": revoked},
-            )
+        after = self.store.get_connection(realm_id, consistent=True)
+        if after is not None:
+            self.vault.flush_events(after)
         result: dict[str, Any] = {
             "realm_id": realm_id,
             "status": STATUS_DISCONNECTED,
@@ -210,12 +222,12 @@ class ConnectionsService:
                 scopes=scopes,
                 tokens=tokens,
                 company_name=company_name,
+                detail={"imported": True},
             )
         except HeldByOtherTenant as exc:
             raise Conflict(exc.message) from None
         except StoreContention:
             raise Conflict(f"realm {realm_id} was connected concurrently") from None
-        adopter.announce(adoption, imported=True)
         logger.info(
             "connection imported",
             extra={

@@ -149,7 +149,6 @@ class CallbackSteps(LinkSteps, FlowBase):
         adoption = self._adopt(
             client, tokens, realm_id, claimed, tenant_id, scopes, link_token, ctx
         )
-        self.adopter.announce(adoption)
         outcome = Outcome.CREATED if adoption.created else Outcome.RECONNECTED
         logger.info(
             "connection stored",
