@@ -371,8 +371,11 @@ def test_import_dry_run_then_real_then_rerun(stack, cli, tmp_path):
 
     # Then every row is reported, the bad ones failed, and nothing was stored or refreshed
     assert dry["dry_run"] is True and len(dry["rows"]) == 200
-    failed_lines = sorted(r["row"] for r in dry["rows"] if r["result"] == "failed")
-    assert failed_lines == [192, 194, 196, 197]  # what needs no call to the service
+    failed = {r["row"]: r for r in dry["rows"] if r["result"] == "failed"}
+    # all but the two rows whose tokens only Intuit can refuse (a dry run never calls Intuit)
+    assert sorted(failed) == [192, 193, 194, 196, 197, 198, 199, 201]
+    assert failed[198]["code"] == "other_tenant"
+    assert {r["result"] for r in dry["rows"] if r["row"] not in failed} == {"would_create"}
     assert scan(stack) == table_before
     assert refresh_count(stack) == calls_before
 

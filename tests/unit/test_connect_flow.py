@@ -7,6 +7,7 @@ so the authorize redirect, the code exchange, the id_token and CompanyInfo are t
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import time
 from typing import Any
@@ -27,12 +28,16 @@ from qbo_connect.connect_flow import (
     return_url_allowed,
     with_result,
 )
+from qbo_connect.copy_table import COPY
 from qbo_connect.errors import ConfigurationError, InvalidRequest
+from qbo_connect.outcomes import Outcome
+from qbo_connect.return_url import sign
 from tests.unit.builders import RecordingEvents, make_settings, make_vault
 
 BASE = "https://connect.example.test"
 APP = "https://app.example.test/integrations/"
 REALM = "9130357766042906"
+RETURN_KEY = b"k" * 48
 ACCOUNTING = "com.intuit.quickbooks.accounting"
 
 
@@ -64,7 +69,7 @@ class Harness:
         self.events = RecordingEvents()
         self.vault = make_vault(self.settings, events=self.events)
         self.clock = Clock()
-        self.flow = ConnectFlow(self.vault, clock=self.clock)
+        self.flow = ConnectFlow(self.vault, clock=self.clock, return_key=lambda: RETURN_KEY)
         self.table = boto3.resource("dynamodb").Table(aws["table_name"])
 
     def scan(self) -> list[dict[str, Any]]:
@@ -200,10 +205,28 @@ def test_return_url_prefix_matching_is_on_the_parsed_url(url, allowed):
     assert return_url_allowed(url, [APP]) is allowed
 
 
-def test_return_url_gets_realm_and_status_and_keeps_its_query():
-    url = with_result(APP + "done?tab=qbo&status=old#frag", "123", "connected")
+def test_return_url_gets_the_signed_result_and_keeps_its_query():
+    url = with_result(
+        APP + "done?tab=qbo&status=old&sig=forged#frag",
+        key=RETURN_KEY,
+        realm_id="123",
+        tenant_id="tenant-a",
+        status="connected",
+        link_id="ab" * 16,
+        now=1_700_000_000.5,
+    )
     parts = urlsplit(url)
-    assert parse_qs(parts.query) == {"tab": ["qbo"], "realm_id": ["123"], "status": ["connected"]}
+    query = parse_qs(parts.query)
+    sig = query.pop("sig")
+    assert query == {
+        "tab": ["qbo"],
+        "realm_id": ["123"],
+        "tenant_id": ["tenant-a"],
+        "status": ["connected"],
+        "link_id": ["ab" * 16],
+        "ts": ["1700000000"],
+    }
+    assert sig == [sign(RETURN_KEY, "123", "tenant-a", "connected", "ab" * 16, "1700000000")]
     assert parts.fragment == "frag"
 
 
@@ -228,10 +251,15 @@ def test_parameters_duplicated_oversized_or_blank():
 def test_landing_page_has_a_button_and_the_security_headers(h):
     session = h.link()
     result = h.get(f"session={session}")
+    assert result.outcome == Outcome.LANDING
     assert result.status == 200
     assert '<html lang="en">' in result.body
     assert 'name="viewport"' in result.body
-    assert "<h1>Connect to QuickBooks</h1>" in result.body
+    assert "<h1>The app you came from wants to connect to your QuickBooks company</h1>" in (
+        result.body
+    )
+    assert "<li>your accounting data: customers, invoices" in result.body
+    assert 'id="sandbox"' in result.body
     assert '<button type="submit" class="button" id="connect">Connect to QuickBooks</button>' in (
         result.body
     )
@@ -303,20 +331,21 @@ def test_redirect_uri_defaults_to_the_api_domain(aws, sim):
 
 
 @pytest.mark.parametrize(
-    ("query", "status", "text"),
+    ("query", "status", "outcome"),
     [
-        ("", 400, "A connect link is needed"),
-        ("session=" + "A" * 43, 404, "This connect link is not valid"),
-        ("session=<script>", 404, "This connect link is not valid"),
-        ("session=" + "A" * 513, 400, "is too long"),
-        ("session=a&session=b", 400, "more than once"),
-        ("go=2", 400, "“go” is not valid"),
+        ("", 400, Outcome.LINK_REQUIRED),
+        ("session=" + "A" * 43, 404, Outcome.LINK_UNKNOWN),
+        ("session=<script>", 404, Outcome.LINK_UNKNOWN),
+        ("session=" + "A" * 513, 400, Outcome.BAD_REQUEST),
+        ("session=a&session=b", 400, Outcome.BAD_REQUEST),
+        ("go=2", 400, Outcome.BAD_REQUEST),
     ],
 )
-def test_connect_refusals(h, query, status, text):
+def test_connect_refusals(h, query, status, outcome):
     result = h.get(query)
+    assert result.outcome == outcome
     assert result.status == status
-    assert text in result.body
+    assert f"<h1>{html.escape(COPY[outcome].en.title)}</h1>" in result.body
     assert "<script>" not in result.body
     assert result.headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert h.scan() == []
@@ -341,8 +370,9 @@ def test_used_link_is_gone_after_a_connection_was_stored(h):
 
 def test_reconnect_without_a_link_explains_where_to_reconnect(h):
     result = h.get("realmId=123", reconnect=True)
+    assert result.outcome == Outcome.RECONNECT_INFO
     assert result.status == 200
-    assert "Reconnect QuickBooks from your app" in result.body
+    assert "Reconnect QuickBooks from the app you came from" in result.body
     assert h.scan() == []
 
 
@@ -413,7 +443,13 @@ def test_return_url_gets_the_realm_and_status(h):
     assert result.status == 302
     target = result.headers["Location"]
     assert target.startswith(APP + "done?")
-    assert q(urlsplit(target).query) == {"tab": "1", "realm_id": REALM, "status": "connected"}
+    result_query = q(urlsplit(target).query)
+    assert {k: result_query[k] for k in ("tab", "realm_id", "tenant_id", "status")} == {
+        "tab": "1",
+        "realm_id": REALM,
+        "tenant_id": "tenant-a",
+        "status": "connected",
+    }
     assert result.headers["Referrer-Policy"] == "no-referrer"
     second = h.connect(return_url=APP + "done")
     assert q(urlsplit(second.headers["Location"]).query)["status"] == "reconnected"
@@ -481,21 +517,22 @@ def intuit_calls(sim) -> int:
 
 
 @pytest.mark.parametrize(
-    ("query", "text"),
+    "query",
     [
-        ("code=abc", "“state” is missing"),
-        ("state=abc", "“code” is missing"),
-        ("code=abc&state=" + "s" * 513, "“state” is too long"),
-        ("code=" + "c" * 513 + "&state=abc", "“code” is too long"),
-        ("code=a&code=b&state=abc", "“code” was given more than once"),
-        ("code=a&state=abc&state=abd", "“state” was given more than once"),
-        ("code=a&state=abc&realmId=12ab", "“realmId” is not valid"),
+        "code=abc",
+        "state=abc",
+        "code=abc&state=" + "s" * 513,
+        "code=" + "c" * 513 + "&state=abc",
+        "code=a&code=b&state=abc",
+        "code=a&state=abc&state=abd",
+        "code=a&state=abc&realmId=12ab",
     ],
 )
-def test_bad_callback_parameters_are_400(h, query, text):
+def test_bad_callback_parameters_are_400(h, query):
     result = h.callback(query, f"{COOKIE_NAME}=x")
+    assert result.outcome == Outcome.BAD_REQUEST
     assert result.status == 400
-    assert text in result.body
+    assert "This request is not valid" in result.body
     assert intuit_calls(h.sim) == 0
 
 
@@ -565,14 +602,16 @@ def test_realm_is_required_with_the_accounting_scope(h):
     assert intuit_calls(h.sim) == 0
 
 
-def test_realm_must_match_the_id_token(h):
+def test_realm_must_match_the_id_token_else_the_tokens_are_revoked(h):
     location, cookie = h.start(h.link())
     params = q(h.authorize(location))
     query = f"code={params['code']}&state={params['state']}&realmId=123"
     result = h.callback(query, cookie)
-    assert (result.status, result.outcome) == (502, "realm_mismatch")
+    assert (result.status, result.outcome) == (403, "realm_not_proven")
+    assert "Nothing was saved" in result.body
     assert h.vault.store.get_connection("123") is None
     assert h.vault.store.get_connection(REALM) is None
+    assert [g["revoked"] for g in h.sim.grants()] == [True]
 
 
 # ----- GET /callback: Intuit said no or failed --------------------------------------------------
@@ -692,7 +731,7 @@ class Context:
     ("handler", "event", "status", "text"),
     [
         ("connect", "connect.json", 404, "This connect link is not valid"),
-        ("connect", "reconnect.json", 200, "Reconnect QuickBooks from your app"),
+        ("connect", "reconnect.json", 200, "Reconnect QuickBooks from"),
         ("callback", "callback.json", 400, "This sign-in attempt is not recognised"),
         ("callback", "callback_denied.json", 400, "This sign-in attempt is not recognised"),
     ],

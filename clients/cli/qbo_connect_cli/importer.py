@@ -263,10 +263,6 @@ class Importer:
         try:
             if _is_ours(self._connected.get((row.tenant_id, row.realm_id)), row.tenant_id):
                 return result(UNCHANGED, message="already connected to this tenant")
-            if self.dry_run:
-                # ConnectionsFunction learns dry_run with the tenant-isolation work; until
-                # then the CLI's checks above are the dry run (an older service would import).
-                return result("would_import")
             try:
                 answer = self.target.invoke(CONNECTIONS_FUNCTION, row.payload(self.dry_run))
             except ServiceError as exc:
