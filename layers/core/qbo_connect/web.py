@@ -46,7 +46,8 @@ def language_of(app: APIGatewayHttpResolver) -> str:
 
 def make_resolver(route: str) -> APIGatewayHttpResolver:
     """A resolver whose 404 and unexpected-error answers are our own escaped pages."""
-    app = APIGatewayHttpResolver()
+    # debug=False whatever POWERTOOLS_EVENT_HANDLER_DEBUG says: debug mode prints the event.
+    app = APIGatewayHttpResolver(debug=False)
 
     @app.not_found
     def not_found(exc: Exception) -> Response:
