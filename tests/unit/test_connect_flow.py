@@ -732,6 +732,7 @@ class Context:
     [
         ("connect", "connect.json", 404, "This connect link is not valid"),
         ("connect", "reconnect.json", 200, "Reconnect QuickBooks from"),
+        ("connect", "disconnected.json", 200, "QuickBooks est déconnecté"),
         ("callback", "callback.json", 400, "This sign-in attempt is not recognised"),
         ("callback", "callback_denied.json", 400, "This sign-in attempt is not recognised"),
     ],

@@ -21,6 +21,10 @@ name, a sweep claim records ``claim_id``. Meeting our own write is success, not 
 - History entry: ``pk = "REALM#<realm_id>"``, ``sk = "HISTORY#<epoch>#<id>"``: one outcome of
   the connection (see ``history``), written once, removed by TTL. It carries no ``tenant_id``
   and no ``due_shard``, so neither index sees it.
+- Fleet-level breaker (``breaker.py``): ``pk = "FLEET#invalid_grant"``, ``sk`` = a time bucket,
+  one ``r_<realm_id>`` attribute (the time of the last rejection) per connection Intuit
+  rejected in that bucket, ``ttl``; and ``pk = "FLEET#breaker"`` holding ``cleared_at``. Both
+  are blind, idempotent SETs (no read-modify-write).
 - OAuth state: ``pk = "STATE#<sha256>"``; connect link: ``pk = "LINK#<sha256>"``; both with
   ``sk`` = the kind, an ``expires_at`` checked on read (moto and DynamoDB TTL are lazy) and
   ``ttl`` for DynamoDB to clean up.

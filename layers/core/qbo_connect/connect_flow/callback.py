@@ -72,6 +72,11 @@ from qbo_connect.return_url import link_id_of, with_result
 CALLBACK_PARAMS = {"code": 512, "state": 512, "realmId": 32, "error": 64, "error_description": 2048}
 REALM_SCOPES = frozenset({"com.intuit.quickbooks.accounting", "com.intuit.quickbooks.payment"})
 _ERROR_RE = re.compile(r"^[a-z_]{1,64}$")
+STATE_OUTCOMES = {
+    "unknown": Outcome.STATE_UNKNOWN,
+    "used": Outcome.STATE_USED,
+    "expired": Outcome.STATE_EXPIRED,
+}
 _INTUIT_ERRORS = {"access_denied": Outcome.DENIED, "invalid_scope": Outcome.INVALID_SCOPE}
 
 
@@ -220,15 +225,7 @@ class CallbackSteps(LinkSteps, FlowBase):
             raise ctx.refuse(Outcome.STORE_CONFLICT) from None
 
     def _load_state(self, state: str, now: float) -> dict[str, Any]:
-        status, record = self._single_use(STATE, state, now)
-        if status == "live":
-            return record
-        outcome = {
-            "unknown": Outcome.STATE_UNKNOWN,
-            "used": Outcome.STATE_USED,
-            "expired": Outcome.STATE_EXPIRED,
-        }[status]
-        raise Refusal(Ending(outcome, return_url=self._return_url_of(record)))
+        return self._live_or_refuse(STATE, state, now, STATE_OUTCOMES)
 
     def _check_cookie(self, request: Request, record: Mapping[str, Any]) -> str | None:
         """The link token from a cookie that matches the state's nonce (and link), or refuse."""

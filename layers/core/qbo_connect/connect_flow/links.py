@@ -31,6 +31,11 @@ from qbo_connect.outcomes import Outcome
 from qbo_connect.return_url import MAX_RETURN_URL, link_id_of, return_url_allowed
 
 MAX_TENANT_NAME = 100
+LINK_OUTCOMES = {
+    "unknown": Outcome.LINK_UNKNOWN,
+    "used": Outcome.LINK_USED,
+    "expired": Outcome.LINK_EXPIRED,
+}
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,512}$")
 
 
@@ -117,17 +122,18 @@ class LinkSteps(FlowBase):
             return "unknown", {}
         return ("used" if item.get("used_at") else "expired"), item
 
-    def _valid_link(self, session: str, now: float) -> dict[str, Any]:
-        """The live link's record, or a refusal saying why not (unknown, used, expired)."""
-        status, item = self._single_use(LINK, session, now)
+    def _live_or_refuse(
+        self, kind: str, secret: str, now: float, outcomes: Mapping[str, Outcome]
+    ) -> dict[str, Any]:
+        """The live item's record, or a refusal with the outcome for why not."""
+        status, item = self._single_use(kind, secret, now)
         if status == "live":
             return item
-        outcome = {
-            "unknown": Outcome.LINK_UNKNOWN,
-            "used": Outcome.LINK_USED,
-            "expired": Outcome.LINK_EXPIRED,
-        }[status]
-        raise Refusal(Ending(outcome, return_url=self._return_url_of(item)))
+        raise Refusal(Ending(outcomes[status], return_url=self._return_url_of(item)))
+
+    def _valid_link(self, session: str, now: float) -> dict[str, Any]:
+        """The live link's record, or a refusal saying why not (unknown, used, expired)."""
+        return self._live_or_refuse(LINK, session, now, LINK_OUTCOMES)
 
     def _return_url_of(self, record: Mapping[str, Any]) -> str | None:
         """The record's return_url if it is still allowed (the rule may have changed since)."""
