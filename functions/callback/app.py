@@ -14,6 +14,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect import connect_flow
+from qbo_connect.connect_flow import Request
 from qbo_connect.telemetry import logger, metrics, tracer
 from qbo_connect.web import make_resolver, respond
 
@@ -22,7 +23,9 @@ app = make_resolver("Callback")
 
 @app.get("/callback")
 def callback() -> Response:
-    return respond(connect_flow.handle_callback(app.current_event.raw_event), route="Callback")
+    return respond(
+        connect_flow.handle_callback(Request.from_event(app.current_event)), route="Callback"
+    )
 
 
 @logger.inject_lambda_context(

@@ -15,6 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect import connect_flow, disconnect_hint, pages
+from qbo_connect.connect_flow import Request
 from qbo_connect.outcomes import Outcome
 from qbo_connect.telemetry import logger, metrics, tracer
 from qbo_connect.web import language_of, make_resolver, respond
@@ -25,14 +26,16 @@ app = make_resolver("Connect")
 @app.get("/connect")
 def connect() -> Response:
     return respond(
-        connect_flow.handle_connect(app.current_event.raw_event, reconnect=False), route="Connect"
+        connect_flow.handle_connect(Request.from_event(app.current_event), reconnect=False),
+        route="Connect",
     )
 
 
 @app.get("/reconnect")
 def reconnect() -> Response:
     return respond(
-        connect_flow.handle_connect(app.current_event.raw_event, reconnect=True), route="Connect"
+        connect_flow.handle_connect(Request.from_event(app.current_event), reconnect=True),
+        route="Connect",
     )
 
 
