@@ -97,6 +97,7 @@ deploy: build
 	$(SAM) deploy --config-env $(ENV)
 
 bench: $(VENV)/.installed
+	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/get_token.py
 	$(BIN)/python bench/sweep.py
 

@@ -6,37 +6,32 @@ OAuth state, sets the state cookie and redirects to Intuit. The logic is
 tokens, so neither the event nor the query string is ever logged.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect import connect_flow
-from qbo_connect.telemetry import logger, metrics, tracer
-from qbo_connect.web import make_resolver, respond
+from qbo_connect.telemetry import logger, metrics
+from qbo_connect.web import HttpResponse, HttpRouter, respond
 
-app = make_resolver("Connect")
+app = HttpRouter("Connect")
 
 
 @app.get("/connect")
-def connect() -> Response:
-    return respond(
-        connect_flow.handle_connect(app.current_event.raw_event, reconnect=False), route="Connect"
-    )
+def connect(event: Mapping[str, Any]) -> HttpResponse:
+    return respond(connect_flow.handle_connect(event, reconnect=False), route="Connect")
 
 
 @app.get("/reconnect")
-def reconnect() -> Response:
-    return respond(
-        connect_flow.handle_connect(app.current_event.raw_event, reconnect=True), route="Connect"
-    )
+def reconnect(event: Mapping[str, Any]) -> HttpResponse:
+    return respond(connect_flow.handle_connect(event, reconnect=True), route="Connect")
 
 
 @logger.inject_lambda_context(
     clear_state=True, log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_HTTP
 )
-@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect import runtime, validation
 from qbo_connect.invoke import require_object, respond
-from qbo_connect.telemetry import logger, metrics, tracer
+from qbo_connect.telemetry import logger, metrics
 
 
 def _get_token(event: Any) -> dict[str, Any]:
@@ -25,7 +25,6 @@ def _get_token(event: Any) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return respond(lambda: _get_token(event))

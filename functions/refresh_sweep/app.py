@@ -14,10 +14,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect.sweep import default_sweeper
-from qbo_connect.telemetry import logger, tracer
+from qbo_connect.telemetry import logger
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return default_sweeper().run(remaining_ms=context.get_remaining_time_in_millis).as_dict()

@@ -9,12 +9,11 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect.telemetry import logger, metrics, tracer
+from qbo_connect.telemetry import logger, metrics
 from qbo_connect.worker import default_worker
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return default_worker().handle(event, context)
