@@ -8,6 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+# axe-core (accessibility rules) for the browser tests, pinned in tests/browser/package-lock.json.
+AXE := tests/browser/node_modules/axe-core/axe.min.js
 ENV ?= sandbox
 
 export SAM_CLI_TELEMETRY := 0
@@ -32,11 +34,13 @@ help:
 	@echo "make lint | format | validate | build | bench | clean"
 	@echo "make deploy ENV=sandbox|production   build and sam deploy --config-env ENV"
 
-$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt
+$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
 	@echo "==> creating $(VENV) and installing dev dependencies"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | { $(PIP_FILTER); }
 	@$(BIN)/python -m pip install -q -r requirements-dev.txt 2>&1 | { $(PIP_FILTER); }
+	@echo "==> installing the project (the qbo-connect CLI) into $(VENV)"
+	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { $(PIP_FILTER); }
 	@touch $@
 
 $(SAM_VENV)/.installed: requirements-sam.txt
@@ -45,7 +49,20 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	@$(SAM_VENV)/bin/python -m pip install -q -r requirements-sam.txt 2>&1 | { $(PIP_FILTER); }
 	@touch $@
 
-install: $(VENV)/.installed $(SAM_VENV)/.installed
+# npm ci installs exactly the locked version. Without npm the browser tests cannot check
+# accessibility: a warning on a developer's machine, a failure in CI (CI=true).
+$(AXE): tests/browser/package.json tests/browser/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "==> installing axe-core for the browser tests (npm ci)"; \
+		npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error; \
+		touch $@; \
+	elif [ "$${CI:-}" = "true" ]; then \
+		echo "error: npm is needed to install axe-core for the browser tests"; exit 1; \
+	else \
+		echo "warning: npm not found; the browser tests will skip their accessibility checks"; \
+	fi
+
+install: $(VENV)/.installed $(SAM_VENV)/.installed $(AXE)
 
 dev: $(VENV)/.installed
 	$(BIN)/python -m devstack $(ARGS)
@@ -55,14 +72,14 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@echo "==> mypy"
-	$(BIN)/mypy layers/core/qbo_connect devstack clients/python
+	$(BIN)/mypy layers/core/qbo_connect devstack clients/python clients/cli/qbo_connect_cli
 	@for f in functions/*/app.py; do $(BIN)/mypy "$$f" >/dev/null || { $(BIN)/mypy "$$f"; exit 1; }; done
 
 format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-unit-test: $(VENV)/.installed
+unit-test: $(VENV)/.installed $(AXE)
 	$(BIN)/python -m pytest tests -q
 
 check-py313:
@@ -100,6 +117,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/get_token.py
 	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/webhooks.py
 
 clean:
-	rm -rf .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache test-artifacts bench/results
+	rm -rf .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache test-artifacts bench/results \
+		tests/browser/node_modules

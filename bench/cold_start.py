@@ -68,6 +68,7 @@ CLIENT_SECRET = "bench-client-secret"
 TABLE_NAME = "bench-connections"
 REALM_ID = "9130357766042906"
 PUBLIC_BASE_URL = "https://connect.bench.test"
+WEBHOOK_VERIFIER = "bench-webhook-verifier-token"
 TARGET_GET_TOKEN = 1.3
 TARGET_EVERY_FUNCTION = 1.6
 # Environment both the boto3 baseline and the functions import under (as Globals sets it).
@@ -241,9 +242,13 @@ def local_aws_and_intuit() -> Iterator[tuple[dict[str, str], Any]]:
             Name="bench/intuit-client",
             SecretString=json.dumps({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
         )["ARN"]
-        queue_url = session.client("sqs", endpoint_url=moto.url).create_queue(
-            QueueName="bench-refresh"
-        )["QueueUrl"]
+        sqs = session.client("sqs", endpoint_url=moto.url)
+        queue_url = sqs.create_queue(QueueName="bench-refresh")["QueueUrl"]
+        webhook_queue = sqs.create_queue(QueueName="bench-webhooks")["QueueUrl"]
+        webhook_dlq = sqs.create_queue(QueueName="bench-webhooks-dlq")["QueueUrl"]
+        verifier_id = secrets.create_secret(
+            Name="bench/webhook-verifier", SecretString=WEBHOOK_VERIFIER
+        )["ARN"]
         yield (
             {
                 "AWS_ENDPOINT_URL": moto.url,
@@ -256,6 +261,9 @@ def local_aws_and_intuit() -> Iterator[tuple[dict[str, str], Any]]:
                 "INTUIT_CLIENT_SECRET_ID": secret_id,
                 "INTUIT_ENVIRONMENT": "sandbox",
                 "REFRESH_QUEUE_URL": queue_url,
+                "WEBHOOK_VERIFIER_SECRET_ID": verifier_id,
+                "WEBHOOK_QUEUE_URL": webhook_queue,
+                "WEBHOOK_DEAD_LETTER_QUEUE_URL": webhook_dlq,
                 "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
                 "CONNECT_BASE_URL": PUBLIC_BASE_URL,
                 "POWERTOOLS_SERVICE_NAME": "qbo-connect",
@@ -328,7 +336,7 @@ def prepare(env: dict[str, str], sim: Any) -> dict[str, list[Any]]:
         return http_event("callback", query, [cookie])
 
     sqs = json.loads((REPO_ROOT / "events" / "refresh_worker.json").read_text())
-    return {
+    events: dict[str, list[Any]] = {
         "GetTokenFunction": [{"realm_id": REALM_ID, "min_valid_seconds": 300}] * 2,
         "ConnectionsFunction": [{"action": "get_connection", "realm_id": REALM_ID}] * 2,
         "ConnectFunction": [http_event("connect", f"session={link()}&go=1") for _ in range(2)],
@@ -340,6 +348,15 @@ def prepare(env: dict[str, str], sim: Any) -> dict[str, list[Any]]:
         # The worker refreshes the stored connection for real (one Intuit call each).
         "RefreshWorkerFunction": [sqs, sqs],
     }
+    webhook_sample = REPO_ROOT / "events" / "webhook.json"
+    if webhook_sample.exists():
+        # Intuit's delivery of the sample payload, signed with the bench's verifier token.
+        from qbo_connect.webhooks.signature import sign
+
+        delivery = json.loads(webhook_sample.read_text())
+        delivery["headers"]["intuit-signature"] = sign(delivery["body"].encode(), WEBHOOK_VERIFIER)
+        events["WebhookFunction"] = [delivery, delivery]
+    return events
 
 
 SUCCESS: dict[str, Callable[[Any], bool]] = {
@@ -349,6 +366,8 @@ SUCCESS: dict[str, Callable[[Any], bool]] = {
     "CallbackFunction": lambda r: r.get("statusCode") in (200, 302),
     "RefreshSweepFunction": lambda r: "enqueued" in r,
     "RefreshWorkerFunction": lambda r: r.get("batchItemFailures") == [],
+    "WebhookFunction": lambda r: r.get("statusCode") == 200,
+    "WebhookProcessorFunction": lambda r: r.get("batchItemFailures") == [],
 }
 
 

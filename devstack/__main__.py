@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from devstack.logs import ReadableStream
 from devstack.stack import DEFAULT_STATE_DIR, DEFAULT_TEMPLATE, LocalStack, PortInUseError
 from devstack.template import TemplateError
 
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not create a connect link at startup",
     )
+    parser.add_argument(
+        "--json-logs",
+        action="store_true",
+        help="print the functions' log records and metrics as raw JSON, as Lambda writes them "
+        "(default: one readable line each)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -108,6 +115,11 @@ def _configure_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    readable = None
+    if not args.json_logs:
+        # Before any handler loads: Powertools' log handler keeps the stdout it saw at import.
+        readable = ReadableStream(sys.stdout)
+        sys.stdout = readable
     began = time.monotonic()
     stack = LocalStack(
         api_port=args.api_port,
@@ -148,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except TemplateError as exc:
             print(f"devstack: template problem: {exc}", file=sys.stderr)
             return 2
+        if readable is not None:
+            readable.names = {rt.physical_name: lid for lid, rt in stack.functions.items()}
         _announce(stack, args.no_connect_link, began)
         while True:
             time.sleep(3600)
@@ -167,6 +181,8 @@ def _announce(stack: LocalStack, skip_link: bool, began: float) -> None:
         f"Intuit               {ep['intuit'] or ep['intuit_env'].get('INTUIT_TOKEN_ENDPOINT', '')}",
         f"table                {ep['table']}",
     ]
+    if ep.get("webhook_url"):
+        lines.append(f"webhooks (POST)      {ep['webhook_url']} (token in endpoints.json)")
     if ep.get("events_queue"):
         lines.append(f"lifecycle events     {ep['events_queue']}")
     for line in lines:

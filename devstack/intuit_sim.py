@@ -3,7 +3,7 @@
 Why it exists: the refresh protocol of this project is only as good as the tests that attack it,
 and the real Intuit sandbox can neither be driven into outages nor observed (how many refreshes
 did we send? with which token?). This simulator speaks Intuit's wire formats (see
-../shared/INTUIT.md) over real HTTP on 127.0.0.1 so the production HTTP code runs unchanged,
+docs/intuit.md) over real HTTP on 127.0.0.1 so the production HTTP code runs unchanged,
 while tests control time, rotation, grace windows and faults, and can read call counters.
 
 Modelling choices (where Intuit is silent or field reports disagree, the choice is written here):
@@ -29,6 +29,11 @@ Modelling choices (where Intuit is silent or field reports disagree, the choice 
 - Revoke with an unknown or already revoked token answers 400 (Intuit: "400 on failure").
 - Injected faults never touch grant state, so an ``invalid_grant`` burst models an outage: the
   same refresh token works again once the burst is over.
+
+- Webhooks (``devstack.intuit_webhooks``): change notifications signed with the app's verifier
+  token, in the legacy or the CloudEvents shape, sent from an admin call or after a simulated
+  entity change, retried on Intuit's schedule (scaled by ``webhook_time_scale``) and delivered
+  in order: a failing notification holds later ones back, as Intuit does.
 
 Nothing here logs token values, codes or client secrets; the refresh log keeps SHA-256 digests.
 """
@@ -64,6 +69,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from devstack.intuit_webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +353,10 @@ class IntuitSimulator:
         default_realm_id: str = "9130357766042906",
         company_name: str = "Sandbox Company_US_1",
         clock: Callable[[], float] = time.time,
+        webhook_url: str = "",
+        webhook_verifier_token: str = "",
+        webhook_shape: str = "legacy",
+        webhook_time_scale: float = 1.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -411,6 +422,15 @@ class IntuitSimulator:
             },
         }
 
+        #: Change notifications to the app's webhook URL (admin: ``/_sim/webhooks``,
+        #: ``/_sim/entity-change``).
+        self.webhooks = WebhookSender(
+            url=webhook_url,
+            verifier_token=webhook_verifier_token,
+            shape=webhook_shape,
+            time_scale=webhook_time_scale,
+        )
+
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -466,6 +486,7 @@ class IntuitSimulator:
 
     def stop(self) -> None:
         """Stop serving, wake requests sleeping in an injected fault, cut keep-alive sockets."""
+        self.webhooks.stop()
         server, self._server = self._server, None
         if server is None:
             return
@@ -503,7 +524,7 @@ class IntuitSimulator:
 
     @property
     def endpoints(self) -> dict[str, str]:
-        """The project's INTUIT_* settings pointed at this server (see DESIGN.md)."""
+        """The project's INTUIT_* settings pointed at this server (docs/architecture.md)."""
         base = self.base_url
         return {
             "INTUIT_AUTHORIZATION_ENDPOINT": base + PATH_AUTHORIZE,
@@ -1319,6 +1340,9 @@ class IntuitSimulator:
                 return _json({"now": self.now()})
             if route == ("GET", "/_sim/grants"):
                 return _json(self.grants())
+            if request.path.startswith("/_sim/webhooks") or request.path == "/_sim/entity-change":
+                status, answer = self.webhooks.admin(request.method, request.path, body)
+                return _json(answer, status)
         except (KeyError, TypeError, ValueError) as exc:
             return _json({"error": "invalid_request", "error_description": str(exc)}, 400)
         return _json({"error": "not_found"}, 404)

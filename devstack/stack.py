@@ -14,8 +14,8 @@ loop in one process, built from template.yaml itself so it cannot drift from the
 * an SQS poller with partial batch responses, and the schedules.
 
 One process means one ``os.environ``: the template's Globals environment is set once, before
-any handler loads (DESIGN.md). Every handler file is ``app.py``, so each is loaded by file path
-under its own module name.
+any handler loads (docs/architecture.md, "The local stack"). Every handler file is ``app.py``,
+so each is loaded by file path under its own module name.
 
 The pure helpers (:func:`build_http_event`, :func:`to_http_response`, :func:`build_sqs_event`,
 :func:`parse_batch_item_failures`, :func:`build_scheduled_event`) are what the unit tests pin
@@ -62,6 +62,9 @@ API_ID = "local"
 CONNECT_LINK_TENANT = "local-dev"
 EVENTS_RULE_SOURCE = "qbo-connect"
 EVENTS_QUEUE_SUFFIX = "events"
+WEBHOOK_SECRET_LOGICAL_ID = "WebhookVerifierSecret"
+WEBHOOK_TOKEN_ENV = "INTUIT_WEBHOOK_VERIFIER_TOKEN"
+WEBHOOK_TIME_SCALE = 0.01
 #: The INTUIT_* settings (plus the QuickBooks API base) the simulator provides.
 INTUIT_ENDPOINT_KEYS = (
     "INTUIT_AUTHORIZATION_ENDPOINT",
@@ -829,6 +832,11 @@ class LocalStack:
         self.lambda_url = ""
         self.aws_url = ""
         self.events_queue_url = ""
+        #: The webhook verifier token in the local secret: INTUIT_WEBHOOK_VERIFIER_TOKEN (a real
+        #: Intuit app's, for deliveries through a tunnel) or a fresh one the simulator signs with.
+        self.webhook_verifier_token = os.environ.get(
+            WEBHOOK_TOKEN_ENV, ""
+        ).strip() or secrets.token_urlsafe(32)
 
         self._moto: Any = None
         self._api: _HttpServer | None = None
@@ -1023,6 +1031,10 @@ class LocalStack:
             "redirect_uris": [public_base.rstrip("/") + "/callback"],
             "auto_approve": self.auto_approve,
             "refresh_grace_seconds": self.refresh_grace,
+            "webhook_url": f"{self.api_url}/webhooks",
+            "webhook_verifier_token": self.webhook_verifier_token,
+            # Intuit's retry schedule compressed a hundredfold (10 s -> 0.1 s, 6 h -> 3.6 min).
+            "webhook_time_scale": WEBHOOK_TIME_SCALE,
         }
         accepted = inspect.signature(IntuitSimulator).parameters
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
@@ -1108,13 +1120,19 @@ class LocalStack:
             props = resources[logical_id].get("Properties") or {}
             name = props.get("Name") or self._name(logical_id)
             secret_string = json.dumps({"client_id": client_id, "client_secret": client_secret})
+            if logical_id == WEBHOOK_SECRET_LOGICAL_ID:
+                secret_string = self.webhook_verifier_token
             arn = sm.create_secret(
                 Name=resolve(name),
                 Description=str(resolve(props.get("Description", logical_id))),
                 SecretString=secret_string,
             )["ARN"]
             self.physical[logical_id] = {"Ref": arn, "Id": arn, "Arn": arn}
-            self.say(f"created secret {logical_id} (client_id {client_id})")
+            if logical_id == WEBHOOK_SECRET_LOGICAL_ID:
+                origin = WEBHOOK_TOKEN_ENV if os.environ.get(WEBHOOK_TOKEN_ENV) else "generated"
+                self.say(f"created secret {logical_id} (verifier token {origin}; endpoints.json)")
+            else:
+                self.say(f"created secret {logical_id} (client_id {client_id})")
         ddb = self.client("dynamodb")
         for logical_id in by_type.get("AWS::DynamoDB::Table", []):
             props = resources[logical_id].get("Properties") or {}
@@ -1618,6 +1636,8 @@ class LocalStack:
             "event_bus": os.environ.get("EVENT_BUS_NAME", "default"),
             "region": self.region,
             "pid": os.getpid(),
+            "webhook_url": f"{self.api_url}/webhooks",
+            "webhook_verifier_token": self.webhook_verifier_token,
         }
         self.state_dir.mkdir(parents=True, exist_ok=True)
         target = self.state_dir / "endpoints.json"

@@ -1,9 +1,9 @@
 """Read template.yaml the way the local stack and the tests need it.
 
-Why this module exists: DESIGN.md wants tests and the local stack to build their resources from
-template.yaml's own properties, so that what runs locally cannot drift from what ``sam deploy``
-creates. Everything here is a pure function of the parsed template (plus, where intrinsic
-functions must be evaluated, an explicit :class:`Resolver`): importing it has no side effects and
+Why this module exists: tests and the local stack build their resources from template.yaml's
+own properties, so that what runs locally cannot drift from what ``sam deploy`` creates.
+Everything here is a pure function of the parsed template (plus, where intrinsic functions must
+be evaluated, an explicit :class:`Resolver`): importing it has no side effects and
 nothing here talks to AWS except :func:`create_table_from_template`, which takes its client.
 
 The YAML loader understands CloudFormation's short-form tags (``!Ref``, ``!Sub``, ``!GetAtt``...)

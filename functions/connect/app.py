@@ -1,9 +1,11 @@
-"""ConnectFunction: ``GET /connect`` and ``GET /reconnect`` (HttpApi, payload 2.0).
+"""ConnectFunction: ``GET /connect``, ``GET /reconnect`` and ``GET /disconnected`` (HttpApi 2.0).
 
 Validates the connect link, shows the landing page, and on "Connect to QuickBooks" creates the
-OAuth state, sets the state cookie and redirects to Intuit. The logic is
-``qbo_connect.connect_flow``; this file only routes and translates. Query strings hold link
-tokens, so neither the event nor the query string is ever logged.
+OAuth state, sets the state cookie and redirects to Intuit. ``/disconnected`` is Intuit's
+Disconnect URL: it shows a page and only verifies the realm with Intuit (see
+``qbo_connect.disconnect_hint``). The logic is in the package; this file only routes and
+translates. Query strings hold link tokens, so neither the event nor the query string is ever
+logged.
 """
 
 from collections.abc import Mapping
@@ -12,9 +14,10 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect import connect_flow
+from qbo_connect import connect_flow, disconnect_hint, pages
+from qbo_connect.outcomes import Outcome
 from qbo_connect.telemetry import logger, metrics
-from qbo_connect.web import HttpResponse, HttpRouter, respond
+from qbo_connect.web import HttpResponse, HttpRouter, language_of, query_value, respond, source_ip
 
 app = HttpRouter("Connect")
 
@@ -27,6 +30,13 @@ def connect(event: Mapping[str, Any]) -> HttpResponse:
 @app.get("/reconnect")
 def reconnect(event: Mapping[str, Any]) -> HttpResponse:
     return respond(connect_flow.handle_connect(event, reconnect=True), route="Connect")
+
+
+@app.get("/disconnected")
+def disconnected(event: Mapping[str, Any]) -> HttpResponse:
+    disconnect_hint.verify(query_value(event, "realmId"), source_ip(event))
+    page = pages.outcome_page(Outcome.DISCONNECTED, language=language_of(event))
+    return respond(page, route="Disconnected")
 
 
 @logger.inject_lambda_context(

@@ -142,7 +142,9 @@ def test_http_routes(template):
     assert tpl.http_routes(template) == [
         ("GET", "/connect", "ConnectFunction"),
         ("GET", "/reconnect", "ConnectFunction"),
+        ("GET", "/disconnected", "ConnectFunction"),
         ("GET", "/callback", "CallbackFunction"),
+        ("POST", "/webhooks", "WebhookFunction"),
     ]
 
 
@@ -155,8 +157,10 @@ def test_functions_merge_globals(template):
         "ConnectionsFunction",
         "RefreshSweepFunction",
         "RefreshWorkerFunction",
+        "WebhookFunction",
+        "WebhookProcessorFunction",
     }
-    assert fns["ConnectFunction"]["timeout"] == 30  # from Globals
+    assert fns["CallbackFunction"]["timeout"] == 30  # from Globals
     assert fns["GetTokenFunction"]["timeout"] == 90  # its own
     assert fns["GetTokenFunction"]["memory_size"] == 512  # from Globals
     assert fns["RefreshWorkerFunction"]["memory_size"] == 256  # its own
@@ -182,6 +186,7 @@ def test_schedules_and_rates(template):
 def test_sqs_sources(template):
     assert tpl.sqs_sources(template) == [
         ("RefreshQueue", "RefreshWorkerFunction", 10, True),
+        ("WebhookQueue", "WebhookProcessorFunction", 10, True),
     ]
     default = tpl.Resolver(template)
     overridden = tpl.Resolver(template, parameter_overrides={"WorkerMaxConcurrency": "7"})
@@ -201,6 +206,9 @@ def test_globals_env_resolves_refs_and_parameters(template):
         "TokenKey": {"Ref": "key-1", "Arn": "arn:key-1"},
         "IntuitClientSecret": "arn:secret-1",
         "RefreshQueue": {"Ref": "http://queue", "Arn": "arn:queue"},
+        "WebhookVerifierSecret": "arn:webhook-secret",
+        "WebhookQueue": {"Ref": "http://webhook-queue", "Arn": "arn:webhook-queue"},
+        "WebhookDeadLetterQueue": {"Ref": "http://webhook-dlq", "Arn": "arn:webhook-dlq"},
     }
     # When the Globals environment is resolved with default parameters
     env = tpl.globals_env(template, tpl.Resolver(template, resources))
@@ -210,6 +218,10 @@ def test_globals_env_resolves_refs_and_parameters(template):
     assert env["TOKEN_KEY_ID"] == "arn:key-1"
     assert env["INTUIT_CLIENT_SECRET_ID"] == "arn:secret-1"
     assert env["REFRESH_QUEUE_URL"] == "http://queue"
+    assert env["WEBHOOK_VERIFIER_SECRET_ID"] == "arn:webhook-secret"
+    assert env["WEBHOOK_QUEUE_URL"] == "http://webhook-queue"
+    assert env["WEBHOOK_DEAD_LETTER_QUEUE_URL"] == "http://webhook-dlq"
+    assert env["WEBHOOK_VERIFIER_OVERLAP_MINUTES"] == "60"
     assert env["INTUIT_ENVIRONMENT"] == "sandbox"
     assert env["QUICKBOOKS_API_BASE_URL"] == "https://sandbox-quickbooks.api.intuit.com"
     assert env["KEEP_ALIVE_HOURS"] == "24"

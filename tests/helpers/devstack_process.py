@@ -219,6 +219,7 @@ def start_devstack(
     env: Mapping[str, str | None] | None = None,
     extra_args: Iterable[str] = (),
     timeout: float = START_TIMEOUT,
+    readable_logs: bool = False,
 ) -> DevstackProcess:
     """Launch ``python -m devstack`` on free ports and wait until it is ready.
 
@@ -228,6 +229,7 @@ def start_devstack(
     ``INTUIT_TOKEN_ENDPOINT``; ``parameter_overrides`` become
     ``--parameter-overrides K=V ...``; ``extra_args`` are passed as they are
     (``--auto-approve``, ``--refresh-grace 0``, ``--sweep-interval 1``, ``--no-schedule``...).
+    The functions' logs stay raw JSON (``--json-logs``) unless ``readable_logs`` is true.
     """
     base = Path(tmp_path)
     state_dir = base / "devstack-state"
@@ -246,6 +248,8 @@ def start_devstack(
         "--state-dir",
         str(state_dir),
     ]
+    if not readable_logs:
+        command.append("--json-logs")  # tests scan every field of every record
     if parameter_overrides:
         command += ["--parameter-overrides", *(f"{k}={v}" for k, v in parameter_overrides.items())]
     command += list(extra_args)

@@ -31,6 +31,7 @@ from qbo_connect.intuit import TokenSet
 from qbo_connect.store import Store, connection_key
 from qbo_connect.tokens import TokenVault
 from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION, start_devstack
+from tests.helpers.events import drain_events
 
 CLIENT_ID = "sweep-it-client"
 CLIENT_SECRET = "sweep-it-secret"
@@ -91,7 +92,9 @@ def emf_totals(text: str) -> dict[str, float]:
         if start < 0:
             continue
         try:
-            doc = json.loads(line[start:])
+            # raw_decode: EMF documents are print()ed, and under load another thread's log
+            # record can land between the document and its newline.
+            doc, _ = json.JSONDecoder().raw_decode(line[start:])
         except ValueError:
             continue
         for directive in doc["_aws"].get("CloudWatchMetrics", []):
@@ -205,24 +208,6 @@ def queue_depth(sqs: Any, url: str) -> int:
     return int(attrs["ApproximateNumberOfMessages"]) + int(
         attrs["ApproximateNumberOfMessagesNotVisible"]
     )
-
-
-def drain_events(sqs: Any, url: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
-            "Messages", []
-        )
-        if not messages:
-            return events
-        for message in messages:
-            events.append(json.loads(message["Body"]))
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-            ],
-        )
 
 
 @pytest.fixture

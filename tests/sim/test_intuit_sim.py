@@ -1,4 +1,4 @@
-"""Behaviour of the Intuit simulator, over real HTTP, against ../shared/INTUIT.md.
+"""Behaviour of the Intuit simulator, over real HTTP, against docs/intuit.md.
 
 The rest of the project trusts this simulator to behave like Intuit, so these tests pin the
 documented wire formats and the rotation/grace/fault model the refresh protocol is tested with.

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+from qbo_connect.branding import APP_NAME_MAX, DEFAULT_ACCENT, check_accent, check_url
 from qbo_connect.errors import ConfigurationError
 
 # Intuit's real endpoints: the defaults. Every one can be replaced by an env var of the same
@@ -97,6 +98,17 @@ class Settings:
     event_bus_name: str = "default"
     emit_refreshed_events: bool = False
     secret_max_age_seconds: int = 300
+    # Branding of the hosted pages (checked in qbo_connect.branding when settings load).
+    app_name: str = ""
+    app_logo_url: str = ""
+    accent_color: str = DEFAULT_ACCENT
+    support_url: str = ""
+    privacy_url: str = ""
+    # Intuit's Disconnect URL: at most one verification per realm per interval, and at most
+    # ``source_limit`` verifications per source address per window.
+    disconnect_hint_realm_interval_seconds: int = 300
+    disconnect_hint_source_limit: int = 10
+    disconnect_hint_source_window_seconds: int = 600
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -219,6 +231,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         event_bus_name=env.get("EVENT_BUS_NAME", "default").strip() or "default",
         emit_refreshed_events=env.get("EMIT_REFRESHED_EVENTS", "false").strip().lower() == "true",
         secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", 300),
+        app_name=" ".join(env.get("APP_NAME", "").split())[:APP_NAME_MAX],
+        app_logo_url=check_url("APP_LOGO_URL", env.get("APP_LOGO_URL", "")),
+        accent_color=check_accent(env.get("ACCENT_COLOR", "")),
+        support_url=check_url(
+            "SUPPORT_URL", env.get("SUPPORT_URL", ""), schemes=("https", "mailto")
+        ),
+        privacy_url=check_url("PRIVACY_URL", env.get("PRIVACY_URL", "")),
+        disconnect_hint_realm_interval_seconds=_int(
+            env, "DISCONNECT_HINT_REALM_INTERVAL_SECONDS", 300
+        ),
+        disconnect_hint_source_limit=_int(env, "DISCONNECT_HINT_SOURCE_LIMIT", 10),
+        disconnect_hint_source_window_seconds=_int(
+            env, "DISCONNECT_HINT_SOURCE_WINDOW_SECONDS", 600
+        ),
     )
 
 

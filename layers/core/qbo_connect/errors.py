@@ -1,7 +1,8 @@
 """Domain exceptions with stable codes.
 
-The ``code`` of a :class:`ServiceError` is part of the invoke contract (DESIGN.md): callers
-branch on it. Messages are for people and never contain a token, a code or a secret.
+The ``code`` of a :class:`ServiceError` is part of the invoke contract (README, "Invoke
+contracts"): callers branch on it. Messages are for people and never contain a token, a code or
+a secret.
 """
 
 from __future__ import annotations

@@ -2,16 +2,19 @@
 
 Every page is the same shell (``lang``, a mobile viewport, one ``<main>`` with an ``<h1>``) with
 plain-text paragraphs and at most one action: a form with a real ``<button>`` (the landing
-page) or a link styled as a button ("Try again", "Continue"). Nothing is loaded from anywhere:
-no script, no image, no font, no external stylesheet.
+page) or a link styled as a button ("Try again"). Around it: a header with the deployer's logo
+and name (``branding``) and a "Sandbox" mark on sandbox deployments; a footer with the support
+and privacy links. Nothing else is loaded from anywhere: no script, no font, no external
+stylesheet; the only image is the logo (``AppLogoUrl``, https), from exactly its origin.
 
 Security headers on every response (pages and redirects alike):
 
 - ``Content-Security-Policy``: ``default-src 'none'``; the one inline ``<style>`` is allowed by
   its SHA-256 hash (computed below from the exact text, so editing the CSS cannot silently
-  break it); ``form-action`` lists only where the landing form may go, which includes the
-  origin of Intuit's authorize endpoint because Chromium checks form-action against the
-  redirect that answers the form; ``frame-ancestors 'none'``; ``base-uri 'none'``.
+  break it); ``img-src`` is the logo's origin or ``'none'``; ``form-action`` lists only where
+  the landing form may go, which includes the origin of Intuit's authorize endpoint because
+  Chromium checks form-action against the redirect that answers the form;
+  ``frame-ancestors 'none'``; ``base-uri 'none'``.
 - ``X-Frame-Options: DENY`` (older browsers), ``X-Content-Type-Options: nosniff``.
 - ``Referrer-Policy: no-referrer``: the callback URL carries the authorization code and the
   state, so no page or redirect of ours may leak it through ``Referer``.
@@ -27,28 +30,63 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools.shared.cookies import Cookie
 
-# Small, readable on a phone, visible keyboard focus, respects dark mode.
-STYLE = (
+from qbo_connect.branding import Branding, text_color_on
+from qbo_connect.copy_table import COPY, EN, SCOPE_WORDS, UI, render_text
+from qbo_connect.errors import ConfigurationError
+from qbo_connect.outcomes import Outcome
+
+# Small, readable on a phone down to 320 px, visible keyboard focus, respects dark mode. The
+# accent (the button) comes from AccentColor; the text on it is black or white, whichever
+# contrasts more (branding.text_color_on), so no accent makes it unreadable.
+BASE_STYLE = (
     ":root{color-scheme:light dark;font-family:system-ui,-apple-system,'Segoe UI',Roboto,"
     "sans-serif;line-height:1.5}"
-    "body{margin:0;padding:1.5rem 1rem}"
-    "main{max-width:32rem;margin:0 auto}"
+    "body{margin:0;padding:1.5rem 1rem;overflow-wrap:anywhere}"
+    "header,main,footer{max-width:32rem;margin:0 auto}"
+    "header{display:flex;flex-wrap:wrap;align-items:center;gap:.5rem 1rem;margin-bottom:1.5rem}"
+    "header img{height:40px;width:auto;max-width:10rem}"
+    ".app{font-weight:600}"
+    ".sandbox{background:#fde68a;color:#3b2f00;border-radius:.25rem;padding:.1rem .5rem;"
+    "font-size:.9rem;font-weight:600}"
     "h1{font-size:1.5rem;margin:0 0 1rem}"
     ".button{display:inline-block;font:inherit;font-size:1.05rem;font-weight:600;"
-    "padding:.75rem 1.5rem;min-height:44px;border:0;border-radius:.5rem;cursor:pointer;"
-    "background:#2ca01c;color:#fff;text-decoration:none}"
-    ".button:hover{background:#23801a}"
+    "padding:.75rem 1.5rem;min-height:44px;box-sizing:border-box;border:0;border-radius:.5rem;"
+    "cursor:pointer;text-decoration:none}"
     ".button:focus-visible,a:focus-visible{outline:3px solid #0b5cad;outline-offset:3px}"
-    ".note{font-size:.9rem;opacity:.8}"
+    ".note{font-size:.9rem}"
+    ".ref{font-size:.9rem;font-family:ui-monospace,Menlo,Consolas,monospace}"
+    "footer{margin-top:2rem;padding-top:1rem;border-top:1px solid #8886;font-size:.9rem}"
+    "footer a{margin-right:1.5rem}"
 )
-STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
 
+
+def style_for(branding: Branding) -> str:
+    """The stylesheet with the deployment's accent colour (hashed into the CSP per page)."""
+    accent, text, hover = branding.accent, branding.accent_text, branding.accent_hover
+    hover_text = text_color_on(hover)
+    return BASE_STYLE + (
+        f".button{{background:{accent};color:{text}}}"
+        f".button:hover{{background:{hover};color:{hover_text}}}"
+    )
+
+
+def style_hash(style: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+
+
+#: The stylesheet (and its CSP hash) of a deployment without branding.
+STYLE = style_for(Branding())
+STYLE_HASH = style_hash(STYLE)
+
+
+NONE = "'none'"
 BASE_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
@@ -62,7 +100,8 @@ BASE_HEADERS = {
 class HttpResult:
     """What a route answers; the handler turns it into the resolver's Response.
 
-    ``outcome`` is a short label for logs and metrics (never a secret).
+    ``outcome`` is a short label for logs and metrics (never a secret); ``reference`` is the
+    short id an error page shows, logged with the answer so an operator can find it.
     """
 
     status: int
@@ -70,6 +109,7 @@ class HttpResult:
     body: str = ""
     cookies: list[Cookie] = field(default_factory=list)
     outcome: str = ""
+    reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,20 +140,51 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{host}{port}"
 
 
-def csp(form_action: Iterable[str] = ()) -> str:
+def csp(
+    form_action: Iterable[str] = (), *, style: str = STYLE, img_origin: str | None = None
+) -> str:
+    """The page's policy: its own inline style by hash, images only from the logo's origin."""
     sources = " ".join(dict.fromkeys(form_action)) or "'none'"
     return (
         "default-src 'none'; "
-        f"style-src '{STYLE_HASH}'; "
-        "img-src 'none'; "
+        f"style-src '{style_hash(style)}'; "
+        f"img-src {img_origin or NONE}; "
         f"form-action {sources}; "
         "frame-ancestors 'none'; "
         "base-uri 'none'"
     )
 
 
-def security_headers(form_action: Iterable[str] = ()) -> dict[str, str]:
-    return {"Content-Security-Policy": csp(form_action), **BASE_HEADERS}
+def security_headers(
+    form_action: Iterable[str] = (), *, style: str = STYLE, img_origin: str | None = None
+) -> dict[str, str]:
+    policy = csp(form_action, style=style, img_origin=img_origin)
+    return {"Content-Security-Policy": policy, **BASE_HEADERS}
+
+
+def new_reference() -> str:
+    """A short id for an error page, easy to read aloud: ``7F3A-91C2``."""
+    value = secrets.token_hex(4).upper()
+    return f"{value[:4]}-{value[4:]}"
+
+
+def current_branding() -> Branding:
+    """The deployment's branding from its settings; the neutral default if they cannot load
+    (the page that says so must still render)."""
+    from qbo_connect.config import get_settings
+
+    try:
+        settings = get_settings()
+    except ConfigurationError:
+        return Branding()
+    return Branding(
+        app_name=settings.app_name,
+        logo_url=settings.app_logo_url,
+        accent=settings.accent_color,
+        support_url=settings.support_url,
+        privacy_url=settings.privacy_url,
+        sandbox=settings.intuit.environment == "sandbox",
+    )
 
 
 def render(
@@ -128,11 +199,37 @@ def render(
     form_action: Iterable[str] = (),
     outcome: str = "",
     cookies: Sequence[Cookie] = (),
+    language: str = EN,
+    branding: Branding | None = None,
+    details: Sequence[str] = (),
+    items: Sequence[str] = (),
+    return_link: Link | None = None,
 ) -> HttpResult:
-    """One page; every piece of text and every attribute is escaped here."""
+    """One page; every piece of text and every attribute is escaped here.
+
+    Around the content: a header with the app's logo and name and, for a sandbox deployment,
+    a visible "Sandbox" mark; a footer with the support and privacy links. A page with a status
+    of 400 or more also shows a reference id (logged with the answer, see ``web.respond``).
+    """
     esc = html.escape
+    brand = branding or current_branding()
+    ui = UI[language]
+    app = brand.app_name or ui["app"]
+    header: list[str] = []
+    if brand.logo_url:
+        alt = ui["logo"].format(app=app) if brand.app_name else ""
+        header.append(f'<img src="{esc(brand.logo_url)}" alt="{esc(alt)}">')
+    if brand.app_name:
+        header.append(f'<span class="app">{esc(brand.app_name)}</span>')
+    if brand.sandbox:
+        header.append(f'<span class="sandbox" id="sandbox">{esc(ui["sandbox"])}</span>')
     parts = [f"<h1>{esc(heading or title)}</h1>"]
     parts += [f"<p>{esc(p)}</p>" for p in paragraphs]
+    parts += [f"<p><strong>{esc(d)}</strong></p>" for d in details]
+    if items:
+        parts.append(f"<p>{esc(ui['access'])}</p><ul>")
+        parts += [f"<li>{esc(item)}</li>" for item in items]
+        parts.append("</ul>")
     if form is not None:
         hidden = "".join(
             f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">'
@@ -147,20 +244,42 @@ def render(
         parts.append(
             f'<p><a class="button" id="action" href="{esc(link.href)}">{esc(link.label)}</a></p>'
         )
+    if return_link is not None:
+        parts.append(
+            f'<p><a id="return" href="{esc(return_link.href)}">{esc(return_link.label)}</a></p>'
+        )
     if note:
         parts.append(f'<p class="note">{esc(note)}</p>')
+    reference = new_reference() if status >= 400 else ""
+    if reference:
+        text = ui["reference"].format(reference=reference)
+        parts.append(f'<p class="ref" id="reference">{esc(text)}</p>')
+    footer = []
+    if brand.support_url and status >= 400:
+        footer.append(f'<a id="support" href="{esc(brand.support_url)}">{esc(ui["support"])}</a>')
+    elif brand.support_url:
+        footer.append(f'<a href="{esc(brand.support_url)}">{esc(ui["support"])}</a>')
+    if brand.privacy_url:
+        footer.append(f'<a id="privacy" href="{esc(brand.privacy_url)}">{esc(ui["privacy"])}</a>')
+    style = style_for(brand)
     body = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<!doctype html><html lang="{esc(language)}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         '<meta name="robots" content="noindex,nofollow">'
-        f"<title>{esc(title)}</title><style>{STYLE}</style></head>"
-        f"<body><main>{''.join(parts)}</main></body></html>"
+        f"<title>{esc(title)}</title><style>{style}</style></head><body>"
+        + (f"<header>{''.join(header)}</header>" if header else "")
+        + f"<main>{''.join(parts)}</main>"
+        + (f"<footer>{''.join(footer)}</footer>" if footer else "")
+        + "</body></html>"
     )
     headers = {
         "Content-Type": "text/html; charset=utf-8",
-        **security_headers(form_action if form is not None else ()),
+        "Content-Language": language,
+        **security_headers(
+            form_action if form is not None else (), style=style, img_origin=brand.logo_origin
+        ),
     }
-    return HttpResult(status, headers, body, list(cookies), outcome)
+    return HttpResult(status, headers, body, list(cookies), outcome, reference)
 
 
 def redirect(location: str, *, cookies: Sequence[Cookie] = (), outcome: str = "") -> HttpResult:
@@ -220,12 +339,108 @@ def message(
 def success(
     *, company_name: str | None, realm_id: str, reconnected: bool, cookies: Sequence[Cookie] = ()
 ) -> HttpResult:
-    who = f"“{company_name}”" if company_name else f"(ID {realm_id})"
-    verb = "reconnected" if reconnected else "connected"
-    return render(
-        status=200,
-        title="QuickBooks connected" if not reconnected else "QuickBooks reconnected",
-        paragraphs=[f"Your QuickBooks company {who} is {verb}.", "You can close this page now."],
-        outcome="reconnected" if reconnected else "created",
+    """The end of a flow without a return URL: what happens next (from the copy table)."""
+    return outcome_page(
+        Outcome.RECONNECTED if reconnected else Outcome.CREATED,
+        company_name=company_name,
+        realm_id=realm_id,
         cookies=cookies,
+    )
+
+
+# ----- pages from the copy table --------------------------------------------------------------
+
+
+def _words(language: str, branding: Branding) -> dict[str, str]:
+    ui = UI[language]
+    return {
+        "app": branding.app_name or ui["app"],
+        "App": branding.app_name or ui["App"],
+    }
+
+
+def outcome_page(
+    outcome: Outcome,
+    *,
+    language: str = EN,
+    branding: Branding | None = None,
+    retry: str | None = None,
+    return_url: str | None = None,
+    company_name: str | None = None,
+    realm_id: str | None = None,
+    cookies: Sequence[Cookie] = (),
+) -> HttpResult:
+    """The page for ``outcome`` from the copy table, in ``language``.
+
+    ``retry`` is where "Try again" leads (shown only for outcomes whose row allows it);
+    ``return_url`` adds "Return to <AppName>" (the connect link's return address).
+    """
+    brand = branding or current_branding()
+    row = COPY[outcome]
+    text = row.text(language)
+    ui = UI[language]
+    values = _words(language, brand)
+    if company_name:
+        values["company"] = ui["quote"].format(name=company_name)
+    else:
+        values["company"] = ui["company_id"].format(realm_id=realm_id or "?")
+    return render(
+        status=row.status,
+        title=render_text(text.title, values),
+        paragraphs=[render_text(p, values) for p in text.paragraphs],
+        link=Link(retry, ui["try_again"]) if retry and row.retry else None,
+        return_link=(
+            Link(return_url, render_text(ui["return_to"], values)) if return_url else None
+        ),
+        outcome=outcome.value,
+        cookies=cookies,
+        language=language,
+        branding=brand,
+    )
+
+
+def scope_words(scopes: Iterable[str], language: str) -> list[str]:
+    """The requested access in plain words, in a stable order; unknown scopes as they are."""
+    words = SCOPE_WORDS[language]
+    known = [words[s] for s in words if s in set(scopes)]
+    return known + sorted(s for s in set(scopes) if s not in words)
+
+
+def landing_page(
+    outcome: Outcome,
+    *,
+    session: str | None,
+    authorize_origin: str | None,
+    scopes: Iterable[str],
+    tenant_name: str | None = None,
+    language: str = EN,
+    branding: Branding | None = None,
+) -> HttpResult:
+    """ "<AppName> wants to connect to your QuickBooks company": who asks, for which account,
+    the access in plain words, and one button (a GET form back to ``connect`` with ``go=1``).
+
+    ``outcome`` is LANDING, LANDING_RECONNECT or CROSS_SITE_REFUSED (the same page answered
+    with 403 to a ``go=1`` that did not come from its own button).
+    """
+    brand = branding or current_branding()
+    row = COPY[outcome]
+    text = row.text(language)
+    ui = UI[language]
+    values = _words(language, brand)
+    fields: list[tuple[str, str]] = []
+    if session:
+        fields.append(("session", session))
+    fields.append(("go", "1"))
+    button = ui["reconnect"] if outcome == Outcome.LANDING_RECONNECT else ui["connect"]
+    return render(
+        status=row.status,
+        title=render_text(text.title, values),
+        paragraphs=[render_text(p, values) for p in text.paragraphs],
+        details=[ui["account"].format(account=tenant_name)] if tenant_name else (),
+        items=scope_words(scopes, language),
+        form=Form(action="connect", fields=tuple(fields), button=button),
+        form_action=["'self'"] + ([authorize_origin] if authorize_origin else []),
+        outcome=outcome.value,
+        language=language,
+        branding=brand,
     )

@@ -749,3 +749,75 @@ class Store:
             AlreadyConsumed,
         )
         return _to_python(attrs)
+
+    # ----- Intuit's Disconnect URL: rate limits and the confirmed disconnect -----------------
+
+    def take_rate_slot(self, key: str, *, now: float, window_seconds: int, limit: int) -> bool:
+        """Count one use of ``key`` in the current fixed window; False once ``limit`` is used.
+
+        One conditional UpdateItem on ``RATE#<key>#<window>`` (TTL removes old windows). A
+        retry of a write that applied but lost its answer counts twice: a limit that errs
+        towards refusing is the safe side here.
+        """
+        window = max(1, int(window_seconds))
+        bucket = int(now // window)
+        update = _Update()
+        count = update.name("count")
+        update.set_expr(
+            f"{count} = if_not_exists({count}, {update.value('zero', 0)}) + "
+            f"{update.value('one', 1)}"
+        )
+        update.set("ttl", (bucket + 1) * window + 3600)
+        condition = f"attribute_not_exists({count}) OR {count} < {update.value('limit', limit)}"
+        return self._try_update({"pk": f"RATE#{key}#{bucket}", "sk": "RATE"}, update, condition)
+
+    def mark_disconnected_by_intuit(
+        self, realm_id: str, *, seen_version: int, reason: str, marker: str, now: float
+    ) -> Connection | None:
+        """Disconnect a connection whose grant Intuit confirmed gone; its tokens are deleted.
+
+        Conditioned on ``seen_version`` and no live lease, so a reconnect or a refresh in
+        between wins. ``marker`` (unique per caller) is written too: when a retry meets the
+        condition failing because its own first attempt applied, the re-read finds the marker
+        and the caller still learns it won (and sends the one event). Returns the connection
+        as it was before, or None when another writer changed it first.
+        """
+        update = _Update().set_many(
+            {
+                "status": STATUS_DISCONNECTED,
+                "disconnect_reason": reason,
+                "disconnect_marker": marker,
+                "disconnected_at": _iso(now),
+                "updated_at": _iso(now),
+            }
+        )
+        version = update.name("version")
+        update.set_expr(f"{version} = {version} + {update.value('one', 1)}")
+        update.remove(
+            *TOKEN_ATTRIBUTES,
+            "lease_owner",
+            "lease_until",
+            "due_shard",
+            "due_at",
+            "invalid_grant_first_at",
+            "invalid_grant_count",
+        )
+        condition = (
+            f"{version} = {update.value('seen', seen_version)}"
+            f" AND #status IN ({update.value('active', STATUS_ACTIVE)},"
+            f" {update.value('reauth', STATUS_NEEDS_REAUTHORIZATION)})"
+            " AND (attribute_not_exists(#lease_until)"
+            f" OR #lease_until < {update.value('now', now)})"
+        )
+        try:
+            before = self._update(
+                connection_key(realm_id), update, condition, StoreConflict, return_values="ALL_OLD"
+            )
+        except StoreConflict:
+            item = self.table.get_item(Key=connection_key(realm_id), ConsistentRead=True).get(
+                "Item"
+            )
+            if item and item.get("disconnect_marker") == marker:
+                return Connection.from_item(item)
+            return None
+        return Connection.from_item(before)

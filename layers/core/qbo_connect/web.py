@@ -1,16 +1,18 @@
-"""The plumbing the two HTTP handlers share: one small router, one way to answer.
+"""The plumbing the HTTP handlers share: one small router, one way to answer.
 
 Every answer goes through :func:`respond`, so each response is deliberate (a page from
 ``pages``, its security headers and status) and is logged and counted the same way; unknown
-paths and unexpected failures get the same escaped pages, never a stack trace.
+paths and unexpected failures get the same escaped pages, never a stack trace. An error page's
+reference id is logged here with its outcome, which is how an operator finds what a person
+quotes to support.
 
 Why not Powertools' ``APIGatewayHttpResolver``: importing ``aws_lambda_powertools.event_handler``
 loads every resolver it ships (AppSync with asyncio, Bedrock, the data classes of every event
 source), which measured about 0.4x a whole ``import boto3`` on the cold start of functions that
-serve two GET routes and need none of it (``bench/cold_start.py``). What those two functions
-need is small and written out here: dispatch on method and path as HttpApi payload 2.0 gives
-them (a non-default stage prefix removed, as Powertools does), and answer in the 2.0 response
-shape (``statusCode``, ``headers``, ``cookies``, ``body``, ``isBase64Encoded``).
+serve a few GET routes and need none of it (``bench/cold_start.py``). What they need is small
+and written out here: dispatch on method and path as HttpApi payload 2.0 gives them (a
+non-default stage prefix removed, as Powertools does), and answer in the 2.0 response shape
+(``statusCode``, ``headers``, ``cookies``, ``body``, ``isBase64Encoded``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from qbo_connect import connect_flow
+from qbo_connect import pages
+from qbo_connect.copy_table import choose_language
+from qbo_connect.outcomes import Outcome
 from qbo_connect.pages import HttpResult
 from qbo_connect.telemetry import logger, metrics
 
@@ -31,8 +35,11 @@ RouteHandler = Callable[[Mapping[str, Any]], HttpResponse]
 
 
 def respond(result: HttpResult, *, route: str) -> HttpResponse:
-    """Log status and outcome (never the query string), count the outcome, build the answer."""
-    logger.info(f"{route} answered", extra={"status": result.status, "outcome": result.outcome})
+    """Log status, outcome and reference (never the query string), count, build the answer."""
+    extra = {"status": result.status, "outcome": result.outcome}
+    if result.reference:
+        extra["reference"] = result.reference
+    logger.info(f"{route} answered", extra=extra)
     if result.outcome:
         metrics.add_metric(name=f"{route}_{result.outcome}", unit=MetricUnit.Count, value=1)
     return {
@@ -59,6 +66,24 @@ def request_method(event: Mapping[str, Any]) -> str:
     return str(http.get("method") or "").upper()
 
 
+def query_value(event: Mapping[str, Any], name: str) -> str | None:
+    """One query string parameter as HttpApi 2.0 passes it (repeated values comma-joined)."""
+    value = (event.get("queryStringParameters") or {}).get(name)
+    return None if value is None else str(value)
+
+
+def source_ip(event: Mapping[str, Any]) -> str:
+    http = (event.get("requestContext") or {}).get("http") or {}
+    return str(http.get("sourceIp") or "")
+
+
+def language_of(event: Mapping[str, Any]) -> str:
+    """The page language for the request being answered (English if there is none)."""
+    headers = event.get("headers")
+    header = headers.get("accept-language") if isinstance(headers, Mapping) else None
+    return choose_language(header if isinstance(header, str) else None)
+
+
 class HttpRouter:
     """The GET routes of one HTTP function; 404 and unexpected errors answer with our pages."""
 
@@ -76,9 +101,11 @@ class HttpRouter:
     def resolve(self, event: Mapping[str, Any], context: Any = None) -> HttpResponse:
         handler = self._routes.get((request_method(event), request_path(event)))
         if handler is None:
-            return respond(connect_flow.not_found(), route=self.route)
+            page = pages.outcome_page(Outcome.NOT_FOUND, language=language_of(event))
+            return respond(page, route=self.route)
         try:
             return handler(event)
         except Exception:
             logger.exception("unexpected failure")
-            return respond(connect_flow.internal_error(), route=self.route)
+            page = pages.outcome_page(Outcome.INTERNAL_ERROR, language=language_of(event))
+            return respond(page, route=self.route)

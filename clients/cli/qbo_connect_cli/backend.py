@@ -1,0 +1,287 @@
+"""Finding a qbo-connect stack's functions and invoking them.
+
+The CLI never touches the table, the key or the secret: it invokes ConnectionsFunction and
+GetTokenFunction exactly as another workload would, so an operator needs only
+``lambda:InvokeFunction`` on the two functions (and ``cloudformation:DescribeStacks`` to find
+them by stack name). Every way this can fail is turned into a :class:`CliError` with a sentence
+an operator can act on and an exit code that scripts can branch on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Exit codes (also in the README): 0 everything asked succeeded; 1 the service refused or
+#: failed part of it; 2 bad usage (click's own code); 3 the stack could not be reached at all.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+CONNECTIONS_FUNCTION = "ConnectionsFunction"
+GET_TOKEN_FUNCTION = "GetTokenFunction"
+#: The stack Outputs that name the functions (template.yaml's Outputs section).
+FUNCTION_OUTPUTS = {
+    CONNECTIONS_FUNCTION: "ConnectionsFunctionName",
+    GET_TOKEN_FUNCTION: "GetTokenFunctionName",
+}
+LOCAL_ENDPOINTS = Path(".devstack") / "endpoints.json"
+ENV_STACK = "QBO_CONNECT_STACK"
+ENV_ENDPOINTS = "QBO_CONNECT_ENDPOINTS"
+#: Above the functions' own 90 s timeout: a refresh that waits for a lease still answers.
+READ_TIMEOUT_SECONDS = 100
+_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+_EXPIRED_CREDENTIALS = {"ExpiredToken", "ExpiredTokenException", "UnrecognizedClientException"}
+
+
+class CliError(Exception):
+    """A failure to report as one line: a stable ``code``, a safe ``message``, an exit code."""
+
+    def __init__(self, code: str, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class ServiceError(CliError):
+    """The function answered ``{"error": {"code", "message"}}`` (the invoke contract)."""
+
+
+class Unreachable(CliError):
+    """The stack or its functions cannot be reached (exit code 3): nothing was done."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message, EXIT_UNREACHABLE)
+
+
+@dataclass
+class Target:
+    """A place the functions run: ``describe`` names it in messages."""
+
+    describe: str
+    function_names: Mapping[str, str]
+    lambda_client: Any = field(repr=False)
+    #: Said after "cannot reach ..." (for the local stack: how to start it).
+    unreachable_hint: str = ""
+
+    def invoke(self, function: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The function's answer; raises ServiceError for a contract error, else CliError."""
+        name = self.function_names[function]
+        try:
+            response = self.lambda_client.invoke(
+                FunctionName=name,
+                InvocationType="RequestResponse",
+                Payload=json.dumps(dict(payload)).encode(),
+            )
+        except Exception as exc:
+            raise _invoke_failure(exc, name, self.describe, self.unreachable_hint) from None
+        raw = response["Payload"].read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        if response.get("FunctionError"):
+            detail = body.get("errorType") if isinstance(body, dict) else None
+            raise CliError(
+                "function_error",
+                f"{function} failed ({detail or response['FunctionError']}); see its logs",
+            )
+        if not isinstance(body, dict):
+            raise CliError("invalid_response", f"{function} returned no JSON object")
+        error = body.get("error")
+        if isinstance(error, dict):
+            raise ServiceError(
+                str(error.get("code") or "internal_error"), str(error.get("message") or "")
+            )
+        return body
+
+
+def _client_error_code(exc: Exception) -> tuple[str, str] | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+        error = response["Error"]
+        return str(error.get("Code") or ""), str(error.get("Message") or "")
+    return None
+
+
+def _credentials_problem(exc: Exception) -> Unreachable | None:
+    from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
+
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return Unreachable(
+            "no_credentials",
+            "no AWS credentials found: set AWS_PROFILE (or pass --profile) or the AWS_* variables",
+        )
+    if isinstance(exc, NoRegionError):
+        return Unreachable("no_region", "no AWS region: pass --region or set AWS_REGION")
+    return None
+
+
+def _invoke_failure(exc: Exception, name: str, where: str, hint: str = "") -> CliError:
+    from botocore.exceptions import (
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    problem = _credentials_problem(exc)
+    if problem is not None:
+        return problem
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        return Unreachable("unreachable", f"cannot reach the Lambda API of {where}{hint}")
+    if isinstance(exc, ReadTimeoutError):
+        return CliError("timeout", f"{name} did not answer within {READ_TIMEOUT_SECONDS} s")
+    error = _client_error_code(exc)
+    if error is None:
+        return CliError("invoke_failed", f"invoking {name} failed: {type(exc).__name__}")
+    code, message = error
+    if code in _DENIED:
+        return Unreachable(
+            "no_permission", f"no permission to invoke {name} (lambda:InvokeFunction): {message}"
+        )
+    if code in _EXPIRED_CREDENTIALS:
+        return Unreachable("bad_credentials", f"AWS refused the credentials: {message}")
+    if code == "ResourceNotFoundException":
+        return Unreachable("function_not_found", f"function {name} not found in {where}")
+    if code in ("TooManyRequestsException", "ThrottlingException"):
+        return CliError("throttled", f"Lambda throttled the invoke of {name}; try again")
+    return CliError("invoke_failed", f"invoking {name} failed: {code}: {message}")
+
+
+def _lambda_client(session: Any, **kwargs: Any) -> Any:
+    from botocore.config import Config
+
+    config = Config(
+        read_timeout=READ_TIMEOUT_SECONDS,
+        connect_timeout=5,
+        retries={"mode": "standard", "max_attempts": 3},
+    )
+    return session.client("lambda", config=config, **kwargs)
+
+
+def _session(profile: str | None, region: str | None) -> Any:
+    import boto3
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        return boto3.session.Session(profile_name=profile, region_name=region)
+    except ProfileNotFound:
+        raise Unreachable("no_credentials", f"AWS profile {profile!r} not found") from None
+
+
+def stack_target(stack: str, *, profile: str | None = None, region: str | None = None) -> Target:
+    """The functions named by a deployed stack's Outputs."""
+    session = _session(profile, region)
+    try:
+        cfn = session.client("cloudformation")
+        answer = cfn.describe_stacks(StackName=stack)
+    except Exception as exc:
+        raise _describe_failure(exc, stack, session.region_name) from None
+    stacks = answer.get("Stacks") or []
+    if not stacks:
+        raise Unreachable("stack_not_found", f"stack {stack!r} not found")
+    outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stacks[0].get("Outputs") or []}
+    names: dict[str, str] = {}
+    for function, output in FUNCTION_OUTPUTS.items():
+        if not outputs.get(output):
+            status = stacks[0].get("StackStatus", "")
+            raise Unreachable(
+                "not_a_qbo_connect_stack",
+                f"stack {stack!r} ({status}) has no {output} output: is it a qbo-connect stack, "
+                "and has its deployment finished?",
+            )
+        names[function] = outputs[output]
+    where = f"stack {stack} ({session.region_name})"
+    return Target(where, names, _lambda_client(session))
+
+
+def _describe_failure(exc: Exception, stack: str, region: str | None) -> CliError:
+    from botocore.exceptions import EndpointConnectionError
+
+    problem = _credentials_problem(exc)
+    if problem is not None:
+        return problem
+    if isinstance(exc, EndpointConnectionError):
+        return Unreachable("unreachable", f"cannot reach CloudFormation in {region}")
+    error = _client_error_code(exc)
+    if error is None:
+        return Unreachable("aws_error", f"DescribeStacks failed: {type(exc).__name__}")
+    code, message = error
+    if code == "ValidationError" and "does not exist" in message:
+        return Unreachable("stack_not_found", f"stack {stack!r} not found in {region}")
+    if code in _DENIED:
+        return Unreachable(
+            "no_permission",
+            f"no permission to read stack {stack!r} (cloudformation:DescribeStacks): {message}",
+        )
+    if code in _EXPIRED_CREDENTIALS:
+        return Unreachable("bad_credentials", f"AWS refused the credentials: {message}")
+    return Unreachable("aws_error", f"DescribeStacks failed: {code}: {message}")
+
+
+def find_endpoints_file(start: Path | None = None) -> Path | None:
+    """``.devstack/endpoints.json`` here or in a parent directory (like git finds ``.git``)."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / LOCAL_ENDPOINTS
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def local_target(endpoints_file: Path | None = None) -> Target:
+    """The local stack (``make dev``), from the endpoints file it writes once it is ready."""
+    import boto3
+
+    path = endpoints_file or find_endpoints_file()
+    if path is None or not path.is_file():
+        shown = path or LOCAL_ENDPOINTS
+        raise Unreachable(
+            "local_stack_not_running",
+            f"the local stack is not running ({shown} not found): start it with `make dev`",
+        )
+    try:
+        endpoints = json.loads(path.read_text(encoding="utf-8"))
+        url = str(endpoints["lambda"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise Unreachable(
+            "local_stack_not_running", f"{path} is not a local stack endpoints file"
+        ) from None
+    pid = endpoints.get("pid")
+    if isinstance(pid, int) and not _process_alive(pid):
+        raise Unreachable(
+            "local_stack_not_running",
+            f"the local stack that wrote {path} (pid {pid}) has stopped: start it with `make dev`",
+        )
+    functions = endpoints.get("functions") or {}
+    names = {f: str(functions.get(f) or f) for f in FUNCTION_OUTPUTS}
+    session = boto3.session.Session(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name=str(endpoints.get("region") or "us-east-1"),
+    )
+    return Target(
+        f"the local stack at {url}",
+        names,
+        _lambda_client(session, endpoint_url=url),
+        unreachable_hint=": is it running? Start it with `make dev`",
+    )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True

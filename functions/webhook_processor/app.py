@@ -1,0 +1,20 @@
+"""WebhookProcessorFunction: the webhook queue's consumer (SQS, partial batch failures).
+
+In:  an SQS event; each body {"v": 1, "received_at", "changes": [...]} from WebhookFunction.
+Out: {"batchItemFailures": [{"itemIdentifier": "<messageId>"}, ...]}.
+Each change is deduplicated, mapped realm -> tenant and published as one
+``quickbooks.entity_changed`` event; see ``qbo_connect.webhooks.processor``.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from qbo_connect.telemetry import logger, metrics
+from qbo_connect.webhooks.processor import default_processor
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    return default_processor().handle(event, context)

@@ -1,0 +1,84 @@
+"""The webhook functions' settings, read once per container from environment variables.
+
+Kept apart from :mod:`qbo_connect.config` so the gateway's cold start reads only what it uses
+and a misconfigured webhook deploy names its own variable (:class:`ConfigurationError`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from qbo_connect.errors import ConfigurationError
+
+DETAIL_TYPE = "quickbooks.entity_changed"
+SOURCE = "qbo-connect"
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Every knob of the webhook gateway and processor (defaults suit production)."""
+
+    verifier_secret_id: str = ""
+    queue_url: str = ""
+    dead_letter_queue_url: str = ""
+    table_name: str = ""
+    event_bus_name: str = "default"
+    #: Bodies larger than this are refused with 413 before any other work.
+    max_body_bytes: int = 1_048_576
+    #: After the verifier token is rotated, the previous one stays valid this long.
+    overlap_seconds: float = 3600.0
+    #: How long a container trusts its cached verifier tokens before reading the secret again.
+    secret_max_age_seconds: float = 300.0
+    #: How long a processed event id is remembered (duplicates within it are dropped).
+    dedup_ttl_seconds: int = 7 * 86400
+    #: How long a processor's claim on an event lives before another delivery may take it over.
+    claim_seconds: float = 120.0
+    #: Backoff of a failed message: base * 2^(receives - 1), capped (SQS visibility timeout).
+    retry_base_seconds: float = 10.0
+    retry_max_seconds: float = 900.0
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigurationError(f"{name} must not be negative")
+    return value
+
+
+def load_webhook_settings(env: Mapping[str, str] | None = None) -> WebhookSettings:
+    """Settings from a mapping of env vars (``os.environ`` by default).
+
+    The overlap is given in minutes by the template (``WEBHOOK_VERIFIER_OVERLAP_MINUTES``);
+    ``WEBHOOK_VERIFIER_OVERLAP_SECONDS`` wins when set (tests use a few seconds).
+    """
+    env = os.environ if env is None else env
+    overlap_minutes = _number(env, "WEBHOOK_VERIFIER_OVERLAP_MINUTES", 60.0)
+    return WebhookSettings(
+        verifier_secret_id=env.get("WEBHOOK_VERIFIER_SECRET_ID", "").strip(),
+        queue_url=env.get("WEBHOOK_QUEUE_URL", "").strip(),
+        dead_letter_queue_url=env.get("WEBHOOK_DEAD_LETTER_QUEUE_URL", "").strip(),
+        table_name=env.get("TABLE_NAME", "").strip(),
+        event_bus_name=env.get("EVENT_BUS_NAME", "default").strip() or "default",
+        max_body_bytes=int(_number(env, "WEBHOOK_MAX_BODY_BYTES", 1_048_576)),
+        overlap_seconds=_number(env, "WEBHOOK_VERIFIER_OVERLAP_SECONDS", overlap_minutes * 60),
+        secret_max_age_seconds=_number(env, "SECRET_MAX_AGE_SECONDS", 300.0),
+        dedup_ttl_seconds=int(_number(env, "WEBHOOK_DEDUP_TTL_SECONDS", 7 * 86400)),
+        claim_seconds=_number(env, "WEBHOOK_CLAIM_SECONDS", 120.0),
+        retry_base_seconds=_number(env, "WEBHOOK_RETRY_BASE_SECONDS", 10.0),
+        retry_max_seconds=_number(env, "WEBHOOK_RETRY_MAX_SECONDS", 900.0),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_webhook_settings() -> WebhookSettings:
+    """The container's settings, built on first use and then reused."""
+    return load_webhook_settings()
