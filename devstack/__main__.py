@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from devstack.logs import ReadableStream
 from devstack.stack import DEFAULT_STATE_DIR, DEFAULT_TEMPLATE, LocalStack, PortInUseError
@@ -27,6 +28,13 @@ def _port(value: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"not a port: {value}")
     return port
+
+
+def _endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http(s)://host:port URL, got {value!r}")
+    return value.rstrip("/")
 
 
 def _override(value: str) -> tuple[str, str]:
@@ -49,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--lambda-port", type=_port, default=3001, help="Lambda Invoke API (0 = any free)"
     )
     parser.add_argument("--aws-port", type=_port, default=5000, help="moto server (0 = any free)")
+    parser.add_argument(
+        "--aws-endpoint",
+        type=_endpoint,
+        default=None,
+        metavar="URL",
+        help=(
+            "use this existing AWS-compatible endpoint (another moto server, LocalStack, the "
+            "fault proxy devstack.aws_faults) instead of starting moto; the table, key, secret, "
+            "queues and bus are created there as usual. It must apply DynamoDB conditional "
+            "writes atomically, as DynamoDB does (a plain moto server does not: serve "
+            "devstack.moto_fixes.moto_app()); this stack cannot patch it from here"
+        ),
+    )
     parser.add_argument(
         "--intuit-port", type=_port, default=0, help="Intuit simulator (default 0 = any free)"
     )
@@ -125,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_port=args.api_port,
         lambda_port=args.lambda_port,
         aws_port=args.aws_port,
+        aws_endpoint=args.aws_endpoint,
         intuit_port=args.intuit_port,
         state_dir=args.state_dir,
         template_path=args.template,

@@ -802,9 +802,13 @@ class LocalStack:
         poller: bool = True,
         stack_name: str = tpl.DEFAULT_STACK_NAME,
         out: Callable[[str], None] | None = None,
+        aws_endpoint: str | None = None,
     ) -> None:
         self.ports = {"--api-port": api_port, "--lambda-port": lambda_port}
         self.aws_port = aws_port
+        # An existing AWS-compatible endpoint to use instead of starting moto (it must apply
+        # conditional writes atomically, as DynamoDB does: it cannot be patched from here).
+        self.aws_endpoint = aws_endpoint.rstrip("/") if aws_endpoint else None
         self.intuit_port = intuit_port
         self.template_path = Path(template_path).resolve()
         self.root = self.template_path.parent
@@ -880,7 +884,8 @@ class LocalStack:
         # Fail fast on taken ports, before anything else starts.
         sockets = {flag: _bind(flag, port) for flag, port in self.ports.items()}
         try:
-            _check_free("--aws-port", self.aws_port)
+            if self.aws_endpoint is None:
+                _check_free("--aws-port", self.aws_port)
             _check_free("--intuit-port", self.intuit_port)
         except PortInUseError:
             for sock in sockets.values():
@@ -977,15 +982,19 @@ class LocalStack:
     def _start_moto(self) -> None:
         import boto3
 
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
-        self._moto = _moto_server(self.aws_port)
-        self.say(f"starting moto server on {HOST}:{self.aws_port or 'any free port'}")
-        self._moto.start()
-        if self._moto.error is not None:
-            self._moto = None
-            raise PortInUseError("--aws-port", self.aws_port)
-        host, port = self._moto.get_host_and_port()
-        self.aws_url = f"http://{host}:{port}"
+        if self.aws_endpoint is not None:
+            self.aws_url = self.aws_endpoint
+            self.say(f"using the AWS endpoint {self.aws_url} (no moto server started)")
+        else:
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
+            self._moto = _moto_server(self.aws_port)
+            self.say(f"starting moto server on {HOST}:{self.aws_port or 'any free port'}")
+            self._moto.start()
+            if self._moto.error is not None:
+                self._moto = None
+                raise PortInUseError("--aws-port", self.aws_port)
+            host, port = self._moto.get_host_and_port()
+            self.aws_url = f"http://{host}:{port}"
         self.region = os.environ.get("AWS_DEFAULT_REGION") or tpl.DEFAULT_REGION
         self._setenv("AWS_ENDPOINT_URL", self.aws_url)
         for key in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_")]:
@@ -1002,7 +1011,8 @@ class LocalStack:
             aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             region_name=self.region,
         )
-        self.say(f"moto server on {self.aws_url}")
+        if self._moto is not None:
+            self.say(f"moto server on {self.aws_url}")
 
     def client(self, service: str) -> Any:
         """A boto3 client for the local AWS endpoint."""

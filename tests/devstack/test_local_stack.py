@@ -569,7 +569,7 @@ def test_devstack_process_end_to_end(tmp_path):
         attrs = sqs.get_queue_attributes(
             QueueUrl=ep["queues"]["RefreshQueue"], AttributeNames=["All"]
         )["Attributes"]
-        assert attrs["VisibilityTimeout"] == "540"
+        assert attrs["VisibilityTimeout"] == "1080"
         assert json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] == 5
 
         # Lifecycle events put on the bus are copied to the events queue

@@ -185,7 +185,9 @@ class Seeder:
             due_at=due_at,
         )
         if used_at is not None:
-            vault.store.touch_last_used(realm_id, now=used_at, min_interval=0, due_at=due_at)
+            vault.store.touch_last_used(
+                realm_id, now=used_at, min_interval=0, due_at=due_at, seen_version=1
+            )
         if kind.revoked:
             self.http.post(
                 f"{self.stack.intuit}/_sim/revoke-realm", json={"realm_id": realm_id}, timeout=10

@@ -442,7 +442,13 @@ def reset_runtime() -> None:
     from qbo_connect import config, runtime
 
     config.get_settings.cache_clear()
-    for cached in (runtime.aws_client, runtime.store, runtime.cipher, runtime.events):
+    for cached in (
+        runtime.boto_config,
+        runtime.aws_client,
+        runtime.store,
+        runtime.cipher,
+        runtime.events,
+    ):
         cached.cache_clear()
     runtime.vault.cache_clear()
     runtime._intuit_clients.clear()

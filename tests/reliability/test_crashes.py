@@ -7,11 +7,13 @@ Crash points (tests/reliability/worker.py wraps the production method of each st
 - ``after_commit``: the new tokens are committed, the caller was never answered.
 
 The lease of a dead holder must expire before anyone can take over, so these tests run with a
-2 s lease (``REFRESH_LEASE_SECONDS``). With Intuit's 24 h grace nothing is ever lost. With grace
-0 only ``after_intuit`` loses the connection, because the one refresh token Intuit still honours
-died with the process; the vault then flags it (``last_error``, ``invalid_grant_count``) and,
-once the rejection has persisted over the window, marks it ``needs_reauthorization`` with one
-``connection.needs_reauthorization`` event. It is never left "active and broken" unflagged.
+9 s lease (``REFRESH_LEASE_SECONDS``), the shortest Settings accepts for the compressed Intuit
+and AWS timeouts they also set (one attempt each: 1 s + 3 x 2.5 s). With Intuit's 24 h grace
+nothing is ever lost. With grace 0 only ``after_intuit`` loses the connection, because the one
+refresh token Intuit still honours died with the process; the vault then flags it
+(``last_error``, ``invalid_grant_count``) and, once the rejection has persisted over the
+window, marks it ``needs_reauthorization`` with one ``connection.needs_reauthorization`` event.
+It is never left "active and broken" unflagged.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ import pytest
 from tests.reliability.conftest import Harness, Workers, token_is_valid_at_intuit
 
 GRACE_24H = 86400.0
-LEASE = {"REFRESH_LEASE_SECONDS": 2, "LEASE_WAIT_SECONDS": 10, "INTUIT_TIMEOUT_SECONDS": 1}
+LEASE = {
+    "REFRESH_LEASE_SECONDS": 9,
+    "LEASE_WAIT_SECONDS": 15,
+    "INTUIT_TIMEOUT_SECONDS": 1,
+    "INTUIT_MAX_ATTEMPTS": 1,
+    "AWS_MAX_ATTEMPTS": 1,
+    "AWS_CONNECT_TIMEOUT_SECONDS": 0.5,
+    "AWS_READ_TIMEOUT_SECONDS": 2,
+}
 # The rejection window of the grace-0 case, shrunk from hours to a second for the test.
 WINDOW = {"INVALID_GRANT_WINDOW_SECONDS": 1, "INVALID_GRANT_MIN_ATTEMPTS": 2}
 NEEDS_REAUTH = "connection.needs_reauthorization"
@@ -54,6 +64,10 @@ def test_crash_after_lease_before_intuit_is_recovered_by_the_next_process(
     realm_id, issued = crash_refresh(harness, workers, "after_lease")
     conn = harness.connection(realm_id)
     assert conn is not None and conn.lease_owner is not None and conn.version == 1
+    # and the lease made it due just after it expires: the sweep comes back even if no
+    # caller does (recovery does not wait for the keep-alive)
+    assert conn.lease_until is not None and conn.due_at is not None
+    assert conn.lease_until < conn.due_at <= conn.lease_until + 30
     assert harness.sim.counters()["token.refresh_token"] == 0
     # When another process asks for a token
     run = workers.run([realm_id], env=LEASE)
@@ -101,6 +115,10 @@ def test_crash_between_intuit_answer_and_commit_with_24h_grace_loses_nothing(
     assert harness.stored_tokens(realm_id)["refresh"] == issued["refresh_token"]  # now stale
     conn = harness.connection(realm_id)
     assert conn is not None and conn.lease_owner is not None and conn.version == 1
+    # and the lease made it due just after it expires: the sweep comes back even if no
+    # caller does (recovery does not wait for the keep-alive)
+    assert conn.lease_until is not None and conn.due_at is not None
+    assert conn.lease_until < conn.due_at <= conn.lease_until + 30
     # When another process asks for a token
     run = workers.run([realm_id], env=LEASE)
     # Then it refreshes with the stored (superseded) token inside Intuit's grace and succeeds

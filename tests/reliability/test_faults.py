@@ -253,7 +253,9 @@ def test_revoked_token_ends_in_needs_reauthorization_with_exactly_one_event(
         "tenant_id": "tenant-revoked",
         "reason": "invalid_grant",
         "occurred_at": events[0]["detail"]["occurred_at"],
+        "event_id": events[0]["detail"]["event_id"],  # stable across redeliveries
     }
+    assert len(events[0]["detail"]["event_id"]) == 32
     # and later calls (get_token, refresh) neither call Intuit nor emit again
     assert error_code(svc.get_token(realm_id)) == "needs_reauthorization"
     assert error_code(svc.connections({"action": "refresh", "realm_id": realm_id})) == (

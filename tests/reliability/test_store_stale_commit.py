@@ -3,9 +3,9 @@
 tests/unit/test_store.py pins the store's conditions on in-process moto. Here the same rules
 are held against moto server over HTTP with many threads racing, plus two cases that only
 show up end to end: an SDK retry replaying a commit DynamoDB already applied, and a holder
-whose lease ran out while Intuit was still answering (a lease configured shorter than Intuit's
-response time): its late commit is refused, and its caller still gets a token that is valid
-for what it asked, never the expired one it set out to replace.
+whose lease ran out while Intuit was still answering (a paused holder): nobody committed, so
+its late commit on the unchanged version is taken, and both callers get a token that is valid
+for what they asked, never the expired one it set out to replace.
 """
 
 from __future__ import annotations
@@ -73,14 +73,14 @@ def test_stale_commit_never_overwrites_a_newer_token(harness: Harness) -> None:
     realm_id, _ = harness.connect()
     now = time.time()
     harness.store.acquire_lease(realm_id, seen_version=1, owner="A", now=now, until=now + 30)
-    harness.store.commit_refresh(
-        realm_id,
-        seen_version=1,
-        owner="A",
-        tokens=sealed(harness, realm_id, "A"),
-        now=now,
-        due_at=None,
-    )
+    commit_a = {
+        "seen_version": 1,
+        "owner": "A",
+        "tokens": sealed(harness, realm_id, "A"),
+        "now": now,
+        "due_at": None,
+    }
+    harness.store.commit_refresh(realm_id, **commit_a)
     # When B, who read version 1 too, commits / Then it is refused
     with pytest.raises(LeaseLost):
         harness.store.commit_refresh(
@@ -91,17 +91,15 @@ def test_stale_commit_never_overwrites_a_newer_token(harness: Harness) -> None:
             now=now,
             due_at=None,
         )
-    # When A's own commit is replayed (an SDK retry after DynamoDB applied the first) / Then
-    # it is refused too: the version moved on
+    # When A's own commit is replayed (an SDK retry after DynamoDB applied the first: the
+    # same request) / Then it meets its own write and succeeds, changing nothing
+    assert harness.store.commit_refresh(realm_id, **commit_a).version == 2
+    # but not once someone leased the version it produced: that lease stands
+    harness.store.acquire_lease(realm_id, seen_version=2, owner="C", now=now, until=now + 30)
     with pytest.raises(LeaseLost):
-        harness.store.commit_refresh(
-            realm_id,
-            seen_version=1,
-            owner="A",
-            tokens=sealed(harness, realm_id, "A-replayed"),
-            now=now,
-            due_at=None,
-        )
+        harness.store.commit_refresh(realm_id, **commit_a)
+    assert (harness.connection(realm_id) or pytest.fail()).lease_owner == "C"
+    harness.store.release_lease(realm_id, owner="C", now=now)
     # Then A's first commit is what is stored
     conn = harness.connection(realm_id)
     assert conn is not None and (conn.version, conn.lease_owner) == (2, None)
@@ -164,13 +162,22 @@ def test_holder_that_lost_its_lease_mid_refresh_never_hands_out_the_expired_toke
     harness: Harness, service
 ) -> None:
     """A's lease (2 s) runs out while Intuit takes 2.6 s to answer it; B takes over and its
-    refresh (1 s) is still in flight when A's answer arrives, so A's commit is refused while
-    the stored token is still the expired one. A's caller must wait for B's commit, not get
-    the expired token back as if it were fresh (it did, before the fix in tokens.py)."""
+    refresh (1 s) is still in flight when A's answer arrives. A's commit meets B's lease; the
+    version is unchanged (nobody committed), so A commits late: its tokens, issued for the
+    stored refresh token of that version, are the newest. B's commit then meets the moved
+    version and B's caller reads A's token. Neither caller may get the expired token back as
+    if it were fresh (one did, before an earlier fix in tokens.py).
+
+    Settings refuses a lease shorter than the worst case under it; a lease that lapses under a
+    live holder happens only to a paused process, so the test forces a 2 s lease on the
+    container's settings after they were checked."""
     # Given Intuit's 24 h grace (both refreshes succeed at Intuit) and a lease shorter than
     # Intuit's answer to A
     harness.sim.configure(refresh_grace_seconds=86400)
-    svc = service(REFRESH_LEASE_SECONDS=2, LEASE_WAIT_SECONDS=15, INTUIT_TIMEOUT_SECONDS=5)
+    svc = service(LEASE_WAIT_SECONDS=15, INTUIT_TIMEOUT_SECONDS=5)
+    from qbo_connect.config import get_settings
+
+    object.__setattr__(get_settings(), "lease_seconds", 2.0)
     realm_id, issued = harness.connect(access_expires_in=0)
     harness.sim.set_faults(latency_seconds=2.6)
     responses: dict[str, dict[str, Any]] = {}
@@ -191,8 +198,8 @@ def test_holder_that_lost_its_lease_mid_refresh_never_hands_out_the_expired_toke
     b.start()
     a.join()
     b.join()
-    # Then A's late commit did not overwrite B's, and both callers got B's token, valid for
-    # at least what they asked, never the expired token A set out to replace
+    # Then both callers got the one committed token (A's late commit; B's was refused on the
+    # moved version), valid for at least what they asked, never the expired token
     stored = harness.stored_tokens(realm_id)
     for name in ("A", "B"):
         response = responses[name]

@@ -38,9 +38,15 @@ class RecordingEvents:
 
     def __init__(self) -> None:
         self.published: list[tuple[str, dict[str, Any]]] = []
+        self.event_ids: list[str] = []  # of the outbox events, in publishing order
 
     def publish(self, detail_type: str, detail: dict[str, Any]) -> bool:
         self.published.append((detail_type, detail))
+        return True
+
+    def publish_pending(self, event: Any) -> bool:
+        self.published.append((event.detail_type, dict(event.detail)))
+        self.event_ids.append(event.event_id)
         return True
 
     def of(self, detail_type: str) -> list[dict[str, Any]]:

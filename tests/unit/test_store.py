@@ -8,6 +8,8 @@ import boto3
 import pytest
 
 from qbo_connect.errors import AlreadyConsumed, AlreadyExists, LeaseHeld, LeaseLost, NotFound
+from qbo_connect.events import NEEDS_REAUTHORIZATION as NEEDS_REAUTH
+from qbo_connect.events import PendingEvent
 from qbo_connect.store import SealedTokens, Store, due_shard_for
 
 
@@ -99,16 +101,117 @@ def test_live_lease_blocks_others_and_release_records_invalid_grant(store):
     assert conn.refresh_token_enc == b"rt-v1"  # tokens untouched
 
 
+def dead_event(now: float) -> PendingEvent:
+    return PendingEvent.new(NEEDS_REAUTH, {"realm_id": "123", "reason": "x"}, now=now)
+
+
 def test_needs_reauthorization_is_won_by_exactly_one_caller(store):
     create(store)
     now = time.time()
     store.acquire_lease("123", seen_version=1, owner="A", now=now, until=now + 30)
-    store.mark_needs_reauthorization("123", seen_version=1, owner="A", reason="x", now=now)
+    event = dead_event(now)
+    store.mark_needs_reauthorization(
+        "123", seen_version=1, owner="A", reason="x", now=now, event=event
+    )
+    # Another verdict (its own event) is refused: the first one stands, with one event
     with pytest.raises(LeaseLost):
-        store.mark_needs_reauthorization("123", seen_version=1, owner="A", reason="x", now=now)
+        store.mark_needs_reauthorization(
+            "123", seen_version=1, owner="A", reason="x", now=now, event=dead_event(now)
+        )
     conn = store.get_connection("123")
     assert conn.status == "needs_reauthorization"
-    assert conn.due_at is None  # out of the sparse DueIndex
+    assert [e.event_id for e in conn.pending_events] == [event.event_id]
+    # It stays in DueIndex until its event is delivered, then leaves it
+    assert conn.due_at is not None
+    assert store.clear_event("123", event.event_id)
+    assert not store.clear_event("123", event.event_id)  # a second delivery clears nothing
+    assert store.drop_due("123", seen_due_at=conn.due_at)
+    assert store.get_connection("123").due_at is None
+
+
+def test_a_retried_write_recognises_its_own_earlier_success(store):
+    """boto3 retries a request whose first attempt was applied but whose answer was lost:
+    the retry meets its own write and must succeed, not fail its condition."""
+    create(store)
+    now = time.time()
+    # Lease: the retry meets our own live lease
+    store.acquire_lease("123", seen_version=1, owner="A", now=now, until=now + 30)
+    again = store.acquire_lease("123", seen_version=1, owner="A", now=now, until=now + 30)
+    assert again.lease_owner == "A"
+    with pytest.raises(LeaseHeld):
+        store.acquire_lease("123", seen_version=1, owner="B", now=now, until=now + 30)
+    # Commit: the retry meets our own committed version
+    args = {"seen_version": 1, "owner": "A", "tokens": sealed(b"A"), "now": now, "due_at": None}
+    assert store.commit_refresh("123", **args).version == 2
+    assert store.commit_refresh("123", **args).version == 2
+    with pytest.raises(LeaseLost):
+        store.commit_refresh("123", **{**args, "owner": "B"})
+    # Mark dead: the retry meets its own event
+    store.acquire_lease("123", seen_version=2, owner="C", now=now, until=now + 30)
+    event = dead_event(now)
+    mark = {"seen_version": 2, "owner": "C", "reason": "x", "now": now, "event": event}
+    store.mark_needs_reauthorization("123", **mark)
+    assert store.mark_needs_reauthorization("123", **mark).status == "needs_reauthorization"
+    # Expiring threshold: the retry meets its own event; a second worker's event is refused
+    expiring = PendingEvent.new("connection.expiring", {"realm_id": "123"}, now=now)
+    assert store.mark_expiring_notified("123", days=7, event=expiring)
+    assert store.mark_expiring_notified("123", days=7, event=expiring)
+    other = PendingEvent.new("connection.expiring", {"realm_id": "123"}, now=now)
+    assert not store.mark_expiring_notified("123", days=7, event=other)
+    assert store.get_connection("123").expiring_notified == (7,)
+    # Sweep claim: the retry meets its own claim; another sweep's claim is refused
+    create(store, realm="124")
+    seen = store.get_connection("124").due_at
+    assert store.claim_due("124", seen_due_at=seen, due_at=now + 900, claim_id="run-1")
+    assert store.claim_due("124", seen_due_at=seen, due_at=now + 900, claim_id="run-1")
+    assert not store.claim_due("124", seen_due_at=seen, due_at=now + 900, claim_id="run-2")
+    # Create: the retry meets its own created event at version 1
+    created = PendingEvent.new("connection.created", {"realm_id": "125"}, now=now)
+    kwargs = {
+        "realm_id": "125",
+        "tenant_id": "t1",
+        "environment": "sandbox",
+        "scopes": ["openid"],
+        "tokens": sealed(b"c"),
+        "now": now,
+        "event": created,
+    }
+    store.create_connection(**kwargs)
+    assert store.create_connection(**kwargs).version == 1
+    with pytest.raises(AlreadyExists):
+        store.create_connection(**{**kwargs, "event": dead_event(now)})
+
+
+def test_a_late_commit_needs_the_unchanged_version_only(store):
+    create(store)
+    now = time.time()
+    store.acquire_lease("123", seen_version=1, owner="A", now=now, until=now + 1)
+    store.acquire_lease("123", seen_version=1, owner="B", now=now + 2, until=now + 30)
+    # A's lease lapsed and B holds one, but nobody committed: A's late commit is taken
+    args = {"seen_version": 1, "tokens": sealed(b"A"), "now": now, "due_at": None}
+    with pytest.raises(LeaseLost):
+        store.commit_refresh("123", owner="A", **args)
+    assert store.commit_refresh("123", owner="A", late=True, **args).version == 2
+    # and B's commit on the old version is refused: A's tokens stand
+    with pytest.raises(LeaseLost):
+        store.commit_refresh("123", owner="B", late=True, **args)
+    assert store.get_connection("123").refresh_token_enc == b"rt-A"
+
+
+def test_touch_never_moves_a_committed_due_time_from_a_stale_read(store):
+    create(store)
+    now = time.time()
+    store.acquire_lease("123", seen_version=1, owner="A", now=now, until=now + 30)
+    store.commit_refresh(
+        "123", seen_version=1, owner="A", tokens=sealed(b"A"), now=now, due_at=now + 80_000
+    )
+    # A reader that read version 1 computes an early due time: it is not written
+    assert not store.touch_last_used(
+        "123", now=now, min_interval=300, due_at=now - 10, seen_version=1
+    )
+    assert store.get_connection("123").due_at == pytest.approx(now + 80_000, abs=0.01)
+    # A reader of the current version may
+    assert store.touch_last_used("123", now=now, min_interval=300, due_at=now + 50, seen_version=2)
 
 
 def test_reconnect_is_refused_for_another_tenant(store):

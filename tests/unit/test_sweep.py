@@ -101,7 +101,9 @@ def seed(
         due_at=due_at,
     )
     if used_at is not None:
-        vault.store.touch_last_used(realm_id, now=used_at, min_interval=0, due_at=due_at)
+        vault.store.touch_last_used(
+            realm_id, now=used_at, min_interval=0, due_at=due_at, seen_version=1
+        )
     conn = vault.store.get_connection(realm_id)
     assert conn is not None
     return conn
@@ -467,14 +469,26 @@ def test_intuit_outage_fails_the_item_for_a_retry_and_keeps_it_due(h):
     # Intuit answers 503 to every attempt of the second refresh (3 attempts)
     h.work(messages[:1])
     h.sim.set_faults(status_5xx=3)
+    started = time.time()
     failed = h.work(messages[1:])
+    finished = time.time()
     assert failed == [messages[1]["MessageId"]]
     conn = h.store.get_connection(down.realm_id)
     assert conn.version == down.version and conn.lease_owner is None  # tokens untouched
-    # The redelivered message (same claim) refreshes once Intuit is back
+    # and it is due again after a bounded, jittered backoff (60 s base: 30-60 s the first time)
+    assert conn.refresh_failures == 1
+    assert started + 30 <= conn.due_at <= finished + 60
+    # The redelivered message is acknowledged without calling Intuit: the backoff decides
     h.sim.clear_faults()
+    h.sim.reset_counters()
     assert h.work(messages[1:]) == []
-    assert h.store.get_connection(down.realm_id).version == down.version + 1
+    assert h.sim.counters().get("token", 0) == 0
+    # Once the backoff has passed, the sweep enqueues it again and it refreshes
+    h.store.set_due(down.realm_id, seen_version=down.version, due_at=time.time() - 1)
+    h.sweep()
+    assert h.work(h.receive_all()) == []
+    conn = h.store.get_connection(down.realm_id)
+    assert (conn.version, conn.refresh_failures) == (down.version + 1, 0)
     assert h.store.get_connection(ok.realm_id).version == ok.version + 1
 
 
@@ -504,6 +518,7 @@ def test_needs_reauthorization_is_acknowledged_with_one_event(h, capsys):
     assert h.events.of("connection.needs_reauthorization") == [
         {"realm_id": conn.realm_id, "tenant_id": "tenant-a", "reason": "refresh_token_expired"}
     ]
+    assert len(h.events.event_ids) == 1 and len(h.events.event_ids[0]) == 32
     assert h.sweep()["due"] == 0  # flagged connections leave the index (the sweep flushes)
     totals = emf_metrics(capsys.readouterr().out)
     assert totals["InvalidGrant"] == 1 and totals["RefreshFailed"] == 1
@@ -623,7 +638,7 @@ def test_handlers_run_sweep_and_worker_end_to_end(wired, capsys):
     capsys.readouterr()
     # When the scheduled sweep runs and the worker gets the queue's messages
     counts = sweep_app.lambda_handler(scheduled, Context())
-    response = worker_app.lambda_handler(sqs_event(h.receive_all()), Context(90_000))
+    response = worker_app.lambda_handler(sqs_event(h.receive_all()), Context(300_000))
     # Then the counts, the refreshes and the metrics line up
     assert counts["due"] == counts["enqueued"] == 4
     assert counts["complete"] is True and counts["shards"] == 16

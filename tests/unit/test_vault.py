@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 
+from qbo_connect.crypto import TokenCipher
 from qbo_connect.errors import (
     ConfigurationError,
     InvalidRequest,
@@ -47,7 +50,7 @@ def test_expired_access_token_is_refreshed_once_and_rotation_is_stored(aws, stri
     assert token.access_token != body["access_token"]
     conn = vault.store.get_connection(REALM)
     assert conn.version == 2
-    assert conn.previous_refresh_token_enc is not None  # the superseded token is kept
+    assert conn.previous_refresh_token_enc is None  # the superseded token is not kept
     # and the rotated refresh token works (strict mode: the old one would not)
     assert vault.refresh(REALM).version == 3
     assert strict_sim.counters()["token.refresh_token.ok"] == 2
@@ -198,3 +201,191 @@ def test_waiters_do_not_retry_intuit_after_the_leader_failed(aws, strict_sim):
     # Then all learn that Intuit is down, from the leader's three attempts only
     assert outcomes == ["refresh_unavailable"] * 10
     assert strict_sim.counters()["token"] == 3
+
+
+def test_min_valid_beyond_what_intuit_grants_costs_at_most_one_refresh(aws, strict_sim):
+    # Given Intuit grants access tokens of 10 minutes and a caller wants 50 minutes
+    vault = make_vault(make_settings(aws, strict_sim))
+    connect(vault, strict_sim, access_expires_in=0)
+    strict_sim.configure(access_token_ttl=600)
+    strict_sim.reset_counters()
+    # When it asks twice
+    first = vault.get_token(REALM, 3000)
+    # Then one refresh gives the freshest token there is, and it is returned
+    assert strict_sim.counters()["token.refresh_token"] == 1
+    assert 500 < first.expires_at - time.time() <= 600
+    # (a later call with the same wish refreshes once more, never in a loop)
+    vault.get_token(REALM, 3000)
+    assert strict_sim.counters()["token.refresh_token"] == 2
+
+
+class FailingKms:
+    """A KMS client whose Decrypt is throttled ``times`` times, then works."""
+
+    def __init__(self, real, times: int) -> None:
+        self._real = real
+        self.exceptions = real.exceptions
+        self.times = times
+
+    def decrypt(self, **kwargs):
+        if self.times > 0:
+            self.times -= 1
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "Decrypt"
+            )
+        return self._real.decrypt(**kwargs)
+
+    def generate_data_key(self, **kwargs):
+        return self._real.generate_data_key(**kwargs)
+
+
+def test_kms_throttled_under_the_lease_releases_it_and_the_next_caller_refreshes(aws, strict_sim):
+    # Given a cold container (no cached data key) whose KMS Decrypt is throttled once
+    settings = make_settings(aws, strict_sim)
+    seeded = make_vault(settings)
+    connect(seeded, strict_sim, access_expires_in=0)
+    vault = make_vault(settings)
+    vault.cipher = TokenCipher(FailingKms(boto3.client("kms"), times=1), settings.token_key_id)
+    strict_sim.reset_counters()
+    # When a caller asks
+    with pytest.raises(RefreshUnavailable):
+        vault.get_token(REALM, 300)
+    # Then the lease is released (not leaked for the whole lease), the tokens are untouched,
+    # the failure is recorded, and the connection is due again after a short backoff
+    conn = vault.store.get_connection(REALM)
+    assert (conn.lease_owner, conn.version, conn.last_error) == (
+        None,
+        1,
+        "kms: ThrottlingException",
+    )
+    assert conn.due_at < time.time() + settings.retry_backoff_base_seconds + 1
+    # and the next caller refreshes at once
+    assert vault.get_token(REALM, 300).access_token
+    assert strict_sim.counters()["token.refresh_token"] == 1
+
+
+def test_undecryptable_tokens_are_flagged_once_with_an_event(aws, strict_sim):
+    # Given a connection whose refresh token ciphertext was damaged
+    events = RecordingEvents()
+    vault = make_vault(make_settings(aws, strict_sim), events=events)
+    conn, _ = connect(vault, strict_sim, access_expires_in=0)
+    damaged = conn.refresh_token_enc[:-1] + bytes([conn.refresh_token_enc[-1] ^ 1])
+    vault.store.table.update_item(
+        Key={"pk": f"REALM#{REALM}", "sk": "CONNECTION"},
+        UpdateExpression="SET refresh_token_enc = :b",
+        ExpressionAttributeValues={":b": damaged},
+    )
+    strict_sim.reset_counters()
+    # When callers ask, again and again
+    for _ in range(3):
+        with pytest.raises(NeedsReauthorization) as info:
+            vault.get_token(REALM, 300)
+        assert info.value.details["reason"] == "tokens_undecryptable"
+    # Then it was flagged once, with one event, no lease left, out of the sweep's index
+    conn = vault.store.get_connection(REALM)
+    assert (conn.status, conn.reauth_reason, conn.lease_owner, conn.due_at) == (
+        "needs_reauthorization",
+        "tokens_undecryptable",
+        None,
+        None,
+    )
+    assert [e["reason"] for e in events.of("connection.needs_reauthorization")] == [
+        "tokens_undecryptable"
+    ]
+    assert strict_sim.counters().get("token", 0) == 0
+
+
+class FlakyTable:
+    """A DynamoDB Table whose UpdateItem fails before applying, for the next ``times`` calls
+    whose update writes ``attribute`` (boto3 has already given up on each)."""
+
+    def __init__(self, real, attribute: str, times: int) -> None:
+        self._real = real
+        self.attribute = attribute
+        self.times = times
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def update_item(self, **kwargs):
+        if self.times > 0 and self.attribute in kwargs.get("ExpressionAttributeNames", {}).values():
+            self.times -= 1
+            raise ClientError(
+                {"Error": {"Code": "InternalServerError", "Message": "try again"}}, "UpdateItem"
+            )
+        return self._real.update_item(**kwargs)
+
+
+def test_a_commit_failing_transiently_is_retried_within_the_lease(aws, strict_sim):
+    # Given DynamoDB refuses the commit twice (each after boto3's own retries), no grace
+    vault = make_vault(make_settings(aws, strict_sim), sleep=lambda s: None)
+    connect(vault, strict_sim, access_expires_in=0)
+    vault.store.table = FlakyTable(vault.store.table, "committed_by", times=2)
+    strict_sim.reset_counters()
+    # When a caller asks / Then the rotation Intuit made is stored, not thrown away
+    token = vault.get_token(REALM, 300)
+    conn = vault.store.get_connection(REALM)
+    assert (conn.version, conn.lease_owner) == (2, None)
+    assert strict_sim.counters()["token.refresh_token"] == 1
+    # and the stored refresh token is Intuit's current one (strict mode)
+    assert vault.refresh(REALM).version == 3
+    assert token.access_token
+
+
+def test_a_holder_whose_lease_lapsed_unchallenged_keeps_its_tokens(aws, strict_sim):
+    # Given a holder whose lease expired while Intuit answered, and nobody took it over
+    vault = make_vault(make_settings(aws, strict_sim))
+    connect(vault, strict_sim, access_expires_in=0)
+    original = vault.intuit_client
+
+    def slow_refresh():
+        client = original()
+
+        class Late:
+            def refresh(self, token):
+                tokens = client.refresh(token)
+                # the lease lapses: someone else's acquire would succeed now
+                vault.store.table.update_item(
+                    Key={"pk": f"REALM#{REALM}", "sk": "CONNECTION"},
+                    UpdateExpression="SET lease_until = :t",
+                    ExpressionAttributeValues={":t": 0},
+                )
+                vault.store.release_lease(REALM, owner=vault_owner(), now=time.time())
+                return tokens
+
+        return Late()
+
+    def vault_owner():
+        return vault.store.get_connection(REALM).lease_owner
+
+    vault.intuit_client = slow_refresh
+    strict_sim.reset_counters()
+    # When its commit meets LeaseLost with the version unchanged
+    token = vault.get_token(REALM, 300)
+    # Then the new tokens are committed late, not thrown away: one rotation, and it works
+    conn = vault.store.get_connection(REALM)
+    assert conn.version == 2
+    assert strict_sim.counters()["token.refresh_token"] == 1
+    vault.intuit_client = original
+    assert vault.refresh(REALM).version == 3
+    assert token.access_token
+
+
+def test_a_missing_client_secret_under_the_lease_releases_it(aws, strict_sim):
+    # Given the Intuit client cannot be built (the secret lacks client_id)
+    vault = make_vault(make_settings(aws, strict_sim))
+    connect(vault, strict_sim, access_expires_in=0)
+
+    def no_client():
+        raise ConfigurationError("the Intuit client secret lacks client_id")
+
+    vault.intuit_client = no_client
+    # When a caller asks / Then it learns the configuration is wrong and the lease is free
+    with pytest.raises(ConfigurationError):
+        vault.get_token(REALM, 300)
+    conn = vault.store.get_connection(REALM)
+    assert (conn.lease_owner, conn.version, conn.last_error) == (
+        None,
+        1,
+        "configuration: configuration_error",
+    )

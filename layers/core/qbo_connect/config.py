@@ -59,6 +59,12 @@ class IntuitEndpoints:
     api_base_url: str
 
 
+#: AWS calls a refresh makes while holding the lease, at most: the KMS unwrap of the data key,
+#: then either the commit, or a consistent re-read and the verdict (release or mark).
+AWS_CALLS_UNDER_LEASE = 3
+LEASE_MARGIN_SECONDS = 5.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service can be configured with. Built once per container."""
@@ -82,11 +88,22 @@ class Settings:
     intuit_max_attempts: int = 3
     intuit_backoff_base_seconds: float = 0.5
     intuit_backoff_max_seconds: float = 8.0
+    # AWS SDK behaviour (every DynamoDB, KMS, SQS and EventBridge client of the service).
+    aws_connect_timeout_seconds: float = 1.0
+    aws_read_timeout_seconds: float = 3.0
+    aws_max_attempts: int = 3
     # Refresh protocol.
-    lease_seconds: float = 0.0  # 0 = derived from the Intuit budget (see lease_duration)
+    lease_seconds: float = 0.0  # 0 = the worst case under the lease (see lease_duration)
     lease_wait_seconds: float = 25.0
     invalid_grant_window_seconds: int = 21600
     invalid_grant_min_attempts: int = 3
+    # Fleet-level invalid_grant breaker: this many distinct connections rejected within the
+    # breaker window, with no successful refresh since, is an Intuit outage, not revocations.
+    invalid_grant_breaker_threshold: int = 10
+    invalid_grant_breaker_window_seconds: int = 3600
+    # After a failed or interrupted refresh, come back after a bounded, jittered backoff.
+    retry_backoff_base_seconds: float = 60.0
+    retry_backoff_max_seconds: float = 1800.0
     access_token_refresh_margin_seconds: int = 300
     last_used_write_interval_seconds: int = 300
     # Sweep.
@@ -111,21 +128,53 @@ class Settings:
     disconnect_hint_source_window_seconds: int = 600
     extra: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def lease_duration(self) -> float:
-        """How long a refresh lease lives.
+    def __post_init__(self) -> None:
+        if self.lease_seconds and self.lease_seconds < self.worst_case_under_lease:
+            raise ConfigurationError(
+                f"REFRESH_LEASE_SECONDS={self.lease_seconds:g} is shorter than the worst case "
+                f"a refresh can spend under the lease ({self.worst_case_under_lease:.1f} s from "
+                "the INTUIT_* and AWS_* timeouts and retries): a holder still at work would "
+                "see its lease taken over. Raise it, or lower those timeouts."
+            )
 
-        It must outlive the whole Intuit timeout-and-retry budget, so a holder that is still
-        working can never see its lease taken over: every attempt's timeout plus every backoff,
-        doubled for safety, plus a fixed margin for DynamoDB and KMS calls.
-        """
-        if self.lease_seconds:
-            return float(self.lease_seconds)
+    @property
+    def aws_call_worst_seconds(self) -> float:
+        """One AWS SDK call when every attempt times out: attempts x (connect + read) plus
+        botocore's standard-mode backoff between attempts (at most 2^n s, capped at 20 s)."""
+        attempts = max(1, self.aws_max_attempts)
+        backoff = sum(min(2.0**n, 20.0) for n in range(attempts - 1))
+        return attempts * (self.aws_connect_timeout_seconds + self.aws_read_timeout_seconds) + (
+            backoff
+        )
+
+    @property
+    def intuit_call_worst_seconds(self) -> float:
+        """One Intuit refresh when every attempt times out, backoffs at their cap."""
         attempts = max(1, self.intuit_max_attempts)
-        budget = attempts * self.intuit_timeout_seconds + (attempts - 1) * (
+        return attempts * self.intuit_timeout_seconds + (attempts - 1) * (
             self.intuit_backoff_max_seconds
         )
-        return 2 * budget + 5.0
+
+    @property
+    def worst_case_under_lease(self) -> float:
+        """The longest a refresh can hold the lease: the one place this figure is computed.
+
+        Under the lease a refresher makes at most :data:`AWS_CALLS_UNDER_LEASE` AWS calls
+        (unwrap the data key at KMS; then re-read and write the verdict, or the commit) and
+        one Intuit refresh. The lease must outlive all of them; the worker defers a message
+        when less than this is left of its invocation.
+        """
+        return self.intuit_call_worst_seconds + AWS_CALLS_UNDER_LEASE * (
+            self.aws_call_worst_seconds
+        )
+
+    @property
+    def lease_duration(self) -> float:
+        """How long a refresh lease lives: ``REFRESH_LEASE_SECONDS`` or the worst case plus a
+        margin, so a holder that is still working never sees its lease taken over."""
+        if self.lease_seconds:
+            return float(self.lease_seconds)
+        return self.worst_case_under_lease + LEASE_MARGIN_SECONDS
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and the local stack use this)."""
@@ -213,6 +262,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         intuit_max_attempts=_int(env, "INTUIT_MAX_ATTEMPTS", 3),
         intuit_backoff_base_seconds=_float(env, "INTUIT_BACKOFF_BASE_SECONDS", 0.5),
         intuit_backoff_max_seconds=_float(env, "INTUIT_BACKOFF_MAX_SECONDS", 8.0),
+        aws_connect_timeout_seconds=_float(env, "AWS_CONNECT_TIMEOUT_SECONDS", 1.0),
+        aws_read_timeout_seconds=_float(env, "AWS_READ_TIMEOUT_SECONDS", 3.0),
+        aws_max_attempts=_int(env, "AWS_MAX_ATTEMPTS", 3),
         lease_seconds=_float(env, "REFRESH_LEASE_SECONDS", 0.0),
         lease_wait_seconds=_float(env, "LEASE_WAIT_SECONDS", 25.0),
         # The template speaks minutes (CloudFormation cannot multiply); seconds win if set.
@@ -222,6 +274,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             _int(env, "INVALID_GRANT_WINDOW_MINUTES", 360) * 60,
         ),
         invalid_grant_min_attempts=_int(env, "INVALID_GRANT_MIN_ATTEMPTS", 3),
+        invalid_grant_breaker_threshold=_int(env, "INVALID_GRANT_BREAKER_THRESHOLD", 10),
+        invalid_grant_breaker_window_seconds=_int(
+            env,
+            "INVALID_GRANT_BREAKER_WINDOW_SECONDS",
+            _int(env, "INVALID_GRANT_BREAKER_WINDOW_MINUTES", 60) * 60,
+        ),
+        retry_backoff_base_seconds=_float(env, "RETRY_BACKOFF_BASE_SECONDS", 60.0),
+        retry_backoff_max_seconds=_float(env, "RETRY_BACKOFF_MAX_SECONDS", 1800.0),
         access_token_refresh_margin_seconds=_int(env, "ACCESS_TOKEN_REFRESH_MARGIN_SECONDS", 300),
         last_used_write_interval_seconds=_int(env, "LAST_USED_WRITE_INTERVAL_SECONDS", 300),
         keep_alive_hours=_int(env, "KEEP_ALIVE_HOURS", 24),

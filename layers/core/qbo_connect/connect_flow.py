@@ -563,16 +563,6 @@ class ConnectFlow:
                 self.store.consume_single_use(LINK, link_token, now=self._clock())
             except AlreadyConsumed:
                 logger.info("connect link was already used or expired when consumed")
-        if self.vault.events is not None:
-            self.vault.events.publish(
-                lifecycle.CREATED if created else lifecycle.RECONNECTED,
-                {
-                    "realm_id": realm_id,
-                    "tenant_id": tenant_id,
-                    "environment": self.settings.intuit.environment,
-                    "scopes": sorted(set(scopes)),
-                },
-            )
         status = "connected" if created else "reconnected"
         outcome = "created" if created else "reconnected"
         logger.info(
@@ -783,9 +773,19 @@ class ConnectFlow:
         company_name: str | None,
         cleared: list[Cookie],
     ) -> bool:
-        """Create or reconnect; True when created. Refuses a realm held by another tenant."""
+        """Create or reconnect; True when created. Refuses a realm held by another tenant.
+
+        The created / reconnected event is recorded in the same write and published after it
+        (the outbox, see ``events.py``): it goes out at least once even if this process dies.
+        """
         sealed = self.vault.seal(realm_id, tokens)
         environment = self.settings.intuit.environment
+        detail = {
+            "realm_id": realm_id,
+            "tenant_id": tenant_id,
+            "environment": environment,
+            "scopes": sorted(set(scopes)),
+        }
         for _ in range(STORE_ATTEMPTS):
             now = self._clock()
             due_at = self.vault.due_at_for_new(sealed, now)
@@ -810,9 +810,14 @@ class ConnectFlow:
                         cookies=cleared,
                     )
                 )
+            # A disconnected realm taken by a new tenant is a new connection for that tenant.
+            created = existing is None or existing.tenant_id != tenant_id
+            event = lifecycle.PendingEvent.new(
+                lifecycle.CREATED if created else lifecycle.RECONNECTED, detail, now=now
+            )
             try:
                 if existing is None:
-                    self.store.create_connection(
+                    conn = self.store.create_connection(
                         realm_id=realm_id,
                         tenant_id=tenant_id,
                         environment=environment,
@@ -821,21 +826,23 @@ class ConnectFlow:
                         now=now,
                         company_name=company_name,
                         due_at=due_at,
+                        event=event,
                     )
-                    return True
-                self.store.reconnect_connection(
-                    realm_id=realm_id,
-                    tenant_id=tenant_id,
-                    seen_version=existing.version,
-                    environment=environment,
-                    scopes=scopes,
-                    tokens=sealed,
-                    now=now,
-                    company_name=company_name,
-                    due_at=due_at,
-                )
-                # A disconnected realm taken by a new tenant is a new connection for that tenant.
-                return existing.tenant_id != tenant_id
+                else:
+                    conn = self.store.reconnect_connection(
+                        realm_id=realm_id,
+                        tenant_id=tenant_id,
+                        seen_version=existing.version,
+                        environment=environment,
+                        scopes=scopes,
+                        tokens=sealed,
+                        now=now,
+                        company_name=company_name,
+                        due_at=due_at,
+                        event=event,
+                    )
+                self.vault.flush_events(conn)
+                return created
             except (AlreadyExists, VersionConflict):
                 logger.info(
                     "connection changed concurrently; re-reading", extra={"realm_id": realm_id}

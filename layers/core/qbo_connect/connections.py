@@ -107,15 +107,20 @@ class ConnectionsService:
                 )
             except ConfigurationError as exc:
                 revoke_error = exc.message
+        now = self._clock()
+        # Recorded with the disconnect itself, published after it (the outbox, events.py).
+        event = lifecycle.PendingEvent.new(
+            lifecycle.DISCONNECTED,
+            {"realm_id": realm_id, "tenant_id": conn.tenant_id, "revoked": revoked},
+            now=now,
+        )
         try:
-            before = self.store.disconnect(realm_id, now=self._clock())
+            self.store.disconnect(realm_id, now=now, event=event)
         except NotFound:
             raise NotConnected(f"realm {realm_id} is not connected") from None
-        if self.vault.events:
-            self.vault.events.publish(
-                lifecycle.DISCONNECTED,
-                {"realm_id": realm_id, "tenant_id": before.tenant_id, "revoked": revoked},
-            )
+        after = self.store.get_connection(realm_id, consistent=True)
+        if after is not None:
+            self.vault.flush_events(after)
         result: dict[str, Any] = {
             "realm_id": realm_id,
             "status": STATUS_DISCONNECTED,
@@ -176,6 +181,13 @@ class ConnectionsService:
         sealed = self.vault.seal(realm_id, tokens)
         due_at = self.vault.due_at_for_new(sealed, now)
         scopes = self._scopes(payload, existing.scopes if existing else ())
+        event = lifecycle.PendingEvent.new(
+            lifecycle.CREATED
+            if existing is None or existing.tenant_id != tenant_id
+            else lifecycle.RECONNECTED,
+            {"realm_id": realm_id, "tenant_id": tenant_id, "imported": True},
+            now=now,
+        )
         try:
             if existing is None:
                 conn = self.store.create_connection(
@@ -187,6 +199,7 @@ class ConnectionsService:
                     now=now,
                     company_name=company_name,
                     due_at=due_at,
+                    event=event,
                 )
             else:
                 conn = self.store.reconnect_connection(
@@ -199,16 +212,11 @@ class ConnectionsService:
                     now=now,
                     company_name=company_name,
                     due_at=due_at,
+                    event=event,
                 )
         except (AlreadyExists, VersionConflict):
             raise Conflict(f"realm {realm_id} was connected concurrently") from None
-        if self.vault.events:
-            self.vault.events.publish(
-                lifecycle.CREATED
-                if existing is None or existing.tenant_id != tenant_id
-                else lifecycle.RECONNECTED,
-                {"realm_id": realm_id, "tenant_id": tenant_id, "imported": True},
-            )
+        self.vault.flush_events(conn)
         return {"connection": conn.metadata()}
 
     @staticmethod

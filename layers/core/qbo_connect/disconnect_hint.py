@@ -158,12 +158,20 @@ class DisconnectHints:
 
     def _disconnect(self, conn: Connection) -> str:
         now = self._clock()
+        # The event is recorded with the disconnect itself and published after it (the
+        # outbox, see events.py): it goes out at least once even if this process dies.
+        event = lifecycle.PendingEvent.new(
+            lifecycle.DISCONNECTED,
+            {"realm_id": conn.realm_id, "tenant_id": conn.tenant_id, "reason": REASON},
+            now=now,
+        )
         before = self.store.mark_disconnected_by_intuit(
             conn.realm_id,
             seen_version=conn.version,
             reason=REASON,
             marker=uuid.uuid4().hex,
             now=now,
+            event=event,
         )
         if before is None:
             logger.info(
@@ -175,11 +183,9 @@ class DisconnectHints:
             "connection disconnected in QuickBooks (confirmed by Intuit)",
             extra={"realm_id": conn.realm_id, "tenant_id": before.tenant_id},
         )
-        if self.vault.events is not None:
-            self.vault.events.publish(
-                lifecycle.DISCONNECTED,
-                {"realm_id": conn.realm_id, "tenant_id": before.tenant_id, "reason": REASON},
-            )
+        after = self.store.get_connection(conn.realm_id, consistent=True)
+        if after is not None:
+            self.vault.flush_events(after)
         return "disconnected"
 
 

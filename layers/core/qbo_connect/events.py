@@ -3,15 +3,25 @@
 Other workloads subscribe with a rule on ``source = "qbo-connect"`` and a ``detail-type`` of
 ``connection.created``, ``connection.reconnected``, ``connection.needs_reauthorization``,
 ``connection.expiring``, ``connection.disconnected`` or (opt-in) ``connection.refreshed``.
-Details carry identifiers and reasons only, never token material. Publishing is best effort:
-a failed put is logged and counted, never allowed to undo a token write that already happened.
+Details carry identifiers and reasons only, never token material.
+
+Delivery is at least once, never zero: the write that makes an event true (a connection
+created, reconnected, flagged, disconnected, an expiring threshold crossed) records it on the
+connection item in the same conditional write, as an outbox entry (:class:`PendingEvent`, an
+attribute ``outbox_<event_id>``). Publishing comes after and clears the entry conditionally;
+an entry left behind by a crash, a lost answer or an EventBridge failure is published by the
+next visit of the connection (a read, the refresh worker, the sweep). Every event carries a
+stable ``event_id`` (the same on every delivery of it) for consumers to deduplicate.
+``connection.refreshed`` (opt-in, one per refresh) is best effort and has no outbox entry.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -25,6 +35,60 @@ NEEDS_REAUTHORIZATION = "connection.needs_reauthorization"
 EXPIRING = "connection.expiring"
 DISCONNECTED = "connection.disconnected"
 REFRESHED = "connection.refreshed"
+
+#: Prefix of the outbox attributes on a connection item: ``outbox_<event_id>``.
+OUTBOX_PREFIX = "outbox_"
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """A lifecycle event recorded on its connection item until EventBridge took it.
+
+    ``event_id`` and ``occurred_at`` are fixed when the event is recorded, so every delivery of
+    it (a retry after a crash or a lost answer) is the same event to a consumer.
+    """
+
+    event_id: str
+    detail_type: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    occurred_at: float = 0.0
+
+    @classmethod
+    def new(cls, detail_type: str, detail: Mapping[str, Any], *, now: float) -> PendingEvent:
+        return cls(uuid.uuid4().hex, detail_type, dict(detail), round(now, 3))
+
+    @property
+    def attribute(self) -> str:
+        """The item attribute that holds this entry."""
+        return OUTBOX_PREFIX + self.event_id
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "detail_type": self.detail_type,
+            "detail": json.dumps(dict(self.detail), sort_keys=True),
+            "occurred_at": self.occurred_at,
+        }
+
+    @classmethod
+    def from_item(cls, attribute: str, value: Mapping[str, Any]) -> PendingEvent:
+        return cls(
+            event_id=attribute[len(OUTBOX_PREFIX) :],
+            detail_type=str(value.get("detail_type", "")),
+            detail=json.loads(str(value.get("detail") or "{}")),
+            occurred_at=float(value.get("occurred_at") or 0),
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The EventBridge ``Detail``: the detail plus ``event_id`` and ``occurred_at``."""
+        return {
+            **self.detail,
+            "event_id": self.event_id,
+            "occurred_at": _iso(self.occurred_at),
+        }
 
 
 class EventPublisher:
@@ -44,13 +108,16 @@ class EventPublisher:
         self._clock = clock
 
     def publish(self, detail_type: str, detail: dict[str, Any]) -> bool:
-        """Send one event; returns False (and logs) if EventBridge did not take it."""
+        """Send one best-effort event with a fresh ``event_id``; False if EventBridge did not
+        take it. Lifecycle events go through the outbox and :meth:`publish_pending` instead."""
         if detail_type == REFRESHED and not self._emit_refreshed:
             return False
-        body = {
-            **detail,
-            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock())),
-        }
+        return self.publish_pending(PendingEvent.new(detail_type, detail, now=self._clock()))
+
+    def publish_pending(self, event: PendingEvent) -> bool:
+        """Send one recorded event; returns False (and logs) if EventBridge did not take it."""
+        detail_type = event.detail_type
+        body = event.body()
         try:
             response = self._client.put_events(
                 Entries=[
@@ -70,6 +137,10 @@ class EventPublisher:
             return False
         logger.info(
             "lifecycle event published",
-            extra={"detail_type": detail_type, "realm_id": detail.get("realm_id")},
+            extra={
+                "detail_type": detail_type,
+                "realm_id": body.get("realm_id"),
+                "event_id": event.event_id,
+            },
         )
         return True

@@ -29,18 +29,24 @@ from qbo_connect.tokens import TokenVault
 if TYPE_CHECKING:
     import requests
 
-_BOTO_CONFIG = Config(
-    retries={"max_attempts": 4, "mode": "standard"},
-    connect_timeout=3,
-    read_timeout=10,
-    max_pool_connections=64,
-)
 _lock = threading.Lock()
 
 
 @cache
+def boto_config() -> Config:
+    """Timeouts and retries of every AWS client, from Settings: the lease budget counts them."""
+    settings = get_settings()
+    return Config(
+        retries={"total_max_attempts": settings.aws_max_attempts, "mode": "standard"},
+        connect_timeout=settings.aws_connect_timeout_seconds,
+        read_timeout=settings.aws_read_timeout_seconds,
+        max_pool_connections=64,
+    )
+
+
+@cache
 def aws_client(service: str) -> Any:
-    return boto3.session.Session().client(service, config=_BOTO_CONFIG)  # type: ignore[call-overload]
+    return boto3.session.Session().client(service, config=boto_config())  # type: ignore[call-overload]
 
 
 @lru_cache(maxsize=1)
@@ -48,7 +54,7 @@ def store() -> Store:
     settings = get_settings()
     if not settings.table_name:
         raise ConfigurationError("TABLE_NAME is not set")
-    resource = boto3.session.Session().resource("dynamodb", config=_BOTO_CONFIG)
+    resource = boto3.session.Session().resource("dynamodb", config=boto_config())
     return Store(resource.Table(settings.table_name), due_shards=settings.due_shards)
 
 

@@ -10,6 +10,14 @@ Item shapes (single table, ``pk``/``sk``):
   ``realm_id`` (TenantIndex), ``version`` (bumped by every token write), the wrapped data key,
   the sealed tokens, their expiry times, the refresh lease (``lease_owner``, ``lease_until``),
   invalid_grant bookkeeping, and, while active, ``due_shard``/``due_at`` (DueIndex, sparse).
+  Pending lifecycle events live on the item as ``outbox_<event_id>`` attributes (see
+  ``events.py``); a connection that is no longer active stays in DueIndex while it has any, so
+  the sweep delivers them.
+
+Every write that boto3 may retry after its first attempt was applied (the answer lost)
+recognises its own earlier success instead of failing its condition: the lease carries our
+owner id, a commit records ``committed_by``, an outbox entry's event id is in its attribute
+name, a sweep claim records ``claim_id``. Meeting our own write is success, not a conflict.
 - OAuth state: ``pk = "STATE#<sha256>"``; connect link: ``pk = "LINK#<sha256>"``; both with
   ``sk`` = the kind, an ``expires_at`` checked on read (moto and DynamoDB TTL are lazy) and
   ``ttl`` for DynamoDB to clean up.
@@ -36,11 +44,19 @@ from qbo_connect.errors import (
     StoreConflict,
     VersionConflict,
 )
+from qbo_connect.events import OUTBOX_PREFIX, PendingEvent
 
 CONNECTION_SK = "CONNECTION"
 STATUS_ACTIVE = "active"
 STATUS_NEEDS_REAUTHORIZATION = "needs_reauthorization"
 STATUS_DISCONNECTED = "disconnected"
+
+#: A connection that stops being active with an event pending stays due this soon, so the
+#: sweep delivers the event if the writer could not.
+OUTBOX_RETRY_SECONDS = 60.0
+
+FLEET_INVALID_GRANT_PK = "FLEET#invalid_grant"
+BREAKER_KEY = {"pk": "FLEET#breaker", "sk": "invalid_grant"}
 
 TENANT_INDEX = "TenantIndex"
 DUE_INDEX = "DueIndex"
@@ -130,6 +146,8 @@ class Connection:
     reauth_reason: str | None = None
     due_at: float | None = None
     expiring_notified: tuple[int, ...] = ()
+    refresh_failures: int = 0
+    pending_events: tuple[PendingEvent, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -161,7 +179,18 @@ class Connection:
             last_error=data.get("last_error"),
             reauth_reason=data.get("reauth_reason"),
             due_at=data.get("due_at"),
-            expiring_notified=tuple(sorted(int(x) for x in data.get("expiring_notified") or ())),
+            expiring_notified=tuple(sorted({int(x) for x in data.get("expiring_notified") or ()})),
+            refresh_failures=int(data.get("refresh_failures") or 0),
+            pending_events=tuple(
+                sorted(
+                    (
+                        PendingEvent.from_item(k, v)
+                        for k, v in data.items()
+                        if k.startswith(OUTBOX_PREFIX) and isinstance(v, dict)
+                    ),
+                    key=lambda e: (e.occurred_at, e.event_id),
+                )
+            ),
             raw=data,
         )
 
@@ -254,6 +283,11 @@ class _Update:
         self.sets.append(expr)
         return self
 
+    def record_event(self, event: PendingEvent) -> str:
+        """Add an outbox entry; returns its name placeholder (for the own-success condition)."""
+        self.set(event.attribute, event.to_item())
+        return self.name(event.attribute)
+
     def remove(self, *attrs: str) -> _Update:
         self.removes.extend(self.name(a) for a in attrs)
         return self
@@ -334,6 +368,7 @@ class Store:
             "invalid_grant_first_at",
             "invalid_grant_count",
             "last_error",
+            "refresh_failures",
         )
 
     # ----- connections: reads ----------------------------------------------------------------
@@ -413,8 +448,13 @@ class Store:
         now: float,
         company_name: str | None = None,
         due_at: float | None = None,
+        event: PendingEvent | None = None,
     ) -> Connection:
-        """Store a brand-new connection; fails with AlreadyExists if the realm is stored."""
+        """Store a brand-new connection; fails with AlreadyExists if the realm is stored.
+
+        ``event`` (``connection.created``) is recorded in the same write. A retry whose first
+        attempt was applied meets its own event at version 1 and succeeds.
+        """
         item: dict[str, Any] = {
             **connection_key(realm_id),
             "realm_id": realm_id,
@@ -433,10 +473,18 @@ class Store:
         if due_at is not None:
             item["due_shard"] = due_shard_for(realm_id, self.due_shards)
             item["due_at"] = due_at
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        if event is not None:
+            item[event.attribute] = event.to_item()
+            condition = {
+                "ConditionExpression": (
+                    "attribute_not_exists(pk) OR (attribute_exists(#event) AND #version = :one)"
+                ),
+                "ExpressionAttributeNames": {"#event": event.attribute, "#version": "version"},
+                "ExpressionAttributeValues": {":one": 1},
+            }
         try:
-            self.table.put_item(
-                Item=_to_dynamo(item), ConditionExpression="attribute_not_exists(pk)"
-            )
+            self.table.put_item(Item=_to_dynamo(item), **condition)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise AlreadyExists(f"realm {realm_id} is already stored") from None
@@ -455,6 +503,7 @@ class Store:
         now: float,
         company_name: str | None = None,
         due_at: float | None = None,
+        event: PendingEvent | None = None,
     ) -> Connection:
         """Replace a connection's tokens in place after the same tenant re-authorised.
 
@@ -490,20 +539,43 @@ class Store:
             f" OR #status = {update.value('gone', STATUS_DISCONNECTED)})"
             f" AND #version = {update.value('seen', seen_version)}"
         )
+        if event is not None:
+            # ``event`` (created or reconnected) rides on the same write; a retry that meets it
+            # at the version this write produced is our own success.
+            mine = update.record_event(event)
+            condition = f"({condition}) OR (attribute_exists({mine}) AND #version = :next)"
         update.name("status")
         attrs = self._update(connection_key(realm_id), update, condition, VersionConflict)
         return Connection.from_item(attrs)
 
     def acquire_lease(
-        self, realm_id: str, *, seen_version: int, owner: str, now: float, until: float
+        self,
+        realm_id: str,
+        *,
+        seen_version: int,
+        owner: str,
+        now: float,
+        until: float,
+        recovery_due_at: float | None = None,
     ) -> Connection:
-        """Take the refresh lease: only on the version we read and only if no lease is live."""
+        """Take the refresh lease: only on the version we read and only if no lease is live.
+
+        Meeting a live lease whose owner is us (a retry of a write that was applied) is
+        success. ``recovery_due_at`` (just after the lease expires) becomes the due time, so a
+        refresh interrupted by a crash is picked up by the sweep soon; the commit or the
+        release writes the real next due time.
+        """
         update = _Update().set("lease_owner", owner).set("lease_until", until)
+        if recovery_due_at is not None:
+            update.set("due_shard", due_shard_for(realm_id, self.due_shards))
+            update.set("due_at", recovery_due_at)
+        me = update.value("me", owner)
         condition = (
-            f"#version = {update.value('seen', seen_version)}"
+            f"(#version = {update.value('seen', seen_version)}"
             f" AND #status = {update.value('active', STATUS_ACTIVE)}"
             " AND (attribute_not_exists(#lease_until)"
-            f" OR #lease_until < {update.value('now', now)})"
+            f" OR #lease_until < {update.value('now', now)}))"
+            f" OR #lease_owner = {me}"
         )
         update.name("version")
         update.name("status")
@@ -520,18 +592,40 @@ class Store:
         tokens: SealedTokens,
         now: float,
         due_at: float | None,
+        late: bool = False,
     ) -> Connection:
         """Write rotated tokens: version + 1, lease released, invalid_grant history cleared.
 
         Conditioned on the version we leased and on still owning the lease, so a holder whose
-        lease was taken over can never overwrite newer tokens.
+        lease was taken over can never overwrite newer tokens. ``late=True`` drops the lease
+        condition but keeps the version one: the vault's rule for a holder whose lease expired
+        before anyone committed (see ``TokenVault``). Either way, a retry that meets the version
+        this commit produced with ``committed_by`` = us is our own success.
         """
         update = _Update()
-        update.set_many({**tokens.attributes(), "last_refreshed_at": now, "updated_at": _iso(now)})
+        update.set_many(
+            {
+                **tokens.attributes(),
+                "last_refreshed_at": now,
+                "updated_at": _iso(now),
+                "committed_by": owner,
+            }
+        )
         self._new_token_version(update, realm_id, seen_version, due_at)
+        if tokens.previous_refresh_token_enc is None:
+            update.remove("previous_refresh_token_enc")  # no longer kept (see tokens.py)
+        me = update.value("me", owner)
+        if late:
+            lease = f"#status = {update.value('active', STATUS_ACTIVE)}"
+            update.name("status")
+        else:
+            lease = f"#lease_owner = {me}"
+            update.name("lease_owner")
+        # Our own retry: the version we produced, still ours, nobody leased it since.
         condition = (
-            f"#version = {update.value('seen', seen_version)}"
-            f" AND #lease_owner = {update.value('me', owner)}"
+            f"(#version = {update.value('seen', seen_version)} AND {lease})"
+            f" OR (#version = :next AND #committed_by = {me}"
+            " AND attribute_not_exists(#lease_owner))"
         )
         update.name("lease_owner")
         return Connection.from_item(
@@ -546,10 +640,23 @@ class Store:
         now: float,
         error: str | None = None,
         invalid_grant: bool = False,
+        retry_due_at: float | None = None,
     ) -> Connection:
-        """Give the lease back without touching tokens, recording why the refresh failed."""
+        """Give the lease back without touching tokens, recording why the refresh failed.
+
+        ``retry_due_at`` (the vault's backoff) becomes the due time and ``refresh_failures``
+        counts consecutive failures; the next commit clears both.
+        """
         update = _Update().remove("lease_owner", "lease_until")
         update.set("updated_at", _iso(now))
+        if retry_due_at is not None:
+            update.set("due_shard", due_shard_for(realm_id, self.due_shards))
+            update.set("due_at", retry_due_at)
+            update.set_expr(
+                f"#refresh_failures = if_not_exists(#refresh_failures, "
+                f"{update.value('zero_f', 0)}) + {update.value('one_f', 1)}"
+            )
+            update.name("refresh_failures")
         if error:
             update.set("last_error", error)
         if invalid_grant:
@@ -569,21 +676,37 @@ class Store:
         )
 
     def mark_needs_reauthorization(
-        self, realm_id: str, *, seen_version: int, owner: str, reason: str, now: float
+        self,
+        realm_id: str,
+        *,
+        seen_version: int,
+        owner: str,
+        reason: str,
+        now: float,
+        event: PendingEvent,
     ) -> Connection:
-        """Declare the grant dead. Succeeds for exactly one caller, who emits the one event."""
+        """Declare the grant dead, recording its one event in the same write.
+
+        Succeeds for exactly one caller (the lease holder), and again for that caller's own
+        retry (its event is there). The connection stays in DueIndex, due shortly, until the
+        event is delivered.
+        """
         update = _Update().set_many(
             {
                 "status": STATUS_NEEDS_REAUTHORIZATION,
                 "reauth_reason": reason,
                 "updated_at": _iso(now),
+                "due_shard": due_shard_for(realm_id, self.due_shards),
+                "due_at": now + OUTBOX_RETRY_SECONDS,
             }
         )
-        update.remove("lease_owner", "lease_until", "due_shard", "due_at")
+        update.remove("lease_owner", "lease_until")
+        mine = update.record_event(event)
         condition = (
-            f"#version = {update.value('seen', seen_version)}"
+            f"(#version = {update.value('seen', seen_version)}"
             f" AND #lease_owner = {update.value('me', owner)}"
-            f" AND #status = {update.value('active', STATUS_ACTIVE)}"
+            f" AND #status = {update.value('active', STATUS_ACTIVE)})"
+            f" OR attribute_exists({mine})"
         )
         update.name("version")
         update.name("lease_owner")
@@ -591,8 +714,14 @@ class Store:
             self._update(connection_key(realm_id), update, condition, LeaseLost)
         )
 
-    def disconnect(self, realm_id: str, *, now: float) -> Connection:
-        """Mark disconnected and delete the token material; returns the item as it was before."""
+    def disconnect(
+        self, realm_id: str, *, now: float, event: PendingEvent | None = None
+    ) -> Connection:
+        """Mark disconnected and delete the token material; returns the item as it was before.
+
+        ``event`` (``connection.disconnected``) is recorded in the same write and keeps the
+        item in DueIndex, due shortly, until it is delivered.
+        """
         update = _Update().set_many(
             {
                 "status": STATUS_DISCONNECTED,
@@ -606,14 +735,20 @@ class Store:
             *TOKEN_ATTRIBUTES,
             "lease_owner",
             "lease_until",
-            "due_shard",
-            "due_at",
             "invalid_grant_first_at",
             "invalid_grant_count",
+            "refresh_failures",
         )
         condition = (
             f"attribute_exists(pk) AND #status <> {update.value('gone', STATUS_DISCONNECTED)}"
         )
+        if event is None:
+            update.remove("due_shard", "due_at")
+        else:
+            update.set("due_shard", due_shard_for(realm_id, self.due_shards))
+            update.set("due_at", now + OUTBOX_RETRY_SECONDS)
+            mine = update.record_event(event)
+            condition = f"({condition}) OR attribute_exists({mine})"
         update.name("status")
         attrs = self._update(
             connection_key(realm_id), update, condition, NotFound, return_values="ALL_OLD"
@@ -621,20 +756,37 @@ class Store:
         return Connection.from_item(attrs)
 
     def touch_last_used(
-        self, realm_id: str, *, now: float, min_interval: float, due_at: float | None = None
+        self,
+        realm_id: str,
+        *,
+        now: float,
+        min_interval: float,
+        due_at: float | None = None,
+        seen_version: int | None = None,
     ) -> bool:
         """Record a read at most once per ``min_interval`` (a conditional no-op otherwise).
 
         Returns True when it wrote. A skipped write costs nothing but the failed condition.
+        ``due_at`` was computed from the item at ``seen_version``: it is written only while
+        the item is still at that version and not leased, so a read that raced a refresh never
+        pulls the committed next due time back (which would cost an extra rotation).
         """
         update = _Update().set("last_used_at", now)
-        if due_at is not None:
-            update.set("due_at", due_at)
         condition = (
             f"#status = {update.value('active', STATUS_ACTIVE)} AND "
             f"(attribute_not_exists(#last_used_at) OR #last_used_at < "
             f"{update.value('threshold', now - min_interval)})"
         )
+        if due_at is not None:
+            if seen_version is None:
+                raise ValueError("a due time is written only against the version it came from")
+            update.set("due_at", due_at)
+            condition += (
+                f" AND #version = {update.value('seen', seen_version)}"
+                " AND attribute_not_exists(#lease_owner)"
+            )
+            update.name("version")
+            update.name("lease_owner")
         update.name("status")
         return self._try_update(connection_key(realm_id), update, condition)
 
@@ -652,23 +804,55 @@ class Store:
             connection_key(realm_id), update, condition, VersionConflict, return_values="NONE"
         )
 
-    def claim_due(self, realm_id: str, *, seen_due_at: float, due_at: float) -> bool:
-        """Move an active connection's due time from ``seen_due_at`` to ``due_at``, atomically.
+    def claim_due(
+        self, realm_id: str, *, seen_due_at: float, due_at: float, claim_id: str | None = None
+    ) -> bool:
+        """Move a connection's due time from ``seen_due_at`` to ``due_at``, atomically.
 
         A compare-and-set on ``due_at``: True only for the caller that still saw that value, so
         of two overlapping sweeps exactly one claims (and enqueues) a connection, and a
         connection rescheduled in between (refreshed, reconnected, flagged) is left alone.
+        ``claim_id`` (one per sweep run) is recorded, so a retry of an applied claim whose
+        answer was lost meets its own claim and succeeds. Any item in DueIndex may be claimed:
+        active ones, and flagged or disconnected ones with an event still pending.
         """
         update = _Update().set("due_at", due_at)
-        condition = (
-            f"#due_at = {update.value('seen', seen_due_at)}"
-            f" AND #status = {update.value('active', STATUS_ACTIVE)}"
-        )
-        update.name("status")
+        condition = f"attribute_exists(pk) AND #due_at = {update.value('seen', seen_due_at)}"
+        if claim_id is not None:
+            update.set("claim_id", claim_id)
+            condition = f"({condition}) OR (#due_at = :v_due_at AND #claim_id = :v_claim_id)"
         return self._try_update(connection_key(realm_id), update, condition)
 
-    def mark_expiring_notified(self, realm_id: str, *, days: int) -> bool:
-        """Record that the ``days``-before-hard-expiry event went out; True only the first time."""
+    def clear_event(self, realm_id: str, event_id: str) -> bool:
+        """Remove a delivered outbox entry; False if it was gone already (delivered twice)."""
+        update = _Update()
+        entry = update.name(OUTBOX_PREFIX + event_id)
+        update.removes.append(entry)
+        return self._try_update(connection_key(realm_id), update, f"attribute_exists({entry})")
+
+    def drop_due(self, realm_id: str, *, seen_due_at: float) -> bool:
+        """Take a connection that is no longer active out of DueIndex (its events went out).
+
+        Conditioned on the due time we read, so an event recorded since (which sets a new due
+        time) keeps the item in the index.
+        """
+        update = _Update().remove("due_shard", "due_at")
+        condition = (
+            f"#status <> {update.value('active', STATUS_ACTIVE)}"
+            f" AND #due_at = {update.value('seen', seen_due_at)}"
+        )
+        update.name("status")
+        update.name("due_at")
+        return self._try_update(connection_key(realm_id), update, condition)
+
+    def mark_expiring_notified(
+        self, realm_id: str, *, days: int, event: PendingEvent | None = None
+    ) -> bool:
+        """Record that the ``days``-before-hard-expiry threshold was crossed; True only the
+        first time, or for a retry of that first write (its ``event`` is there).
+
+        The threshold's ``connection.expiring`` event is recorded in the same write.
+        """
         update = _Update()
         update.set_expr(
             f"#expiring_notified = list_append(if_not_exists(#expiring_notified, "
@@ -677,7 +861,60 @@ class Store:
         update.name("expiring_notified")
         day = update.value("day", days)
         condition = f"attribute_exists(pk) AND NOT contains(#expiring_notified, {day})"
+        if event is not None:
+            mine = update.record_event(event)
+            condition = f"({condition}) OR attribute_exists({mine})"
         return self._try_update(connection_key(realm_id), update, condition)
+
+    # ----- fleet-level invalid_grant breaker (see breaker.py) --------------------------------
+
+    def record_fleet_invalid_grant(
+        self, realm_id: str, *, now: float, bucket: int, ttl: int
+    ) -> None:
+        """Note that Intuit rejected ``realm_id`` at ``now`` in time bucket ``bucket``.
+
+        One attribute per realm (``r_<realm_id>`` = the time), so the item holds distinct
+        connections. An item grown past DynamoDB's size limit (an outage across thousands of
+        connections) refuses the write: the bucket is far above any threshold already.
+        """
+        update = _Update().set(f"r_{realm_id}", now).set("ttl", ttl)
+        try:
+            self.table.update_item(
+                Key={"pk": FLEET_INVALID_GRANT_PK, "sk": str(bucket)},
+                UpdateExpression=update.expression(),
+                ExpressionAttributeNames=update.names,
+                ExpressionAttributeValues=update.values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ValidationException":
+                raise
+
+    def fleet_invalid_grants(self, buckets: Iterable[int]) -> dict[str, float]:
+        """Realm → latest rejection time, over the given buckets."""
+        seen: dict[str, float] = {}
+        for bucket in buckets:
+            item = self.table.get_item(
+                Key={"pk": FLEET_INVALID_GRANT_PK, "sk": str(bucket)}, ConsistentRead=True
+            ).get("Item")
+            for key, value in (item or {}).items():
+                if key.startswith("r_"):
+                    seen[key[2:]] = max(seen.get(key[2:], 0.0), float(value))
+        return seen
+
+    def breaker_cleared_at(self) -> float:
+        """When a refresh last succeeded after invalid_grant answers were seen (0 if never)."""
+        item = self.table.get_item(Key=BREAKER_KEY, ConsistentRead=True).get("Item")
+        return float((item or {}).get("cleared_at") or 0)
+
+    def clear_breaker(self, *, now: float) -> None:
+        """Refreshes succeed again: rejections before ``now`` no longer count."""
+        update = _Update().set("cleared_at", now)
+        self.table.update_item(
+            Key=dict(BREAKER_KEY),
+            UpdateExpression=update.expression(),
+            ExpressionAttributeNames=update.names,
+            ExpressionAttributeValues=update.values,
+        )
 
     # ----- single-use items: OAuth state and connect links -----------------------------------
 
@@ -772,7 +1009,14 @@ class Store:
         return self._try_update({"pk": f"RATE#{key}#{bucket}", "sk": "RATE"}, update, condition)
 
     def mark_disconnected_by_intuit(
-        self, realm_id: str, *, seen_version: int, reason: str, marker: str, now: float
+        self,
+        realm_id: str,
+        *,
+        seen_version: int,
+        reason: str,
+        marker: str,
+        now: float,
+        event: PendingEvent | None = None,
     ) -> Connection | None:
         """Disconnect a connection whose grant Intuit confirmed gone; its tokens are deleted.
 
@@ -780,7 +1024,9 @@ class Store:
         between wins. ``marker`` (unique per caller) is written too: when a retry meets the
         condition failing because its own first attempt applied, the re-read finds the marker
         and the caller still learns it won (and sends the one event). Returns the connection
-        as it was before, or None when another writer changed it first.
+        as it was before, or None when another writer changed it first. ``event``
+        (``connection.disconnected``) is recorded in the same write and keeps the item in
+        DueIndex, due shortly, until it is delivered (the outbox, see ``events.py``).
         """
         update = _Update().set_many(
             {
@@ -797,11 +1043,16 @@ class Store:
             *TOKEN_ATTRIBUTES,
             "lease_owner",
             "lease_until",
-            "due_shard",
-            "due_at",
             "invalid_grant_first_at",
             "invalid_grant_count",
+            "refresh_failures",
         )
+        if event is None:
+            update.remove("due_shard", "due_at")
+        else:
+            update.set("due_shard", due_shard_for(realm_id, self.due_shards))
+            update.set("due_at", now + OUTBOX_RETRY_SECONDS)
+            update.record_event(event)
         condition = (
             f"{version} = {update.value('seen', seen_version)}"
             f" AND #status IN ({update.value('active', STATUS_ACTIVE)},"

@@ -37,6 +37,7 @@ import json
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -139,6 +140,9 @@ class Sweeper:
         now = self._clock()
         # A whole number of seconds: the worker compares the stored value with the message's.
         claim_until = float(int(now + self.claim_seconds))
+        # Recorded with each claim, so a claim applied whose answer was lost is recognised
+        # by boto3's retry as ours instead of counted as taken by an overlapping sweep.
+        run_id = uuid.uuid4().hex
         names = self.shard_names()
         offset = self._rng.randrange(len(names))
         ordered = names[offset:] + names[:offset]
@@ -147,7 +151,7 @@ class Sweeper:
 
         def sweep(shard: str) -> bool:
             try:
-                return self._sweep_shard(shard, now, claim_until, deadline, totals)
+                return self._sweep_shard(shard, now, claim_until, deadline, totals, run_id)
             except Exception:
                 # One shard failing (throttling that outlived boto3's retries) must not lose
                 # what the other shards did; its connections stay due for the next run.
@@ -167,7 +171,13 @@ class Sweeper:
         return result
 
     def _sweep_shard(
-        self, shard: str, now: float, claim_until: float, deadline: float, totals: _Totals
+        self,
+        shard: str,
+        now: float,
+        claim_until: float,
+        deadline: float,
+        totals: _Totals,
+        run_id: str | None = None,
     ) -> bool:
         """Claim and enqueue one shard's due connections; True if the shard was read to the end."""
         cursor: dict[str, Any] | None = None
@@ -184,7 +194,7 @@ class Sweeper:
                         totals.add(due=index)
                         return False
                     if not self.store.claim_due(
-                        realm_id, seen_due_at=seen_due_at, due_at=claim_until
+                        realm_id, seen_due_at=seen_due_at, due_at=claim_until, claim_id=run_id
                     ):
                         totals.add(skipped=1)
                         continue

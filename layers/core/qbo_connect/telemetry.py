@@ -29,7 +29,15 @@ warnings.filterwarnings("ignore", message="No application metrics to publish")
 logger = Logger()
 metrics = Metrics()
 
-FAILURE_CLASSES = ("invalid_grant", "transient", "invalid_client", "lease_lost", "other")
+FAILURE_CLASSES = (
+    "invalid_grant",
+    "transient",
+    "invalid_client",
+    "lease_lost",
+    "store",
+    "undecryptable",
+    "other",
+)
 
 
 def refresh_observer() -> RefreshObserver:
@@ -43,4 +51,12 @@ def refresh_observer() -> RefreshObserver:
         name = "InvalidGrant" if cls == "invalid_grant" else f"RefreshFailed_{cls}"
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
-    return RefreshObserver(on_refreshed=on_refreshed, on_failed=on_failed)
+    def on_verdict_suspended(realm_id: str) -> None:
+        # The fleet-level breaker held back an invalid_grant verdict (breaker.py).
+        metrics.add_metric(name="InvalidGrantVerdictSuspended", unit=MetricUnit.Count, value=1)
+
+    return RefreshObserver(
+        on_refreshed=on_refreshed,
+        on_failed=on_failed,
+        on_verdict_suspended=on_verdict_suspended,
+    )

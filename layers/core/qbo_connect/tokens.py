@@ -10,19 +10,47 @@ Why each step exists:
    timeout-and-retry budget (``Settings.lease_duration``), so it cannot expire under a live
    holder.
 3. Commit conditioned on version and lease owner: a holder that lost its lease can never
-   overwrite newer tokens. The previous refresh token is kept for recovery.
+   overwrite newer tokens.
 4. Anyone who meets a live lease polls (bounded) until the version moves and reads the result.
 
-A crash between 2 and 3 leaves the lease to expire; the next holder refreshes with the stored
-token, and Intuit's grace window for the previous token returns the current tokens. With no
-grace the rejection is recorded and, if it persists, the connection is flagged
+A crash between 2 and 3 leaves the lease to expire; the lease write also made the connection
+due just after that, so the sweep comes back even if no caller does. The next holder refreshes
+with the stored token, and Intuit's grace window for the previous token returns the current
+tokens. With no grace the rejection is recorded and, if it persists, the connection is flagged
 ``needs_reauthorization`` (one event), never silently left broken.
+
+Every AWS call may fail before it is applied, or be applied and lose its answer (boto3 then
+retries it). So:
+
+- each conditional write recognises its own earlier success (``store.py``): a retried lease
+  acquire meets our own lease, a retried commit our own version;
+- the lease is released on every exit (an Intuit failure, a KMS throttle, an unexpected error),
+  and the release sets a due time after a bounded, jittered backoff (``refresh_failures``);
+- a commit that fails transiently while the lease is ours is retried within the lease (the new
+  tokens exist nowhere else; with no grace at Intuit they are the connection);
+- a commit that meets ``LeaseLost`` re-reads: if the version is unchanged and the connection
+  active, nobody stored newer tokens, and ours (issued against the stored refresh token of that
+  very version) are the newest there are: they are committed without the lease condition (a
+  *late commit*, still conditioned on the version). A holder that took the lease over meanwhile
+  either got nothing from Intuit (with no grace its token was already superseded) or gets the
+  current tokens within the grace; its own commit then meets the moved version and reads ours;
+- lifecycle events are recorded in the write that makes them true and published after it
+  (``events.py``): a lost answer or a failed put never loses one;
+- a connection whose tokens cannot be decrypted (ciphertext or wrapped key that never opens,
+  unlike a KMS throttle) is flagged ``needs_reauthorization`` with reason
+  ``tokens_undecryptable`` once, with its event and a metric, and leaves the sweep's index.
+
+The superseded refresh token is not stored. Once Intuit has rotated, the stored (newest) token
+is the only one worth trying: when Intuit rejects it, an older one from the same grant is
+superseded or revoked too, so keeping it would add token material at rest and no recovery.
 
 invalid_grant is not proof of death: Intuit answers it during outages too. We re-read (a
 reconnect may have stored a newer token) and retry with the latest; a connection is declared
 dead only when rejections persist over ``invalid_grant_window_seconds`` across at least
 ``invalid_grant_min_attempts`` attempts, or when its refresh token is past its known expiry.
-Until then callers get ``refresh_unavailable`` and the stored tokens stay untouched.
+Until then callers get ``refresh_unavailable`` and the stored tokens stay untouched. On top of
+that a fleet-level breaker (``breaker.py``) suspends every invalid_grant verdict while many
+connections are rejected at once with no success in between: that is an Intuit outage.
 """
 
 from __future__ import annotations
@@ -32,13 +60,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 
 from qbo_connect import events as lifecycle
+from qbo_connect.breaker import InvalidGrantBreaker
 from qbo_connect.config import Settings
-from qbo_connect.crypto import TokenCipher
+from qbo_connect.crypto import DecryptionError, TokenCipher
 from qbo_connect.due import next_due_at
 from qbo_connect.errors import (
     ConfigurationError,
@@ -52,6 +82,7 @@ from qbo_connect.errors import (
     NeedsReauthorization,
     NotConnected,
     RefreshUnavailable,
+    ServiceError,
 )
 from qbo_connect.intuit import IntuitClient, TokenSet
 from qbo_connect.store import (
@@ -66,8 +97,11 @@ logger = Logger(child=True)
 
 ACCESS_FIELD = "access_token"
 REFRESH_FIELD = "refresh_token"
-PREVIOUS_REFRESH_FIELD = "previous_refresh_token"
 MAX_MIN_VALID_SECONDS = 3000  # Intuit access tokens live 3600 s; ask for less than that.
+#: A reader publishes an outbox entry only once it is this old: younger ones are still being
+#: published by their writer (8 callers meeting a fresh verdict must not publish it 8 times).
+#: The sweep's visit comes after OUTBOX_RETRY_SECONDS, later than this, and publishes any.
+OUTBOX_READER_GRACE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +131,7 @@ class RefreshObserver:
 
     on_refreshed: Callable[[Connection], None] = lambda conn: None
     on_failed: Callable[[str, str], None] = lambda realm_id, failure_class: None
+    on_verdict_suspended: Callable[[str], None] = lambda realm_id: None
 
 
 class TokenVault:
@@ -113,6 +148,7 @@ class TokenVault:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         observer: RefreshObserver | None = None,
+        breaker: InvalidGrantBreaker | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -122,6 +158,7 @@ class TokenVault:
         self._clock = clock
         self._sleep = sleep
         self.observer = observer or RefreshObserver()
+        self.breaker = breaker or InvalidGrantBreaker(store, settings, clock=clock)
 
     # ----- sealing ---------------------------------------------------------------------------
 
@@ -169,24 +206,72 @@ class TokenVault:
             refresh_hard_expires_at=sealed.refresh_hard_expires_at,
         )
 
+    # ----- lifecycle events ------------------------------------------------------------------
+
+    def flush_events(self, conn: Connection, *, min_age: float = 0.0) -> bool:
+        """Publish what the item's outbox holds, clearing each entry EventBridge took.
+
+        True when nothing is left pending. A connection that is no longer active leaves
+        DueIndex once its events are out (it stayed there so the sweep would deliver them).
+        Entries younger than ``min_age`` are left to their writer.
+        """
+        delivered = True
+        for event in conn.pending_events:
+            if event.occurred_at > self._clock() - min_age:
+                delivered = False
+                continue
+            if self.events is not None and not self.events.publish_pending(event):
+                delivered = False
+                continue
+            try:
+                self.store.clear_event(conn.realm_id, event.event_id)
+            except Exception:
+                # Published but still recorded: the next visit publishes it again, with the
+                # same event_id (at least once; consumers deduplicate).
+                logger.warning("outbox entry not cleared", extra={"realm_id": conn.realm_id})
+                delivered = False
+        if delivered and conn.status != STATUS_ACTIVE and conn.due_at is not None:
+            try:
+                self.store.drop_due(conn.realm_id, seen_due_at=conn.due_at)
+            except Exception:
+                logger.warning("not taken out of the due index", extra={"realm_id": conn.realm_id})
+        return delivered
+
     # ----- get_token -------------------------------------------------------------------------
 
     def get_token(self, realm_id: str, min_valid_seconds: int = 300) -> AccessToken:
-        """A token valid for at least ``min_valid_seconds``: one GetItem when warm."""
+        """A token valid for at least ``min_valid_seconds``: one GetItem when warm.
+
+        If Intuit grants access tokens shorter than ``min_valid_seconds``, the token of one
+        new refresh (ours or another caller's) is the freshest there can be: it is returned
+        rather than refreshing again, so such a request costs at most one refresh.
+        """
         if not isinstance(min_valid_seconds, int) or isinstance(min_valid_seconds, bool):
             raise InvalidRequest("min_valid_seconds must be an integer")
         if not 0 <= min_valid_seconds <= MAX_MIN_VALID_SECONDS:
             raise InvalidRequest(f"min_valid_seconds must be between 0 and {MAX_MIN_VALID_SECONDS}")
 
-        def fresh_enough(conn: Connection) -> bool:
-            return conn.access_expires_at - self._clock() >= min_valid_seconds
-
         conn = self._require_usable(self.store.get_connection(realm_id, consistent=True), realm_id)
+        started_version = conn.version
+
+        def fresh_enough(c: Connection) -> bool:
+            return (
+                c.access_expires_at - self._clock() >= min_valid_seconds
+                or c.version > started_version
+            )
+
         if not fresh_enough(conn):
             conn = self._refresh_until(realm_id, fresh_enough, conn)
-        self._touch(conn)
         assert conn.data_key is not None and conn.access_token_enc is not None
-        token = self.cipher.open(realm_id, conn.data_key, ACCESS_FIELD, conn.access_token_enc)
+        try:
+            token = self.cipher.open(realm_id, conn.data_key, ACCESS_FIELD, conn.access_token_enc)
+        except DecryptionError:
+            self._flag_undecryptable_unleased(conn)
+        except (ClientError, BotoCoreError):
+            raise RefreshUnavailable(
+                f"realm {realm_id}: the token key is unavailable, try again shortly"
+            ) from None
+        self._touch(conn)
         return AccessToken(
             access_token=token,
             expires_at=conn.access_expires_at,
@@ -196,7 +281,12 @@ class TokenVault:
         )
 
     def _touch(self, conn: Connection) -> None:
-        """Record last use at most once per interval; decided in memory first, so free."""
+        """Record last use at most once per interval; decided in memory first, so free.
+
+        The due time it writes is computed from ``conn`` and written only while the item is
+        still at ``conn``'s version (``Store.touch_last_used``): a stale read never moves a
+        committed due time earlier.
+        """
         now = self._clock()
         interval = self.settings.last_used_write_interval_seconds
         if conn.last_used_at is not None and now - conn.last_used_at < interval:
@@ -204,7 +294,11 @@ class TokenVault:
         conn.last_used_at = now
         try:
             self.store.touch_last_used(
-                conn.realm_id, now=now, min_interval=interval, due_at=self.due_at_for(conn, now)
+                conn.realm_id,
+                now=now,
+                min_interval=interval,
+                due_at=self.due_at_for(conn, now),
+                seen_version=conn.version,
             )
         except Exception:
             logger.warning("last_used_at not recorded", extra={"realm_id": conn.realm_id})
@@ -228,7 +322,9 @@ class TokenVault:
 
         A message for a connection no longer due, leased by someone else, or gone is
         acknowledged without a refresh (``skipped_*``), so redeliveries and overlapping sweeps
-        never cause extra calls to Intuit.
+        never cause extra calls to Intuit. Pending lifecycle events of the connection are
+        published first, whatever its state (a flagged or disconnected connection is in the
+        sweep's index only for that); ``events_pending`` means some could not be.
 
         ``claimed_due_at`` is the due time the sweep wrote when it enqueued the connection (its
         claim, which keeps the next sweep from enqueueing it again): a connection still
@@ -238,7 +334,11 @@ class TokenVault:
         """
         conn = self.store.get_connection(realm_id, consistent=True)
         now = self._clock()
-        if conn is None or conn.status != STATUS_ACTIVE:
+        if conn is None:
+            return "skipped_gone"
+        if not self.flush_events(conn):
+            return "events_pending"
+        if conn.status != STATUS_ACTIVE:
             return "skipped_gone"
         claimed = (
             claimed_due_at is not None
@@ -256,6 +356,9 @@ class TokenVault:
         return "refreshed"
 
     def _require_usable(self, conn: Connection | None, realm_id: str) -> Connection:
+        if conn is not None and conn.pending_events:
+            # The next visit delivers what a crash or a failed put left behind.
+            self.flush_events(conn, min_age=OUTBOX_READER_GRACE_SECONDS)
         if conn is None or conn.status not in (STATUS_ACTIVE, STATUS_NEEDS_REAUTHORIZATION):
             raise NotConnected(f"realm {realm_id} is not connected")
         if conn.status == STATUS_NEEDS_REAUTHORIZATION:
@@ -307,13 +410,7 @@ class TokenVault:
                 continue
             owner = uuid.uuid4().hex
             try:
-                leased = self.store.acquire_lease(
-                    realm_id,
-                    seen_version=conn.version,
-                    owner=owner,
-                    now=now,
-                    until=now + self.settings.lease_duration,
-                )
+                leased = self._acquire(conn, owner, now)
             except LeaseHeld:
                 conn = self._reread(realm_id)
                 continue
@@ -325,83 +422,221 @@ class TokenVault:
             # stored unless it satisfies the caller; start over (wait for the new holder).
             conn = outcome if outcome is not None else self._reread(realm_id)
 
+    def _acquire(self, conn: Connection, owner: str, now: float) -> Connection:
+        """Take the lease; the connection becomes due just after it expires (crash recovery)."""
+        until = now + self.settings.lease_duration
+        try:
+            return self.store.acquire_lease(
+                conn.realm_id,
+                seen_version=conn.version,
+                owner=owner,
+                now=now,
+                until=until,
+                recovery_due_at=until + random.uniform(1.0, 30.0),
+            )
+        except (ClientError, BotoCoreError):
+            # Maybe applied, maybe not: give back what may be ours; if that fails too, the
+            # lease expires on its own and the connection is due right after.
+            self._release(conn, owner, error="store: lease not confirmed")
+            raise RefreshUnavailable(
+                f"realm {conn.realm_id}: the token store is unavailable, try again shortly"
+            ) from None
+
     def _reread(self, realm_id: str) -> Connection:
         return self._require_usable(self.store.get_connection(realm_id, consistent=True), realm_id)
 
     def _refresh_holding_lease(self, conn: Connection, owner: str) -> Connection | None:
+        """Refresh at Intuit and settle the lease: commit, verdict or release, on every exit."""
         realm_id = conn.realm_id
-        assert conn.data_key is not None and conn.refresh_token_enc is not None
-        refresh_token = self.cipher.open(
-            realm_id, conn.data_key, REFRESH_FIELD, conn.refresh_token_enc
-        )
         try:
-            tokens = self.intuit_client().refresh(refresh_token)
-        except InvalidGrant as exc:
-            latest = self.store.get_connection(realm_id, consistent=True)
-            if latest is not None and (
-                latest.version != conn.version or latest.refresh_token_enc != conn.refresh_token_enc
-            ):
-                logger.info(
-                    "invalid_grant but a newer token is stored; retrying with it",
-                    extra={"realm_id": realm_id},
+            refresh_token = self._open_refresh_token(conn, owner)
+            try:
+                client = self.intuit_client()
+            except ServiceError as exc:  # the client secret is missing or malformed
+                self._release(conn, owner, error=f"configuration: {exc.code}")
+                raise
+            try:
+                tokens = client.refresh(refresh_token)
+            except InvalidGrant as exc:
+                return self._after_invalid_grant(conn, owner, exc)
+            except IntuitTransientError as exc:
+                self._release(conn, owner, error=f"transient: {exc.status or 'network'}")
+                self.observer.on_failed(realm_id, "transient")
+                raise RefreshUnavailable(
+                    f"realm {realm_id}: Intuit is unavailable, try again shortly",
+                    intuit_tid=exc.intuit_tid,
+                ) from None
+            except InvalidClient as exc:
+                self._release(conn, owner, error="invalid_client")
+                self.observer.on_failed(realm_id, "invalid_client")
+                raise ConfigurationError(
+                    "Intuit rejected the client credentials (check the IntuitClientSecret)",
+                    intuit_tid=exc.intuit_tid,
+                ) from None
+            except IntuitError as exc:
+                self._release(conn, owner, error=f"intuit: {exc.error or exc.status}")
+                self.observer.on_failed(realm_id, "other")
+                raise RefreshUnavailable(
+                    f"realm {realm_id}: Intuit refused the refresh ({exc.error or exc.status})",
+                    intuit_tid=exc.intuit_tid,
+                ) from None
+            return self._commit(conn, owner, refresh_token, tokens)
+        except ServiceError:
+            raise  # each path above settled the lease already
+        except BaseException as exc:
+            self._release(conn, owner, error=f"internal: {type(exc).__name__}")
+            if isinstance(exc, Exception):
+                self.observer.on_failed(realm_id, "other")
+                logger.warning(
+                    "refresh failed on an unexpected error; lease released",
+                    extra={"realm_id": realm_id, "error": type(exc).__name__},
                 )
-                return None
-            return self._on_invalid_grant(conn, owner, exc)
-        except IntuitTransientError as exc:
-            self._release(conn, owner, error=f"transient: {exc.status or 'network'}")
-            self.observer.on_failed(realm_id, "transient")
-            raise RefreshUnavailable(
-                f"realm {realm_id}: Intuit is unavailable, try again shortly",
-                intuit_tid=exc.intuit_tid,
-            ) from None
-        except InvalidClient as exc:
-            self._release(conn, owner, error="invalid_client")
-            self.observer.on_failed(realm_id, "invalid_client")
-            raise ConfigurationError(
-                "Intuit rejected the client credentials (check the IntuitClientSecret)",
-                intuit_tid=exc.intuit_tid,
-            ) from None
-        except IntuitError as exc:
-            self._release(conn, owner, error=f"intuit: {exc.error or exc.status}")
-            self.observer.on_failed(realm_id, "other")
-            raise RefreshUnavailable(
-                f"realm {realm_id}: Intuit refused the refresh ({exc.error or exc.status})",
-                intuit_tid=exc.intuit_tid,
-            ) from None
-        except BaseException:
-            self._release(conn, owner, error="internal")
+                raise RefreshUnavailable(
+                    f"realm {realm_id}: the refresh failed, try again shortly"
+                ) from None
             raise
 
-        # Keep the refresh token this answer superseded: it is what a recovery can fall back on.
-        rotated = tokens.refresh_token != refresh_token
-        previous = conn.refresh_token_enc if rotated else conn.previous_refresh_token_enc
-        sealed = self.seal(
-            realm_id, tokens, data_key=conn.data_key, previous_refresh_token_enc=previous
-        )
-        now = self._clock()
-        preview = Connection(**{**conn.__dict__})
-        preview.last_refreshed_at = now
-        preview.access_expires_at = sealed.access_expires_at
-        preview.refresh_hard_expires_at = sealed.refresh_hard_expires_at
+    def _open_refresh_token(self, conn: Connection, owner: str) -> str:
+        """Decrypt the stored refresh token; flag the connection if it can never be opened."""
+        realm_id = conn.realm_id
+        assert conn.data_key is not None and conn.refresh_token_enc is not None
         try:
-            committed = self.store.commit_refresh(
+            return self.cipher.open(realm_id, conn.data_key, REFRESH_FIELD, conn.refresh_token_enc)
+        except DecryptionError:
+            self._flag_undecryptable(conn, owner)
+        except (ClientError, BotoCoreError) as exc:
+            # KMS throttled or unavailable: nothing is wrong with the connection.
+            code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else "network"
+            self._release(conn, owner, error=f"kms: {code}")
+            self.observer.on_failed(realm_id, "transient")
+            raise RefreshUnavailable(
+                f"realm {realm_id}: the token key is unavailable, try again shortly"
+            ) from None
+
+    def _flag_undecryptable(self, conn: Connection, owner: str) -> NoReturn:
+        """Declare a connection whose tokens never open dead, once, with its event."""
+        reason = "tokens_undecryptable"
+        self.observer.on_failed(conn.realm_id, "undecryptable")
+        logger.error(
+            "stored tokens cannot be decrypted; the connection must be reconnected",
+            extra={"realm_id": conn.realm_id},
+        )
+        self._declare_dead(conn, owner, reason)
+
+    def _flag_undecryptable_unleased(self, conn: Connection) -> NoReturn:
+        """The access token did not open on a plain read: take the lease, then flag."""
+        owner = uuid.uuid4().hex
+        try:
+            leased = self._acquire(conn, owner, self._clock())
+        except LeaseHeld:
+            raise RefreshUnavailable(
+                f"realm {conn.realm_id}: the stored tokens are being replaced"
+            ) from None
+        self._flag_undecryptable(leased, owner)
+
+    def _declare_dead(self, conn: Connection, owner: str, reason: str) -> NoReturn:
+        """Mark needs_reauthorization with its one event (recorded in the same write)."""
+        realm_id = conn.realm_id
+        now = self._clock()
+        event = lifecycle.PendingEvent.new(
+            lifecycle.NEEDS_REAUTHORIZATION,
+            {"realm_id": realm_id, "tenant_id": conn.tenant_id, "reason": reason},
+            now=now,
+        )
+        try:
+            marked = self.store.mark_needs_reauthorization(
                 realm_id,
                 seen_version=conn.version,
                 owner=owner,
-                tokens=sealed,
+                reason=reason,
                 now=now,
-                due_at=self.due_at_for(preview, now),
+                event=event,
             )
         except LeaseLost:
-            # Someone took over (our lease expired) and may have committed: never overwrite.
-            logger.warning("refresh commit lost its lease", extra={"realm_id": realm_id})
-            self.observer.on_failed(realm_id, "lease_lost")
-            return self._reread(realm_id)
+            self._reread(realm_id)  # raises when another writer decided already
+            raise RefreshUnavailable(
+                f"realm {realm_id}: the connection changed during the refresh, try again"
+            ) from None
+        self.flush_events(marked)
+        raise NeedsReauthorization(
+            f"realm {realm_id} must be reconnected by its user", reason=reason
+        )
+
+    def _commit(
+        self, conn: Connection, owner: str, refresh_token: str, tokens: TokenSet
+    ) -> Connection:
+        """Store Intuit's answer: retried within the lease, late-committed if the lease lapsed.
+
+        Returns the committed connection, or the stored one when a newer writer won.
+        """
+        realm_id = conn.realm_id
+        rotated = tokens.refresh_token != refresh_token
+        sealed = self.seal(realm_id, tokens, data_key=conn.data_key)
+        lease_until = conn.lease_until or (self._clock() + self.settings.lease_duration)
+        late = False
+        attempt = 0
+        while True:
+            now = self._clock()
+            preview = Connection(**{**conn.__dict__})
+            preview.last_refreshed_at = now
+            preview.access_expires_at = sealed.access_expires_at
+            preview.refresh_hard_expires_at = sealed.refresh_hard_expires_at
+            try:
+                committed = self.store.commit_refresh(
+                    realm_id,
+                    seen_version=conn.version,
+                    owner=owner,
+                    tokens=sealed,
+                    now=now,
+                    due_at=self.due_at_for(preview, now),
+                    late=late,
+                )
+                break
+            except LeaseLost:
+                latest = self.store.get_connection(realm_id, consistent=True)
+                if (
+                    late
+                    or latest is None
+                    or latest.version != conn.version
+                    or latest.status != STATUS_ACTIVE
+                ):
+                    # A newer writer (a refresh, a reconnect, a verdict) stands: never overwrite.
+                    logger.warning("refresh commit lost its lease", extra={"realm_id": realm_id})
+                    self.observer.on_failed(realm_id, "lease_lost")
+                    return self._reread(realm_id)
+                # Our lease lapsed, but nobody stored anything newer: our tokens, issued for the
+                # stored refresh token of this very version, are the newest. Keep them.
+                logger.warning(
+                    "lease lapsed before the commit; committing late on the unchanged version",
+                    extra={"realm_id": realm_id},
+                )
+                late = True
+            except (ClientError, BotoCoreError) as exc:
+                attempt += 1
+                left = lease_until - self._clock()
+                if left < self.settings.aws_call_worst_seconds + 1.0:
+                    # The new tokens are lost with this process. The lease expires on its own and
+                    # the connection is due right after; Intuit's grace covers the stored token.
+                    logger.error(
+                        "refresh commit failed and the lease is running out",
+                        extra={"realm_id": realm_id, "attempts": attempt},
+                    )
+                    self.observer.on_failed(realm_id, "store")
+                    raise RefreshUnavailable(
+                        f"realm {realm_id}: the token store is unavailable, try again shortly"
+                    ) from None
+                code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else "network"
+                logger.warning(
+                    "refresh commit failed; retrying within the lease",
+                    extra={"realm_id": realm_id, "attempt": attempt, "error": code},
+                )
+                self._sleep(min(0.2 * 2**attempt, 5.0) * random.uniform(0.5, 1.0))
         logger.info(
             "refreshed",
             extra={"realm_id": realm_id, "version": committed.version, "rotated": rotated},
         )
         self.observer.on_refreshed(committed)
+        self.breaker.record_success()
         if self.events:
             self.events.publish(
                 lifecycle.REFRESHED,
@@ -409,19 +644,51 @@ class TokenVault:
             )
         return committed
 
+    def _retry_due_at(self, conn: Connection, now: float) -> float:
+        """When to come back after a failed refresh: exponential in the failures so far,
+        capped, with jitter so a fleet that failed together does not retry together."""
+        base = self.settings.retry_backoff_base_seconds
+        delay = min(
+            base * 2 ** min(conn.refresh_failures, 20), self.settings.retry_backoff_max_seconds
+        )
+        return now + delay * random.uniform(0.5, 1.0)
+
     def _release(
         self, conn: Connection, owner: str, *, error: str, invalid_grant: bool = False
     ) -> None:
+        """Give the lease back (never raises: a lease we cannot release expires on its own)."""
+        now = self._clock()
         try:
             self.store.release_lease(
                 conn.realm_id,
                 owner=owner,
-                now=self._clock(),
+                now=now,
                 error=error,
                 invalid_grant=invalid_grant,
+                retry_due_at=self._retry_due_at(conn, now),
             )
         except LeaseLost:
             logger.warning("lease already gone on release", extra={"realm_id": conn.realm_id})
+        except Exception as exc:
+            logger.warning(
+                "lease not released; it expires on its own",
+                extra={"realm_id": conn.realm_id, "error": type(exc).__name__},
+            )
+
+    def _after_invalid_grant(
+        self, conn: Connection, owner: str, exc: InvalidGrant
+    ) -> Connection | None:
+        realm_id = conn.realm_id
+        latest = self.store.get_connection(realm_id, consistent=True)
+        if latest is not None and (
+            latest.version != conn.version or latest.refresh_token_enc != conn.refresh_token_enc
+        ):
+            logger.info(
+                "invalid_grant but a newer token is stored; retrying with it",
+                extra={"realm_id": realm_id},
+            )
+            return None
+        return self._on_invalid_grant(conn, owner, exc)
 
     def _on_invalid_grant(self, conn: Connection, owner: str, exc: InvalidGrant) -> Connection:
         realm_id = conn.realm_id
@@ -436,14 +703,9 @@ class TokenVault:
             and now - first >= self.settings.invalid_grant_window_seconds
         )
         self.observer.on_failed(realm_id, "invalid_grant")
-        if expired or persisted:
+        self.breaker.record_invalid_grant(realm_id)
+        if expired or (persisted and not self._verdict_suspended(realm_id)):
             reason = "refresh_token_expired" if expired else "invalid_grant"
-            try:
-                self.store.mark_needs_reauthorization(
-                    realm_id, seen_version=conn.version, owner=owner, reason=reason, now=now
-                )
-            except LeaseLost:
-                return self._reread(realm_id)
             logger.warning(
                 "connection needs reauthorization",
                 extra={
@@ -453,14 +715,7 @@ class TokenVault:
                     "intuit_tid": exc.intuit_tid,
                 },
             )
-            if self.events:
-                self.events.publish(
-                    lifecycle.NEEDS_REAUTHORIZATION,
-                    {"realm_id": realm_id, "tenant_id": conn.tenant_id, "reason": reason},
-                )
-            raise NeedsReauthorization(
-                f"realm {realm_id} must be reconnected by its user", reason=reason
-            )
+            self._declare_dead(conn, owner, reason)
         self._release(conn, owner, error="invalid_grant", invalid_grant=True)
         logger.warning(
             "Intuit answered invalid_grant; tokens kept until the rejection persists",
@@ -471,3 +726,14 @@ class TokenVault:
             "connection is declared dead",
             intuit_tid=exc.intuit_tid,
         )
+
+    def _verdict_suspended(self, realm_id: str) -> bool:
+        """Is the fleet-level breaker open (an Intuit outage)? Then no death verdict."""
+        if not self.breaker.is_open():
+            return False
+        self.observer.on_verdict_suspended(realm_id)
+        logger.warning(
+            "invalid_grant verdict suspended: Intuit is rejecting many connections at once",
+            extra={"realm_id": realm_id},
+        )
+        return True

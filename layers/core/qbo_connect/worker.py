@@ -8,10 +8,14 @@ Per message (body ``{"realm_id", "due_at", "enqueued_at", "claimed_due_at"}`` fr
 - ``connection.expiring`` goes out here, not in the sweep: the worker has the item in hand (the
   index is KEYS_ONLY). When the refresh token's hard expiry is within 30, 7 or 1 days and that
   threshold was not notified yet, ``Store.mark_expiring_notified`` (a conditional write that
-  only the first caller wins) records it and one event is published for the tightest threshold
-  crossed; wider thresholds crossed at the same time are recorded silently, so a connection
-  first seen 5 days before expiry gets one "7 days" event, not two. It runs before the refresh
-  so the commit's next due time already leaves the notified threshold out.
+  only the first caller wins, or its own retry) records it together with the event (the
+  outbox, see ``events.py``), and the event is published for the tightest threshold crossed;
+  wider thresholds crossed at the same time are recorded silently, so a connection first seen
+  5 days before expiry gets one "7 days" event, not two. It runs before the refresh so the
+  commit's next due time already leaves the notified threshold out.
+- Pending events of the connection (left by a crash, a lost answer or an EventBridge failure)
+  are published first. If any stays pending the message fails (``EventsPending``) and SQS
+  brings it back after the visibility timeout: that is the retry.
 - Outcomes: refreshed and skipped are acknowledged; ``NeedsReauthorization`` is acknowledged
   too (the connection is flagged and its one event went out; retrying cannot help);
   ``RefreshUnavailable`` (Intuit down or throttling, invalid_grant not yet conclusive) and any
@@ -35,7 +39,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -71,6 +75,10 @@ class MalformedMessage(ValueError):
 
 class Deferred(Exception):
     """Not enough time left in this invocation to refresh safely; SQS redelivers the message."""
+
+
+class EventsPending(Exception):
+    """A lifecycle event could not be published; SQS redelivers the message to try again."""
 
 
 @dataclass(frozen=True)
@@ -113,13 +121,9 @@ def parse_message(body: str) -> RefreshMessage:
 
 
 def worst_case_refresh_ms(settings: Settings) -> int:
-    """How long one refresh can take when every Intuit attempt times out, plus AWS calls."""
-    attempts = max(1, settings.intuit_max_attempts)
-    seconds = (
-        attempts * settings.intuit_timeout_seconds
-        + (attempts - 1) * settings.intuit_backoff_max_seconds
-        + 5.0
-    )
+    """How long one refresh can take (``Settings.worst_case_under_lease``, the lease's own
+    figure) plus the two reads before the lease."""
+    seconds = settings.worst_case_under_lease + 2 * settings.aws_call_worst_seconds
     return int(seconds * 1000)
 
 
@@ -202,6 +206,8 @@ class RefreshWorker:
                 extra={"realm_id": realm_id, "reason": exc.message},
             )
             raise
+        if outcome == "events_pending":
+            raise EventsPending(f"realm {realm_id}: lifecycle events still pending")
         if outcome.startswith("skipped"):
             self._count("RefreshSkipped")
         logger.info("refresh message done", extra={"realm_id": realm_id, "outcome": outcome})
@@ -225,22 +231,30 @@ class RefreshWorker:
             return
         tightest = min(crossed)
         for days in sorted(crossed, reverse=True):
-            first = self.store.mark_expiring_notified(conn.realm_id, days=days)
-            if days != tightest or not first:
+            if days != tightest:
+                self.store.mark_expiring_notified(conn.realm_id, days=days)
                 continue
+            event = lifecycle.PendingEvent.new(
+                lifecycle.EXPIRING,
+                {
+                    "realm_id": conn.realm_id,
+                    "tenant_id": conn.tenant_id,
+                    "threshold_days": days,
+                    "days_left": math.ceil(left / DAY),
+                    "hard_expires_at": time.strftime(
+                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(hard))
+                    ),
+                },
+                now=now,
+            )
+            if not self.store.mark_expiring_notified(conn.realm_id, days=days, event=event):
+                continue  # another worker crossed it first and owns its event
             self._count("ExpiringNotified")
-            if self.vault.events is not None:
-                self.vault.events.publish(
-                    lifecycle.EXPIRING,
-                    {
-                        "realm_id": conn.realm_id,
-                        "tenant_id": conn.tenant_id,
-                        "threshold_days": days,
-                        "days_left": math.ceil(left / DAY),
-                        "hard_expires_at": time.strftime(
-                            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(hard))
-                        ),
-                    },
+            delivered = self.vault.flush_events(replace(conn, pending_events=(event,)))
+            if not delivered:
+                logger.warning(
+                    "expiring event pending; the next visit publishes it",
+                    extra={"realm_id": conn.realm_id},
                 )
 
     def _count(self, name: str) -> None:
