@@ -1129,20 +1129,25 @@ class LocalStack:
         for logical_id in by_type.get("AWS::SecretsManager::Secret", []):
             props = resources[logical_id].get("Properties") or {}
             name = props.get("Name") or self._name(logical_id)
-            secret_string = json.dumps({"client_id": client_id, "client_secret": client_secret})
+            generate = props.get("GenerateSecretString")
             if logical_id == WEBHOOK_SECRET_LOGICAL_ID:
                 secret_string = self.webhook_verifier_token
+                origin = WEBHOOK_TOKEN_ENV if os.environ.get(WEBHOOK_TOKEN_ENV) else "generated"
+                what = f"verifier token {origin}; endpoints.json"
+            elif isinstance(generate, dict):
+                # As CloudFormation does: a fresh random value, never a fixed one.
+                secret_string = generated_secret_string(resolve(generate))
+                what = "generated value"
+            else:
+                secret_string = json.dumps({"client_id": client_id, "client_secret": client_secret})
+                what = f"client_id {client_id}"
             arn = sm.create_secret(
                 Name=resolve(name),
                 Description=str(resolve(props.get("Description", logical_id))),
                 SecretString=secret_string,
             )["ARN"]
             self.physical[logical_id] = {"Ref": arn, "Id": arn, "Arn": arn}
-            if logical_id == WEBHOOK_SECRET_LOGICAL_ID:
-                origin = WEBHOOK_TOKEN_ENV if os.environ.get(WEBHOOK_TOKEN_ENV) else "generated"
-                self.say(f"created secret {logical_id} (verifier token {origin}; endpoints.json)")
-            else:
-                self.say(f"created secret {logical_id} (client_id {client_id})")
+            self.say(f"created secret {logical_id} ({what})")
         ddb = self.client("dynamodb")
         for logical_id in by_type.get("AWS::DynamoDB::Table", []):
             props = resources[logical_id].get("Properties") or {}
@@ -1642,6 +1647,7 @@ class LocalStack:
             "functions": {lid: rt.physical_name for lid, rt in self.functions.items()},
             "queues": queues,
             "secret": self.physical.get("IntuitClientSecret", {}).get("Ref", ""),
+            "return_signing_secret": self.physical.get("ReturnSigningSecret", {}).get("Ref", ""),
             "key": self.physical.get("TokenKey", {}).get("Arn", ""),
             "event_bus": os.environ.get("EVENT_BUS_NAME", "default"),
             "region": self.region,
@@ -1675,6 +1681,34 @@ class LocalStack:
         if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
             return fallback, str(payload["error"].get("code", "error"))
         return fallback, "no url in the response"
+
+
+def generated_secret_string(spec: Mapping[str, Any]) -> str:
+    """A random value shaped like CloudFormation's ``GenerateSecretString`` makes it.
+
+    Honours PasswordLength (default 32), ExcludePunctuation, ExcludeCharacters and, with
+    SecretStringTemplate + GenerateStringKey, a JSON object holding the value.
+    """
+    import string
+
+    length = int(spec.get("PasswordLength", 32))
+    alphabet = string.ascii_letters + string.digits
+    if not _truthy(spec.get("ExcludePunctuation")):
+        alphabet += string.punctuation
+    excluded = str(spec.get("ExcludeCharacters", ""))
+    alphabet = "".join(c for c in alphabet if c not in excluded)
+    value = "".join(secrets.choice(alphabet) for _ in range(length))
+    template = spec.get("SecretStringTemplate")
+    key = spec.get("GenerateStringKey")
+    if template and key:
+        data = json.loads(str(template))
+        data[str(key)] = value
+        return json.dumps(data)
+    return value
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
 
 
 def _parse_client_context(header: str | None) -> Any:

@@ -7,7 +7,8 @@ Copy this one file into your project (it needs only ``boto3``) and grant your wo
     from qbo_connect_client import QboConnectError, get_access_token
 
     try:
-        token = get_access_token("9130357766042906")  # function from QBO_CONNECT_GET_TOKEN_FUNCTION
+        # tenant_id: the tenant your code acts for; another tenant's company is not_connected.
+        token = get_access_token("9130357766042906", tenant_id="acme")
     except QboConnectError as err:
         if err.code == "needs_reauthorization":
             ...  # ask the company's user to reconnect (send them to the Reconnect URL)
@@ -89,12 +90,16 @@ def _lambda_client() -> Any:
 def get_access_token(
     realm_id: str,
     *,
+    tenant_id: str | None = None,
     function_name: str | None = None,
     min_valid_seconds: int = 300,
     lambda_client: Any = None,
 ) -> dict[str, Any]:
     """A valid access token for ``realm_id`` with at least ``min_valid_seconds`` left.
 
+    ``tenant_id`` is the tenant guard: pass the tenant your code acts for, and a realm that
+    belongs to another tenant answers ``not_connected`` exactly like an unknown one, so a
+    realm id from an untrusted place (a URL, a webhook) cannot reach another tenant's company.
     ``function_name`` defaults to the ``QBO_CONNECT_GET_TOKEN_FUNCTION`` env var;
     ``lambda_client`` to a shared ``boto3.client("lambda")``. Raises :class:`QboConnectError`.
     """
@@ -105,7 +110,10 @@ def get_access_token(
             f"pass function_name or set {ENV_FUNCTION_NAME} to the GetTokenFunction name or ARN",
         )
     client = lambda_client if lambda_client is not None else _lambda_client()
-    payload = json.dumps({"realm_id": realm_id, "min_valid_seconds": min_valid_seconds})
+    request: dict[str, Any] = {"realm_id": realm_id, "min_valid_seconds": min_valid_seconds}
+    if tenant_id is not None:
+        request["tenant_id"] = tenant_id
+    payload = json.dumps(request)
     try:
         response = client.invoke(
             FunctionName=name, InvocationType="RequestResponse", Payload=payload.encode()

@@ -40,7 +40,8 @@ def _dispatch(event: Any) -> Mapping[str, Any]:
     return actions[action](payload)
 
 
-@logger.inject_lambda_context(clear_state=True)
+# log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.
+@logger.inject_lambda_context(clear_state=True, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return respond(lambda: _dispatch(event))

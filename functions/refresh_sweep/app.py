@@ -17,6 +17,7 @@ from qbo_connect.sweep import default_sweeper
 from qbo_connect.telemetry import logger
 
 
-@logger.inject_lambda_context(clear_state=True)
+# log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.
+@logger.inject_lambda_context(clear_state=True, log_event=False)
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return default_sweeper().run(remaining_ms=context.get_remaining_time_in_millis).as_dict()

@@ -13,7 +13,8 @@ from qbo_connect.telemetry import logger, metrics
 from qbo_connect.worker import default_worker
 
 
-@logger.inject_lambda_context(clear_state=True)
+# log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.
+@logger.inject_lambda_context(clear_state=True, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return default_worker().handle(event, context)

@@ -205,6 +205,7 @@ def test_globals_env_resolves_refs_and_parameters(template):
         "ConnectionsTable": "table-1",
         "TokenKey": {"Ref": "key-1", "Arn": "arn:key-1"},
         "IntuitClientSecret": "arn:secret-1",
+        "ReturnSigningSecret": "arn:secret-2",
         "RefreshQueue": {"Ref": "http://queue", "Arn": "arn:queue"},
         "WebhookVerifierSecret": "arn:webhook-secret",
         "WebhookQueue": {"Ref": "http://webhook-queue", "Arn": "arn:webhook-queue"},
@@ -217,6 +218,7 @@ def test_globals_env_resolves_refs_and_parameters(template):
     assert env["TABLE_NAME"] == "table-1"
     assert env["TOKEN_KEY_ID"] == "arn:key-1"
     assert env["INTUIT_CLIENT_SECRET_ID"] == "arn:secret-1"
+    assert env["RETURN_SIGNING_SECRET_ID"] == "arn:secret-2"
     assert env["REFRESH_QUEUE_URL"] == "http://queue"
     assert env["WEBHOOK_VERIFIER_SECRET_ID"] == "arn:webhook-secret"
     assert env["WEBHOOK_QUEUE_URL"] == "http://webhook-queue"

@@ -274,7 +274,14 @@ def test_return_url_gets_realm_and_status(browser):
     assert response.headers["Referrer-Policy"] == "no-referrer"
     target = response.headers["Location"]
     assert target.startswith(APP_PREFIX + "done?")
-    assert q(target) == {"tab": "qbo", "realm_id": browser.realm, "status": "connected"}
+    result = q(target)
+    assert {k: result[k] for k in ("tab", "realm_id", "tenant_id", "status")} == {
+        "tab": "qbo",
+        "realm_id": browser.realm,
+        "tenant_id": "tenant-a",
+        "status": "connected",
+    }
+    assert set(result) == {"tab", "realm_id", "tenant_id", "status", "link_id", "ts", "sig"}
 
 
 def test_reconnect_by_the_same_tenant_updates_in_place(browser):

@@ -28,11 +28,13 @@ from qbo_connect.connect_flow import (
     with_result,
 )
 from qbo_connect.errors import ConfigurationError, InvalidRequest
+from qbo_connect.return_url import sign
 from tests.unit.builders import RecordingEvents, make_settings, make_vault
 
 BASE = "https://connect.example.test"
 APP = "https://app.example.test/integrations/"
 REALM = "9130357766042906"
+RETURN_KEY = b"k" * 48
 ACCOUNTING = "com.intuit.quickbooks.accounting"
 
 
@@ -64,7 +66,7 @@ class Harness:
         self.events = RecordingEvents()
         self.vault = make_vault(self.settings, events=self.events)
         self.clock = Clock()
-        self.flow = ConnectFlow(self.vault, clock=self.clock)
+        self.flow = ConnectFlow(self.vault, clock=self.clock, return_key=lambda: RETURN_KEY)
         self.table = boto3.resource("dynamodb").Table(aws["table_name"])
 
     def scan(self) -> list[dict[str, Any]]:
@@ -200,10 +202,28 @@ def test_return_url_prefix_matching_is_on_the_parsed_url(url, allowed):
     assert return_url_allowed(url, [APP]) is allowed
 
 
-def test_return_url_gets_realm_and_status_and_keeps_its_query():
-    url = with_result(APP + "done?tab=qbo&status=old#frag", "123", "connected")
+def test_return_url_gets_the_signed_result_and_keeps_its_query():
+    url = with_result(
+        APP + "done?tab=qbo&status=old&sig=forged#frag",
+        key=RETURN_KEY,
+        realm_id="123",
+        tenant_id="tenant-a",
+        status="connected",
+        link_id="ab" * 16,
+        now=1_700_000_000.5,
+    )
     parts = urlsplit(url)
-    assert parse_qs(parts.query) == {"tab": ["qbo"], "realm_id": ["123"], "status": ["connected"]}
+    query = parse_qs(parts.query)
+    sig = query.pop("sig")
+    assert query == {
+        "tab": ["qbo"],
+        "realm_id": ["123"],
+        "tenant_id": ["tenant-a"],
+        "status": ["connected"],
+        "link_id": ["ab" * 16],
+        "ts": ["1700000000"],
+    }
+    assert sig == [sign(RETURN_KEY, "123", "tenant-a", "connected", "ab" * 16, "1700000000")]
     assert parts.fragment == "frag"
 
 
@@ -231,7 +251,8 @@ def test_landing_page_has_a_button_and_the_security_headers(h):
     assert result.status == 200
     assert '<html lang="en">' in result.body
     assert 'name="viewport"' in result.body
-    assert "<h1>Connect to QuickBooks</h1>" in result.body
+    heading = "<h1>The app you came from wants to connect to your QuickBooks company</h1>"
+    assert heading in result.body
     assert '<button type="submit" class="button" id="connect">Connect to QuickBooks</button>' in (
         result.body
     )
@@ -413,7 +434,13 @@ def test_return_url_gets_the_realm_and_status(h):
     assert result.status == 302
     target = result.headers["Location"]
     assert target.startswith(APP + "done?")
-    assert q(urlsplit(target).query) == {"tab": "1", "realm_id": REALM, "status": "connected"}
+    result_query = q(urlsplit(target).query)
+    assert {k: result_query[k] for k in ("tab", "realm_id", "tenant_id", "status")} == {
+        "tab": "1",
+        "realm_id": REALM,
+        "tenant_id": "tenant-a",
+        "status": "connected",
+    }
     assert result.headers["Referrer-Policy"] == "no-referrer"
     second = h.connect(return_url=APP + "done")
     assert q(urlsplit(second.headers["Location"]).query)["status"] == "reconnected"
@@ -565,14 +592,16 @@ def test_realm_is_required_with_the_accounting_scope(h):
     assert intuit_calls(h.sim) == 0
 
 
-def test_realm_must_match_the_id_token(h):
+def test_realm_must_match_the_id_token_else_the_tokens_are_revoked(h):
     location, cookie = h.start(h.link())
     params = q(h.authorize(location))
     query = f"code={params['code']}&state={params['state']}&realmId=123"
     result = h.callback(query, cookie)
-    assert (result.status, result.outcome) == (502, "realm_mismatch")
+    assert (result.status, result.outcome) == (403, "realm_not_proven")
+    assert "Nothing was saved" in result.body
     assert h.vault.store.get_connection("123") is None
     assert h.vault.store.get_connection(REALM) is None
+    assert [g["revoked"] for g in h.sim.grants()] == [True]
 
 
 # ----- GET /callback: Intuit said no or failed --------------------------------------------------

@@ -82,6 +82,8 @@ class Settings:
     # to ConnectionsFunction (it builds links but serves no HTTP request to learn the host).
     connect_base_url: str = ""
     connect_link_ttl_seconds: int = 1800
+    # Secrets Manager id of the key that signs the return redirect (ReturnSigningSecret).
+    return_signing_secret_id: str = ""
     state_ttl_seconds: int = 600
     # Intuit HTTP behaviour: per-request timeout and how many attempts a transient failure gets.
     intuit_timeout_seconds: float = 10.0
@@ -241,6 +243,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     unknown = sorted(set(scopes + extra_scopes) - KNOWN_SCOPES)
     if unknown:
         raise ConfigurationError(f"unknown Intuit scopes in SCOPES/ALLOWED_EXTRA_SCOPES: {unknown}")
+    if "com.intuit.quickbooks.accounting" not in scopes and "openid" not in scopes:
+        # A company is stored only once it is proven: by the id_token's realmid (openid) or by
+        # a CompanyInfo call (accounting). With neither, no connection could ever be made.
+        raise ConfigurationError(
+            "SCOPES must include com.intuit.quickbooks.accounting or openid: one of them is "
+            "needed to prove which QuickBooks company was connected"
+        )
     connect_mode = env.get("CONNECT_MODE", "link").strip() or "link"
     if connect_mode not in ("link", "open"):
         raise ConfigurationError("CONNECT_MODE must be 'link' or 'open'")
@@ -257,6 +266,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_base_url=env.get("PUBLIC_BASE_URL", "").strip().rstrip("/"),
         connect_base_url=env.get("CONNECT_BASE_URL", "").strip().rstrip("/"),
         connect_link_ttl_seconds=_int(env, "CONNECT_LINK_TTL_SECONDS", 1800),
+        return_signing_secret_id=env.get("RETURN_SIGNING_SECRET_ID", "").strip(),
         state_ttl_seconds=_int(env, "STATE_TTL_SECONDS", 600),
         intuit_timeout_seconds=_float(env, "INTUIT_TIMEOUT_SECONDS", 10.0),
         intuit_max_attempts=_int(env, "INTUIT_MAX_ATTEMPTS", 3),

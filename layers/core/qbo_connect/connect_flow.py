@@ -6,22 +6,25 @@ payload 2.0 event) and answers a :class:`pages.HttpResult`; the two handlers onl
 Connect links (``create_connect_link``)
     A link token is ``secrets.token_urlsafe(32)`` (256 bits), stored only as its SHA-256
     (``LINK#<sha256>``) with the tenant, the scopes to request (``Scopes`` plus any extra scopes
-    the caller asked for, each from ``AllowedExtraScopes``), the optional return_url and an
-    expiry (``CONNECT_LINK_TTL_SECONDS``, 30 minutes). The link is *not* consumed when the page
-    opens, so a user who reloads is not locked out; it is consumed when a connection has been
-    stored from it. From then on it answers 410 "already used". A link that expired while its
-    user was on Intuit's consent page still completes: the OAuth state, created while the link
-    was valid, bounds that window (``STATE_TTL_SECONDS``, 10 minutes).
+    the caller asked for, each from ``AllowedExtraScopes``), the optional return_url, the
+    optional ``tenant_name`` shown on the landing page, and an expiry
+    (``CONNECT_LINK_TTL_SECONDS``, 30 minutes). The answer also holds ``link_id``, which the
+    signed return redirect repeats. The link is *not* consumed when the page opens, so a user
+    who reloads is not locked out; it is consumed by a conditional write just before a
+    connection is stored from it, so one link yields at most one connection. From then on it
+    answers 410 "already used". A link that expired while its user was on Intuit's consent
+    page still completes: the OAuth state, created while the link was valid, bounds that
+    window (``STATE_TTL_SECONDS``, 10 minutes).
 
-    return_url must be http(s), carry no credentials and match one of ``AllowedReturnUrls``:
-    same scheme and host:port as the prefix, and a path that starts with the prefix's path
-    (no ``.``/``..`` segments). Matching is on the parsed URL, never on the raw string, so
-    ``https://app.example.com`` does not allow ``https://app.example.com.evil.test``. With no
-    prefix configured every return_url is refused.
+    return_url must match one of ``AllowedReturnUrls`` on path segments (``return_url``).
 
 ``GET /connect?session=...``
-    Validates the link and shows the landing page: a GET form back to ``connect`` with the
-    session and ``go=1`` and a "Connect to QuickBooks" button. Submitting it creates the OAuth
+    Validates the link and shows the landing page, which names the application (``AppName``)
+    and the tenant's display name: a GET form back to ``connect`` with the session and
+    ``go=1`` and a "Connect to QuickBooks" button. ``go=1`` is honoured only as a same-origin
+    navigation (``Sec-Fetch-Site: same-origin``, or no such header from a browser that sends
+    none); from anywhere else the landing page answers 403 with its button, so a page
+    elsewhere cannot send a person straight to Intuit. Submitting it creates the OAuth
     state: ``secrets.token_urlsafe(32)``, stored hashed (``STATE#<sha256>``) with its expiry,
     the tenant, scopes, return_url, redirect_uri, the link's hash and the hash of a fresh
     nonce. The nonce goes to the browser in ``__Host-qbo_connect_state`` (HttpOnly; Secure;
@@ -68,17 +71,17 @@ ConnectMode=open
        may have reached Intuit). Timeout/5xx -> 503, invalid_grant or another refusal -> 502;
        nothing is stored and the exchange is not retried.
     8. With ``openid`` the id_token must be present and valid (signature via JWKS, iss, aud,
-       exp); its ``realmid`` must match realmId. (Intuit's flow uses no nonce.)
-    9. The company name: CompanyInfo, else userinfo's name or email, else none, through a
-       one-attempt client with a short timeout. Failures here never lose the tokens.
-    10. Store: a new realm -> ``create_connection``; a realm of the same tenant ->
-        ``reconnect_connection`` on the version read (re-read and retry on a conflict); a realm
-        held by another tenant -> 403 and nothing stored. The fresh tokens are then simply
-        dropped, *not* revoked: revoking at Intuit removes the app's access to the company,
-        which would kill the other tenant's working connection too.
-    11. Consume the link, emit ``connection.created`` / ``connection.reconnected``, clear the
-        cookie, then 302 to return_url with ``realm_id`` and ``status=connected|reconnected``
-        (its query kept) or the success page.
+       exp). (Intuit's flow uses no nonce.)
+    9. The realm is proven, never taken from the query string on trust (``adopt``): the
+       id_token's ``realmid`` or a CompanyInfo call with the new access token. Not the
+       realm's tokens -> 403, nothing stored, the tokens revoked; Intuit unavailable for the
+       check -> 503 with "Try again", nothing stored. Then a realm held by another tenant ->
+       403, nothing stored (tokens dropped, not revoked).
+    10. The link is consumed (conditional write); a link spent meanwhile by a concurrent
+        callback -> 410, nothing stored.
+    11. Store (create or reconnect), emit ``connection.created`` / ``connection.reconnected``,
+        clear the cookie, then 302 to return_url with the signed result (``return_url``) or
+        the success page.
 
 Scopes granted = scopes requested (Intuit's token response does not list them). Tokens are
 sealed with the vault's envelope encryption; no plaintext token is stored. Tokens, codes,
@@ -95,28 +98,33 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
-from qbo_connect import events as lifecycle
 from qbo_connect import pages, validation
+from qbo_connect.adopt import Adoption, GrantAdopter
+from qbo_connect.copy_table import EN, choose_language
 from qbo_connect.errors import (
     AlreadyConsumed,
-    AlreadyExists,
     ConfigurationError,
+    HeldByOtherTenant,
     IdTokenInvalid,
     IntuitError,
     IntuitTransientError,
     InvalidClient,
     InvalidGrant,
     InvalidRequest,
-    VersionConflict,
+    RealmCheckUnavailable,
+    RealmNotProven,
+    StoreContention,
 )
 from qbo_connect.intuit import IntuitClient, TokenSet
+from qbo_connect.outcomes import Outcome
 from qbo_connect.pages import HttpResult, Link
-from qbo_connect.store import STATUS_DISCONNECTED, Store
+from qbo_connect.return_url import MAX_RETURN_URL, link_id_of, return_url_allowed, with_result
+from qbo_connect.store import Store
 from qbo_connect.tokens import TokenVault
 
 logger = Logger(child=True)
@@ -128,8 +136,7 @@ TOKEN_BYTES = 32  # 256 bits for link tokens, states and nonces
 OPEN_MODE_TENANT = "default"
 REALM_SCOPES = frozenset({"com.intuit.quickbooks.accounting", "com.intuit.quickbooks.payment"})
 MAX_QUERY_LENGTH = 4096
-MAX_RETURN_URL = 2048
-STORE_ATTEMPTS = 5
+MAX_TENANT_NAME = 100
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,512}$")
 _ERROR_RE = re.compile(r"^[a-z_]{1,64}$")
 CONNECT_PARAMS = {"session": 512, "go": 8}
@@ -154,6 +161,10 @@ class Request:
     raw_query: str
     cookies: tuple[str, ...]
     domain_name: str
+    #: ``Sec-Fetch-Site`` as the browser sent it (lower case), None when absent.
+    fetch_site: str | None = None
+    #: The page language chosen from ``Accept-Language``.
+    language: str = EN
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> Request:
@@ -162,13 +173,28 @@ class Request:
             # Hand-written events may carry only the decoded map (no duplicates possible then).
             params = event.get("queryStringParameters") or {}
             raw = urlencode(params) if isinstance(params, dict) else ""
+        raw_headers = event.get("headers")
+        headers = (
+            {str(k).lower(): v for k, v in raw_headers.items()}
+            if isinstance(raw_headers, dict)
+            else {}
+        )
         cookies = event.get("cookies")
         if not isinstance(cookies, list):
-            header = (event.get("headers") or {}).get("cookie") or ""
+            header = headers.get("cookie") or ""
             cookies = [c.strip() for c in str(header).split(";") if c.strip()]
-        context = event.get("requestContext") or {}
-        domain = context.get("domainName") or (event.get("headers") or {}).get("host") or ""
-        return cls(raw_query=raw, cookies=tuple(str(c) for c in cookies), domain_name=str(domain))
+        context = event.get("requestContext")
+        context = context if isinstance(context, dict) else {}
+        domain = context.get("domainName") or headers.get("host") or ""
+        fetch_site = headers.get("sec-fetch-site")
+        accept_language = headers.get("accept-language")
+        return cls(
+            language=choose_language(str(accept_language) if accept_language else None),
+            raw_query=raw,
+            cookies=tuple(str(c) for c in cookies),
+            domain_name=str(domain),
+            fetch_site=str(fetch_site).strip().lower() if fetch_site is not None else None,
+        )
 
     def cookie_values(self, name: str) -> list[str]:
         values = []
@@ -206,55 +232,7 @@ def read_params(raw_query: str, limits: Mapping[str, int]) -> dict[str, str]:
     return {k: v for k, v in found.items() if v}
 
 
-# ----- return_url and scopes -------------------------------------------------------------------
-
-
-def return_url_allowed(url: str, prefixes: Iterable[str]) -> bool:
-    """True when ``url`` is http(s), has no credentials and sits under an allowed prefix."""
-    if len(url) > MAX_RETURN_URL or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
-        return False
-    if "\\" in url:
-        return False
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        return False
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
-        return False
-    segments = unquote(parts.path).split("/")
-    if ".." in segments or "." in segments:
-        return False
-    path = parts.path or "/"
-    for prefix in prefixes:
-        try:
-            allowed = urlsplit(prefix.strip())
-        except ValueError:
-            continue
-        if allowed.scheme not in ("http", "https") or not allowed.netloc:
-            continue
-        if allowed.scheme != parts.scheme or allowed.netloc.lower() != parts.netloc.lower():
-            continue
-        if not path.startswith(allowed.path or "/"):
-            continue
-        if (allowed.query or allowed.fragment) and not url.startswith(prefix.strip()):
-            continue
-        return True
-    return False
-
-
-def with_result(url: str, realm_id: str, status: str) -> str:
-    """return_url with ``realm_id`` and ``status`` set, its other parameters kept."""
-    parts = urlsplit(url)
-    query = [
-        (k, v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        if k not in ("realm_id", "status")
-    ]
-    query += [("realm_id", realm_id), ("status", status)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
+# ----- scopes ---------------------------------------------------------------------------------
 
 
 def _requested_scopes(value: Any, base: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
@@ -322,12 +300,15 @@ class ConnectFlow:
         vault: TokenVault,
         *,
         intuit: Callable[[], IntuitClient] | None = None,
+        return_key: Callable[[], bytes] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.vault = vault
         self.settings = vault.settings
         self.store: Store = vault.store
+        self.adopter = GrantAdopter(vault, clock=clock)
         self._intuit = intuit or vault.intuit_client
+        self._return_key = return_key or _no_return_key
         self._clock = clock
 
     # ----- create_connect_link -------------------------------------------------------------
@@ -343,6 +324,9 @@ class ConnectFlow:
                 "under one of AllowedReturnUrls"
                 + ("" if self.settings.allowed_return_urls else " (none are configured)")
             )
+        tenant_name = validation.optional_str(payload, "tenant_name", max_length=MAX_TENANT_NAME)
+        if tenant_name is not None and not tenant_name.isprintable():
+            raise InvalidRequest("tenant_name must be printable text (no control characters)")
         scopes = _requested_scopes(
             payload.get("scopes"), self.settings.scopes, self.settings.allowed_extra_scopes
         )
@@ -357,12 +341,24 @@ class ConnectFlow:
         attributes: dict[str, Any] = {"tenant_id": tenant_id, "scopes": scopes, "created_at": now}
         if return_url is not None:
             attributes["return_url"] = return_url
+        if tenant_name is not None:
+            attributes["tenant_name"] = tenant_name
         self.store.put_single_use(LINK, token, attributes, expires_at=expires_at)
+        link_id = link_id_of(_sha256(token))
         logger.info(
             "connect link created",
-            extra={"tenant_id": tenant_id, "scopes": scopes, "has_return_url": bool(return_url)},
+            extra={
+                "tenant_id": tenant_id,
+                "link_id": link_id,
+                "scopes": scopes,
+                "has_return_url": bool(return_url),
+            },
         )
-        return {"url": f"{base}/connect?session={token}", "expires_at": _now_iso(expires_at)}
+        return {
+            "url": f"{base}/connect?session={token}",
+            "expires_at": _now_iso(expires_at),
+            "link_id": link_id,
+        }
 
     # ----- GET /connect and GET /reconnect -------------------------------------------------
 
@@ -378,12 +374,14 @@ class ConnectFlow:
         now = self._clock()
         link_hash: str | None = None
         return_url: str | None = None
+        tenant_name: str | None = None
         if session is not None:
             link = self._valid_link(session, now)
             if isinstance(link, HttpResult):
                 return link
             tenant_id, scopes = str(link["tenant_id"]), [str(s) for s in link["scopes"]]
             return_url = link.get("return_url")
+            tenant_name = link.get("tenant_name")
             link_hash = _sha256(session)
         elif self.settings.connect_mode == "open":
             tenant_id, scopes = OPEN_MODE_TENANT, list(self.settings.scopes)
@@ -406,9 +404,27 @@ class ConnectFlow:
             )
 
         authorize_origin = pages.origin_of(self.settings.intuit.authorization)
-        if go is None:
-            return pages.landing(
-                session=session, reconnect=reconnect, authorize_origin=authorize_origin
+        if go is None or not _same_origin_navigation(request):
+            if go is not None:
+                logger.info(
+                    "go=1 refused: not a same-origin navigation",
+                    extra={"sec_fetch_site": (request.fetch_site or "")[:32]},
+                )
+            outcome = (
+                Outcome.CROSS_SITE_REFUSED
+                if go is not None
+                else Outcome.LANDING_RECONNECT
+                if reconnect
+                else Outcome.LANDING
+            )
+            return pages.landing_page(
+                outcome,
+                session=session,
+                authorize_origin=authorize_origin,
+                scopes=scopes,
+                tenant_name=tenant_name if isinstance(tenant_name, str) else None,
+                language=request.language,
+                branding=pages.branding_from(self.settings),
             )
 
         state = secrets.token_urlsafe(TOKEN_BYTES)
@@ -508,9 +524,9 @@ class ConnectFlow:
             raise _Refusal(_bad_request("The parameter “state” is missing."))
         if error is None and code is None:
             raise _Refusal(_bad_request("The parameter “code” is missing."))
-        if realm_id is not None and not validation.REALM_ID.match(realm_id):
+        if realm_id is not None and not validation.is_realm_id(realm_id):
             raise _Refusal(_bad_request("The parameter “realmId” is not valid."))
-        if error is not None and not _ERROR_RE.match(error):
+        if error is not None and not _ERROR_RE.fullmatch(error):
             error = "other"
 
         now = self._clock()
@@ -541,44 +557,129 @@ class ConnectFlow:
         if link_token is not None:
             link = self.store.peek_single_use(LINK, link_token)
             if link is not None and link.get("used_at"):
-                raise _Refusal(
-                    pages.message(
-                        410,
-                        "This connect link was already used",
-                        "A QuickBooks company was already connected with it, maybe in another "
-                        "tab. Nothing more was saved.",
-                        outcome="link_used",
-                        cookies=cleared,
-                    )
-                )
+                raise _Refusal(_link_used(cleared))
+
+        return_url = record.get("return_url")
+        if not (
+            isinstance(return_url, str)
+            and return_url_allowed(return_url, self.settings.allowed_return_urls)
+        ):
+            return_url = None
+        # The signing key is read before anything happens at Intuit: a deployment that cannot
+        # sign its return redirect fails here with nothing obtained and nothing stored.
+        key = self._return_key() if return_url is not None else b""
 
         assert code is not None
         client, tokens = self._exchange(code, str(record["redirect_uri"]), retry, cleared)
-        realm_id = self._verify_identity(client, tokens, scopes, realm_id, retry, cleared)
-        company_name = self._company_name(client, tokens, realm_id, scopes)
-        created = self._store_connection(realm_id, tenant_id, scopes, tokens, company_name, cleared)
-
-        if link_token is not None:
-            try:
-                self.store.consume_single_use(LINK, link_token, now=self._clock())
-            except AlreadyConsumed:
-                logger.info("connect link was already used or expired when consumed")
-        status = "connected" if created else "reconnected"
-        outcome = "created" if created else "reconnected"
+        realm_id, claimed = self._verify_identity(client, tokens, scopes, realm_id, retry, cleared)
+        adoption = self._adopt(
+            client, tokens, realm_id, claimed, tenant_id, scopes, link_token, retry, cleared
+        )
+        status = "connected" if adoption.created else "reconnected"
+        outcome = "created" if adoption.created else "reconnected"
         logger.info(
             "connection stored",
             extra={"realm_id": realm_id, "tenant_id": tenant_id, "outcome": outcome},
         )
-        return_url = record.get("return_url")
-        if isinstance(return_url, str) and return_url_allowed(
-            return_url, self.settings.allowed_return_urls
-        ):
-            return pages.redirect(
-                with_result(return_url, realm_id, status), cookies=cleared, outcome=outcome
+        if return_url is not None:
+            target = with_result(
+                return_url,
+                key=key,
+                realm_id=realm_id,
+                tenant_id=tenant_id,
+                status=status,
+                link_id=link_id_of(record.get("link_hash")),
+                now=self._clock(),
             )
+            return pages.redirect(target, cookies=cleared, outcome=outcome)
         return pages.success(
-            company_name=company_name, realm_id=realm_id, reconnected=not created, cookies=cleared
+            company_name=adoption.company_name,
+            realm_id=realm_id,
+            reconnected=not adoption.created,
+            cookies=cleared,
         )
+
+    def _adopt(
+        self,
+        client: IntuitClient,
+        tokens: TokenSet,
+        realm_id: str,
+        claimed: str | None,
+        tenant_id: str,
+        scopes: list[str],
+        link_token: str | None,
+        retry: Link | None,
+        cleared: list[Cookie],
+    ) -> Adoption:
+        """Prove the realm, check its owner, spend the link, store: or refuse with a page."""
+        try:
+            company_name = self.adopter.prove_realm(
+                client, tokens, realm_id, claimed_realm=claimed, scopes=scopes
+            )
+            self.adopter.existing_for(realm_id, tenant_id)
+            if link_token is not None:
+                # Spent before anything is stored: of two callbacks racing on one link, exactly
+                # one gets past this conditional write, so one link makes at most one connection.
+                try:
+                    self.store.consume_single_use(LINK, link_token, now=self._clock())
+                except AlreadyConsumed:
+                    raise _Refusal(_link_used(cleared)) from None
+            if company_name is None:
+                company_name = self.adopter.company_name(client, tokens, realm_id, tuple(scopes))
+            return self.adopter.store_grant(
+                realm_id=realm_id,
+                tenant_id=tenant_id,
+                scopes=scopes,
+                tokens=tokens,
+                company_name=company_name,
+            )
+        except RealmNotProven:
+            raise _Refusal(
+                pages.message(
+                    403,
+                    "The QuickBooks sign-in could not be verified",
+                    "Intuit's answer does not match the company it names, so the connection was "
+                    "refused and the sign-in was cancelled at Intuit. Nothing was saved.",
+                    "Start again from the app you came from.",
+                    outcome="realm_not_proven",
+                    cookies=cleared,
+                )
+            ) from None
+        except RealmCheckUnavailable:
+            raise _Refusal(
+                pages.message(
+                    503,
+                    "QuickBooks is not responding",
+                    "The company could not be checked with Intuit, so the connection was not "
+                    "completed. Nothing was saved.",
+                    "Please try again in a few minutes.",
+                    link=retry,
+                    outcome="realm_check_unavailable",
+                    cookies=cleared,
+                )
+            ) from None
+        except HeldByOtherTenant:
+            raise _Refusal(
+                pages.message(
+                    403,
+                    "This QuickBooks company is connected to another account",
+                    "A QuickBooks company can be connected to one account of this service "
+                    "at a time. Nothing was saved.",
+                    "Ask whoever connected it to disconnect it first, then try again.",
+                    outcome="other_tenant",
+                    cookies=cleared,
+                )
+            ) from None
+        except StoreContention:
+            raise _Refusal(
+                pages.message(
+                    503,
+                    "The connection could not be saved",
+                    "The QuickBooks company was being changed at the same time. Please try again.",
+                    outcome="store_conflict",
+                    cookies=cleared,
+                )
+            ) from None
 
     def _load_state(self, state: str, now: float) -> dict[str, Any]:
         status, record = self._single_use(STATE, state, now)
@@ -688,7 +789,10 @@ class ConnectFlow:
         realm_id: str | None,
         retry: Link | None,
         cleared: list[Cookie],
-    ) -> str:
+    ) -> tuple[str, str | None]:
+        """The realm to adopt and the id_token's ``realmid`` claim, if any (validated)."""
+        claimed: str | None = None
+
         def refuse(reason: str, outcome: str, status: int = 502) -> _Refusal:
             return _Refusal(
                 pages.message(
@@ -713,149 +817,31 @@ class ConnectFlow:
                 raise refuse(
                     "Intuit's signing keys could not be fetched.", "id_token_unverified", 503
                 ) from None
-            claimed = claims.get("realmid")
-            if claimed is not None:
-                claimed = str(claimed)
-                if realm_id is not None and claimed != realm_id:
-                    logger.warning("realmId does not match the id_token's realmid")
-                    raise refuse(
-                        "The company in the answer does not match the identity token.",
-                        "realm_mismatch",
-                    )
-                if realm_id is None and validation.REALM_ID.match(claimed):
-                    realm_id = claimed
+            value = claims.get("realmid")
+            if value is not None:
+                claimed = str(value)
+                if not validation.is_realm_id(claimed):
+                    raise refuse("Intuit's identity token names no valid company.", "realm_invalid")
+        # A realmId that disagrees with the id_token is refused (and revoked) by the adopter.
+        realm_id = realm_id or claimed
         if realm_id is None:
             raise refuse("Intuit did not say which company was connected.", "realm_missing")
-        return realm_id
+        return realm_id, claimed
 
-    def _company_name(
-        self, client: IntuitClient, tokens: TokenSet, realm_id: str, scopes: list[str]
-    ) -> str | None:
-        """Best effort, one quick attempt each: CompanyInfo, then userinfo. Never raises."""
-        quick = IntuitClient(
-            client.endpoints,
-            client.credentials,
-            timeout=min(3.0, self.settings.intuit_timeout_seconds),
-            max_attempts=1,
-            session=client.session,
-        )
-        name: Any = None
-        if "com.intuit.quickbooks.accounting" in scopes:
-            try:
-                name = quick.company_info(realm_id, tokens.access_token).get("CompanyName")
-            except Exception as exc:
-                logger.info(
-                    "company name unavailable from CompanyInfo",
-                    extra={"realm_id": realm_id, "error_type": type(exc).__name__},
-                )
-        if not (isinstance(name, str) and name.strip()) and "openid" in scopes:
-            try:
-                info = quick.userinfo(tokens.access_token)
-                person = " ".join(
-                    str(info.get(k) or "").strip() for k in ("givenName", "familyName")
-                ).strip()
-                name = person or info.get("email")
-            except Exception as exc:
-                logger.info(
-                    "name unavailable from userinfo",
-                    extra={"realm_id": realm_id, "error_type": type(exc).__name__},
-                )
-        if isinstance(name, str) and name.strip():
-            return name.strip()[:256]
-        return None
 
-    def _store_connection(
-        self,
-        realm_id: str,
-        tenant_id: str,
-        scopes: list[str],
-        tokens: TokenSet,
-        company_name: str | None,
-        cleared: list[Cookie],
-    ) -> bool:
-        """Create or reconnect; True when created. Refuses a realm held by another tenant.
+def _same_origin_navigation(request: Request) -> bool:
+    """``go=1`` starts a sign-in: only from our own landing page, never from another site.
 
-        The created / reconnected event is recorded in the same write and published after it
-        (the outbox, see ``events.py``): it goes out at least once even if this process dies.
-        """
-        sealed = self.vault.seal(realm_id, tokens)
-        environment = self.settings.intuit.environment
-        detail = {
-            "realm_id": realm_id,
-            "tenant_id": tenant_id,
-            "environment": environment,
-            "scopes": sorted(set(scopes)),
-        }
-        for _ in range(STORE_ATTEMPTS):
-            now = self._clock()
-            due_at = self.vault.due_at_for_new(sealed, now)
-            existing = self.store.get_connection(realm_id, consistent=True)
-            if (
-                existing is not None
-                and existing.tenant_id != tenant_id
-                and existing.status != STATUS_DISCONNECTED
-            ):
-                logger.warning(
-                    "realm held by another tenant; tokens dropped, nothing stored",
-                    extra={"realm_id": realm_id, "tenant_id": tenant_id},
-                )
-                raise _Refusal(
-                    pages.message(
-                        403,
-                        "This QuickBooks company is connected to another account",
-                        "A QuickBooks company can be connected to one account of this service "
-                        "at a time. Nothing was saved.",
-                        "Ask whoever connected it to disconnect it first, then try again.",
-                        outcome="other_tenant",
-                        cookies=cleared,
-                    )
-                )
-            # A disconnected realm taken by a new tenant is a new connection for that tenant.
-            created = existing is None or existing.tenant_id != tenant_id
-            event = lifecycle.PendingEvent.new(
-                lifecycle.CREATED if created else lifecycle.RECONNECTED, detail, now=now
-            )
-            try:
-                if existing is None:
-                    conn = self.store.create_connection(
-                        realm_id=realm_id,
-                        tenant_id=tenant_id,
-                        environment=environment,
-                        scopes=scopes,
-                        tokens=sealed,
-                        now=now,
-                        company_name=company_name,
-                        due_at=due_at,
-                        event=event,
-                    )
-                else:
-                    conn = self.store.reconnect_connection(
-                        realm_id=realm_id,
-                        tenant_id=tenant_id,
-                        seen_version=existing.version,
-                        environment=environment,
-                        scopes=scopes,
-                        tokens=sealed,
-                        now=now,
-                        company_name=company_name,
-                        due_at=due_at,
-                        event=event,
-                    )
-                self.vault.flush_events(conn)
-                return created
-            except (AlreadyExists, VersionConflict):
-                logger.info(
-                    "connection changed concurrently; re-reading", extra={"realm_id": realm_id}
-                )
-        raise _Refusal(
-            pages.message(
-                503,
-                "The connection could not be saved",
-                "The QuickBooks company was being changed at the same time. Please try again.",
-                outcome="store_conflict",
-                cookies=cleared,
-            )
-        )
+    Browsers send ``Sec-Fetch-Site``; the landing form's submission says ``same-origin``. A
+    page elsewhere (``cross-site``, ``same-site``) or a typed or pasted URL (``none``) is not
+    our button. A browser that sends no such header at all is let through: the state cookie
+    (SameSite=Lax) and the single-use link still bind the flow to that browser.
+    """
+    return request.fetch_site is None or request.fetch_site == "same-origin"
+
+
+def _no_return_key() -> bytes:
+    raise ConfigurationError("RETURN_SIGNING_SECRET_ID is not set (template.yaml sets it)")
 
 
 # ----- pages used in several places ------------------------------------------------------------
@@ -878,6 +864,18 @@ def _state_used() -> HttpResult:
         "Each sign-in with Intuit can be completed once. Start again from the app you came "
         "from if you want to connect again.",
         outcome="state_used",
+    )
+
+
+def _link_used(cookies: list[Cookie]) -> HttpResult:
+    return pages.message(
+        410,
+        "This connect link was already used",
+        "A QuickBooks company was already connected with it, maybe in another tab or browser. "
+        "Nothing more was saved.",
+        "Ask the app you came from for a new link if you want to connect again.",
+        outcome="link_used",
+        cookies=cookies,
     )
 
 
@@ -952,7 +950,7 @@ def _intuit_error_page(error: str, retry: Link | None, cookies: list[Cookie]) ->
 def _flow() -> ConnectFlow:
     from qbo_connect import runtime
 
-    return ConnectFlow(runtime.vault())
+    return ConnectFlow(runtime.vault(), return_key=runtime.return_signing_key)
 
 
 def create_connect_link_action(payload: Mapping[str, Any]) -> dict[str, Any]:

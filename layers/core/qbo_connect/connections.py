@@ -15,11 +15,12 @@ from aws_lambda_powertools import Logger
 
 from qbo_connect import events as lifecycle
 from qbo_connect import validation
+from qbo_connect.adopt import ACCOUNTING_SCOPE, GrantAdopter
 from qbo_connect.config import KNOWN_SCOPES
 from qbo_connect.errors import (
-    AlreadyExists,
     ConfigurationError,
     Conflict,
+    HeldByOtherTenant,
     IntuitError,
     IntuitTransientError,
     InvalidClient,
@@ -28,10 +29,10 @@ from qbo_connect.errors import (
     NotConnected,
     NotFound,
     RefreshUnavailable,
-    VersionConflict,
+    StoreContention,
 )
 from qbo_connect.store import STATUS_ACTIVE, STATUS_DISCONNECTED
-from qbo_connect.tokens import REFRESH_FIELD, TokenVault
+from qbo_connect.tokens import REFRESH_FIELD, TokenVault, owned_by
 
 logger = Logger(child=True)
 
@@ -63,9 +64,13 @@ class ConnectionsService:
         self.settings = vault.settings
         self._clock = clock
 
+    def _owned(self, payload: Mapping[str, Any]) -> tuple[str, str | None]:
+        """``realm_id`` and the optional ``tenant_id`` of the tenant guard."""
+        return validation.realm_id(payload), validation.optional_tenant_id(payload)
+
     def get_connection(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        realm_id = validation.realm_id(payload)
-        conn = self.store.get_connection(realm_id, consistent=True)
+        realm_id, tenant_id = self._owned(payload)
+        conn = owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id)
         if conn is None:
             raise NotConnected(f"realm {realm_id} is not connected")
         return {"connection": conn.metadata()}
@@ -81,14 +86,14 @@ class ConnectionsService:
         }
 
     def refresh(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        realm_id = validation.realm_id(payload)
-        conn = self.vault.refresh(realm_id)
+        realm_id, tenant_id = self._owned(payload)
+        conn = self.vault.refresh(realm_id, tenant_id=tenant_id)
         return {"connection": conn.metadata()}
 
     def disconnect(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Revoke at Intuit, then disconnect locally whatever Intuit said, and say which."""
-        realm_id = validation.realm_id(payload)
-        conn = self.store.get_connection(realm_id, consistent=True)
+        realm_id, tenant_id = self._owned(payload)
+        conn = owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id)
         if conn is None or conn.status == STATUS_DISCONNECTED:
             raise NotConnected(f"realm {realm_id} is not connected")
         revoked, revoke_error = False, None
@@ -114,8 +119,17 @@ class ConnectionsService:
             {"realm_id": realm_id, "tenant_id": conn.tenant_id, "revoked": revoked},
             now=now,
         )
+        now = self._clock()
+        # Recorded with the disconnect itself, published after it (the outbox, events.py).
+        event = lifecycle.PendingEvent.new(
+            lifecycle.DISCONNECTED,
+            {"realm_id": realm_id, "tenant_id": conn.tenant_id, "revoked": revoked},
+            now=now,
+        )
         try:
-            self.store.disconnect(realm_id, now=now, event=event)
+            # Conditioned on the owner read: the connection whose owner was checked is the one
+            # disconnected, never one that changed hands in between.
+            self.store.disconnect(realm_id, now=now, event=event, tenant_id=conn.tenant_id)
         except NotFound:
             raise NotConnected(f"realm {realm_id} is not connected") from None
         after = self.store.get_connection(realm_id, consistent=True)
@@ -131,32 +145,60 @@ class ConnectionsService:
         return result
 
     def import_connection(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Adopt a connection made by another system, proving its refresh token once.
+        """Adopt a grant made by another system: prove its refresh token is for the realm.
 
-        The refresh rotates the token at Intuit, so the realm is checked first: the only way
-        to lose the imported token is a concurrent import of the same realm, which is refused
-        with a conflict (the other system's token stays valid for Intuit's grace window).
+        Checked first, with no call to Intuit: the fields, the realm's owner and a realm
+        already connected. ``dry_run: true`` stops there and says what would happen
+        (``created``, ``reconnected`` or ``refused`` with a reason), storing nothing.
+
+        Then the token is refreshed once (this rotates it at Intuit: the other system must stop
+        using it) and the new access token must read the realm's CompanyInfo. A refusal there
+        means the token belongs to another company: the new tokens are revoked, nothing is
+        stored, and the answer is ``invalid_request``. If Intuit cannot be reached for either
+        call, nothing is stored and the answer is ``refresh_unavailable`` (the other system's
+        token stays valid for Intuit's grace window, so the import can be tried again).
         """
         realm_id = validation.realm_id(payload)
         tenant_id = validation.tenant_id(payload)
+        dry_run = validation.optional_bool(payload, "dry_run")
         refresh_token = validation.require_str(payload, "refresh_token", max_length=2048)
         environment = validation.optional_str(payload, "environment", max_length=16)
         if environment is not None and environment != self.settings.intuit.environment:
             raise InvalidRequest(
                 f"environment must be {self.settings.intuit.environment!r} for this deployment"
             )
-        existing = self.store.get_connection(realm_id, consistent=True)
-        if (
-            existing is not None
-            and existing.tenant_id != tenant_id
-            and existing.status != STATUS_DISCONNECTED
-        ):
-            raise Conflict(f"realm {realm_id} is connected to another tenant")
-        if existing is not None and existing.status == STATUS_ACTIVE:
-            raise Conflict(f"realm {realm_id} is already connected")
-
+        adopter = GrantAdopter(self.vault, clock=self._clock)
         try:
-            tokens = self.vault.intuit_client().refresh(refresh_token)
+            existing = adopter.existing_for(realm_id, tenant_id)
+        except HeldByOtherTenant as exc:
+            if dry_run:
+                return _dry_run(
+                    realm_id, tenant_id, "refused", reason="other_tenant", message=exc.message
+                )
+            raise Conflict(exc.message) from None
+        if existing is not None and existing.status == STATUS_ACTIVE:
+            if dry_run:
+                return _dry_run(
+                    realm_id,
+                    tenant_id,
+                    "refused",
+                    reason="already_connected",
+                    message=f"realm {realm_id} is already connected",
+                )
+            raise Conflict(f"realm {realm_id} is already connected")
+        scopes = self._scopes(payload, existing.scopes if existing else ())
+        if ACCOUNTING_SCOPE not in scopes:
+            raise InvalidRequest(
+                f"scopes must include {ACCOUNTING_SCOPE}: an imported grant is proven with a "
+                "CompanyInfo call"
+            )
+        if dry_run:
+            outcome = "created" if adopter.would_create(existing, tenant_id) else "reconnected"
+            return _dry_run(realm_id, tenant_id, outcome)
+
+        client = self.vault.intuit_client()
+        try:
+            tokens = client.refresh(refresh_token)
         except InvalidGrant:
             raise InvalidRequest(
                 "Intuit rejected the refresh token (expired, revoked or already rotated)"
@@ -170,54 +212,31 @@ class ConnectionsService:
         except IntuitError as exc:
             raise InvalidRequest(f"Intuit refused the import ({exc.error or exc.status})") from None
 
-        company_name = None
         try:
-            info = self.vault.intuit_client().company_info(realm_id, tokens.access_token)
-            company_name = info.get("CompanyName") if isinstance(info, dict) else None
-        except IntuitError:
-            logger.info("company name unavailable at import", extra={"realm_id": realm_id})
-
-        now = self._clock()
-        sealed = self.vault.seal(realm_id, tokens)
-        due_at = self.vault.due_at_for_new(sealed, now)
-        scopes = self._scopes(payload, existing.scopes if existing else ())
-        event = lifecycle.PendingEvent.new(
-            lifecycle.CREATED
-            if existing is None or existing.tenant_id != tenant_id
-            else lifecycle.RECONNECTED,
-            {"realm_id": realm_id, "tenant_id": tenant_id, "imported": True},
-            now=now,
-        )
-        try:
-            if existing is None:
-                conn = self.store.create_connection(
-                    realm_id=realm_id,
-                    tenant_id=tenant_id,
-                    environment=self.settings.intuit.environment,
-                    scopes=scopes,
-                    tokens=sealed,
-                    now=now,
-                    company_name=company_name,
-                    due_at=due_at,
-                    event=event,
-                )
-            else:
-                conn = self.store.reconnect_connection(
-                    realm_id=realm_id,
-                    tenant_id=tenant_id,
-                    seen_version=existing.version,
-                    environment=self.settings.intuit.environment,
-                    scopes=scopes,
-                    tokens=sealed,
-                    now=now,
-                    company_name=company_name,
-                    due_at=due_at,
-                    event=event,
-                )
-        except (AlreadyExists, VersionConflict):
+            company_name = adopter.prove_realm(
+                client, tokens, realm_id, claimed_realm=None, scopes=scopes
+            )
+            adoption = adopter.store_grant(
+                realm_id=realm_id,
+                tenant_id=tenant_id,
+                scopes=scopes,
+                tokens=tokens,
+                company_name=company_name,
+                detail={"imported": True},
+            )
+        except HeldByOtherTenant as exc:
+            raise Conflict(exc.message) from None
+        except StoreContention:
             raise Conflict(f"realm {realm_id} was connected concurrently") from None
-        self.vault.flush_events(conn)
-        return {"connection": conn.metadata()}
+        logger.info(
+            "connection imported",
+            extra={
+                "realm_id": realm_id,
+                "tenant_id": tenant_id,
+                "outcome": "created" if adoption.created else "reconnected",
+            },
+        )
+        return {"connection": adoption.connection.metadata()}
 
     @staticmethod
     def _scopes(payload: Mapping[str, Any], fallback: tuple[str, ...]) -> tuple[str, ...]:
@@ -233,3 +252,24 @@ class ConnectionsService:
         if unknown or not value:
             raise InvalidRequest(f"scopes must be Intuit scopes; unknown: {unknown}")
         return tuple(sorted(set(value)))
+
+
+def _dry_run(
+    realm_id: str,
+    tenant_id: str,
+    outcome: str,
+    *,
+    reason: str | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "dry_run": True,
+        "realm_id": realm_id,
+        "tenant_id": tenant_id,
+        "outcome": outcome,
+    }
+    if reason is not None:
+        result["reason"] = reason
+    if message is not None:
+        result["message"] = message
+    return result

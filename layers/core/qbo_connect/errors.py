@@ -52,6 +52,33 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+# ----- adopting a grant (callback and import) ----------------------------------------------
+
+
+class RealmNotProven(ServiceError):
+    """The tokens are not for the realm asked for; they were revoked and nothing was stored."""
+
+    code = "invalid_request"
+
+
+class RealmCheckUnavailable(ServiceError):
+    """The realm could not be checked right now (Intuit unavailable): nothing was stored."""
+
+    code = "refresh_unavailable"
+
+
+class HeldByOtherTenant(ServiceError):
+    """The realm is connected to another tenant; nothing was stored."""
+
+    code = "conflict"
+
+
+class StoreContention(ServiceError):
+    """The realm kept changing under us; nothing was stored."""
+
+    code = "conflict"
+
+
 # ----- Intuit --------------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ import html
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools.shared.cookies import Cookie
@@ -41,6 +42,9 @@ from qbo_connect.branding import Branding, text_color_on
 from qbo_connect.copy_table import COPY, EN, SCOPE_WORDS, UI, render_text
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from qbo_connect.config import Settings
 
 # Small, readable on a phone down to 320 px, visible keyboard focus, respects dark mode. The
 # accent (the button) comes from AccentColor; the text on it is black or white, whichever
@@ -177,6 +181,11 @@ def current_branding() -> Branding:
         settings = get_settings()
     except ConfigurationError:
         return Branding()
+    return branding_from(settings)
+
+
+def branding_from(settings: Settings) -> Branding:
+    """The branding a deployment's settings describe."""
     return Branding(
         app_name=settings.app_name,
         logo_url=settings.app_logo_url,

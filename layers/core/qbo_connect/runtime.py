@@ -98,6 +98,30 @@ def client_credentials(settings: Settings | None = None) -> ClientCredentials:
     return ClientCredentials(client_id=client_id, client_secret=client_secret)
 
 
+MIN_RETURN_KEY_LENGTH = 32
+
+
+def return_signing_key() -> bytes:
+    """The key that signs the return redirect (ReturnSigningSecret), cached like the client
+    secret. The stack generates it; rotating it means apps must pick up the new value too.
+    """
+    from aws_lambda_powertools.utilities import parameters
+
+    settings = get_settings()
+    if not settings.return_signing_secret_id:
+        raise ConfigurationError("RETURN_SIGNING_SECRET_ID is not set (template.yaml sets it)")
+    value = parameters.get_secret(
+        settings.return_signing_secret_id, max_age=settings.secret_max_age_seconds
+    )
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str) or len(value.strip()) < MIN_RETURN_KEY_LENGTH:
+        raise ConfigurationError(
+            f"the return-signing secret must hold at least {MIN_RETURN_KEY_LENGTH} characters"
+        )
+    return value.strip().encode()
+
+
 _intuit_clients: dict[ClientCredentials, IntuitClient] = {}
 
 

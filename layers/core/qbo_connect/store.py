@@ -715,12 +715,18 @@ class Store:
         )
 
     def disconnect(
-        self, realm_id: str, *, now: float, event: PendingEvent | None = None
+        self,
+        realm_id: str,
+        *,
+        now: float,
+        event: PendingEvent | None = None,
+        tenant_id: str | None = None,
     ) -> Connection:
         """Mark disconnected and delete the token material; returns the item as it was before.
 
         ``event`` (``connection.disconnected``) is recorded in the same write and keeps the
-        item in DueIndex, due shortly, until it is delivered.
+        item in DueIndex, due shortly, until it is delivered. With ``tenant_id``, only while
+        that tenant still owns the connection (NotFound else).
         """
         update = _Update().set_many(
             {
@@ -742,6 +748,9 @@ class Store:
         condition = (
             f"attribute_exists(pk) AND #status <> {update.value('gone', STATUS_DISCONNECTED)}"
         )
+        if tenant_id is not None:
+            condition += f" AND #tenant_id = {update.value('owner', tenant_id)}"
+            update.name("tenant_id")
         if event is None:
             update.remove("due_shard", "due_at")
         else:

@@ -104,6 +104,13 @@ MAX_MIN_VALID_SECONDS = 3000  # Intuit access tokens live 3600 s; ask for less t
 OUTBOX_READER_GRACE_SECONDS = 30.0
 
 
+def owned_by(conn: Connection | None, tenant_id: str | None) -> Connection | None:
+    """The tenant guard: with ``tenant_id``, another tenant's connection counts as absent."""
+    if conn is not None and tenant_id is not None and conn.tenant_id != tenant_id:
+        return None
+    return conn
+
+
 @dataclass(frozen=True)
 class AccessToken:
     """A usable access token; ``repr`` hides the token."""
@@ -239,8 +246,13 @@ class TokenVault:
 
     # ----- get_token -------------------------------------------------------------------------
 
-    def get_token(self, realm_id: str, min_valid_seconds: int = 300) -> AccessToken:
+    def get_token(
+        self, realm_id: str, min_valid_seconds: int = 300, *, tenant_id: str | None = None
+    ) -> AccessToken:
         """A token valid for at least ``min_valid_seconds``: one GetItem when warm.
+
+        With ``tenant_id`` (the tenant guard), another tenant's realm answers not_connected,
+        exactly like an unknown one.
 
         If Intuit grants access tokens shorter than ``min_valid_seconds``, the token of one
         new refresh (ours or another caller's) is the freshest there can be: it is returned
@@ -251,7 +263,9 @@ class TokenVault:
         if not 0 <= min_valid_seconds <= MAX_MIN_VALID_SECONDS:
             raise InvalidRequest(f"min_valid_seconds must be between 0 and {MAX_MIN_VALID_SECONDS}")
 
-        conn = self._require_usable(self.store.get_connection(realm_id, consistent=True), realm_id)
+        conn = self._require_usable(
+            owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id), realm_id
+        )
         started_version = conn.version
 
         def fresh_enough(c: Connection) -> bool:
@@ -261,7 +275,9 @@ class TokenVault:
             )
 
         if not fresh_enough(conn):
-            conn = self._refresh_until(realm_id, fresh_enough, conn)
+            conn = self._require_usable(
+                owned_by(self._refresh_until(realm_id, fresh_enough, conn), tenant_id), realm_id
+            )
         assert conn.data_key is not None and conn.access_token_enc is not None
         try:
             token = self.cipher.open(realm_id, conn.data_key, ACCESS_FIELD, conn.access_token_enc)
@@ -305,11 +321,14 @@ class TokenVault:
 
     # ----- refresh ---------------------------------------------------------------------------
 
-    def refresh(self, realm_id: str) -> Connection:
+    def refresh(self, realm_id: str, *, tenant_id: str | None = None) -> Connection:
         """Refresh now (ConnectionsFunction ``refresh``): at least one new token set."""
-        conn = self._require_usable(self.store.get_connection(realm_id, consistent=True), realm_id)
+        conn = self._require_usable(
+            owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id), realm_id
+        )
         seen = conn.version
-        return self._refresh_until(realm_id, lambda c: c.version > seen, conn)
+        refreshed = self._refresh_until(realm_id, lambda c: c.version > seen, conn)
+        return self._require_usable(owned_by(refreshed, tenant_id), realm_id)
 
     def refresh_if_due(
         self,

@@ -13,8 +13,10 @@ from typing import Any
 
 from qbo_connect.errors import InvalidRequest
 
-REALM_ID = re.compile(r"^[0-9]{1,32}$")
-TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+# ``\Z``, not ``$``: ``$`` also matches before a trailing newline, and "5151\n" must never
+# become a realm of its own. Use ``fullmatch`` with these patterns.
+REALM_ID = re.compile(r"[0-9]{1,32}\Z")
+TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}\Z")
 
 
 def require_str(payload: Mapping[str, Any], name: str, *, max_length: int = 4096) -> str:
@@ -32,19 +34,44 @@ def optional_str(payload: Mapping[str, Any], name: str, *, max_length: int = 409
     return require_str(payload, name, max_length=max_length)
 
 
-def realm_id(payload: Mapping[str, Any]) -> str:
-    value = require_str(payload, "realm_id", max_length=32)
-    if not REALM_ID.match(value):
-        raise InvalidRequest("realm_id must be the numeric QuickBooks company id")
+def is_realm_id(value: object) -> bool:
+    """A QuickBooks company id: 1-32 ASCII digits and nothing else (no sign, no whitespace)."""
+    return isinstance(value, str) and value.isascii() and REALM_ID.fullmatch(value) is not None
+
+
+def realm_id(payload: Mapping[str, Any], name: str = "realm_id") -> str:
+    value = payload.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"{name} is required and must be a non-empty string")
+    if not is_realm_id(value):
+        raise InvalidRequest(f"{name} must be the numeric QuickBooks company id (digits only)")
     return value
 
 
 def tenant_id(payload: Mapping[str, Any], name: str = "tenant_id") -> str:
-    value = require_str(payload, name, max_length=128)
-    if not TENANT_ID.match(value):
+    value = payload.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"{name} is required and must be a non-empty string")
+    if not (value.isascii() and TENANT_ID.fullmatch(value)):
         raise InvalidRequest(
             f"{name} must be 1-128 characters: letters, digits and . _ : @ / + = -"
         )
+    return value
+
+
+def optional_tenant_id(payload: Mapping[str, Any], name: str = "tenant_id") -> str | None:
+    """The tenant a caller acts for, when it says so (the tenant guard of the invoke actions)."""
+    if payload.get(name) is None:
+        return None
+    return tenant_id(payload, name)
+
+
+def optional_bool(payload: Mapping[str, Any], name: str) -> bool:
+    value = payload.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name} must be true or false")
     return value
 
 
