@@ -14,6 +14,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect import connect_flow
+from qbo_connect.connect_flow import Request
 from qbo_connect.telemetry import logger, metrics
 from qbo_connect.web import HttpResponse, HttpRouter, respond
 
@@ -22,7 +23,7 @@ app = HttpRouter("Callback")
 
 @app.get("/callback")
 def callback(event: Mapping[str, Any]) -> HttpResponse:
-    return respond(connect_flow.handle_callback(event), route="Callback")
+    return respond(connect_flow.handle_callback(Request.from_raw(event)), route="Callback")
 
 
 @logger.inject_lambda_context(

@@ -15,6 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect import connect_flow, disconnect_hint, pages
+from qbo_connect.connect_flow import Request
 from qbo_connect.outcomes import Outcome
 from qbo_connect.telemetry import logger, metrics
 from qbo_connect.web import HttpResponse, HttpRouter, language_of, query_value, respond, source_ip
@@ -24,12 +25,16 @@ app = HttpRouter("Connect")
 
 @app.get("/connect")
 def connect(event: Mapping[str, Any]) -> HttpResponse:
-    return respond(connect_flow.handle_connect(event, reconnect=False), route="Connect")
+    return respond(
+        connect_flow.handle_connect(Request.from_raw(event), reconnect=False), route="Connect"
+    )
 
 
 @app.get("/reconnect")
 def reconnect(event: Mapping[str, Any]) -> HttpResponse:
-    return respond(connect_flow.handle_connect(event, reconnect=True), route="Connect")
+    return respond(
+        connect_flow.handle_connect(Request.from_raw(event), reconnect=True), route="Connect"
+    )
 
 
 @app.get("/disconnected")

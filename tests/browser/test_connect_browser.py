@@ -1,5 +1,9 @@
 """The hosted pages in a real headless Chromium, at desktop and phone widths, checked by axe-core.
 
+It walks landing -> Intuit's consent -> success with every branding parameter set, the signed
+redirect to a return URL (verified with the stack's return-signing key), and each error page
+(in English at 1280 and 390 px, some in Canadian French at 320 px).
+
 Uses the Debian Chromium (``/usr/bin/chromium``) through Playwright's ``executable_path``;
 Playwright's own browser download is never used. axe-core comes from npm (pinned in
 ``tests/browser/package-lock.json``, installed by ``make install``) and is injected into each
@@ -217,16 +221,24 @@ def _header_and_footer(page: Any) -> None:
 def test_landing_consent_success_with_branding(stack, chromium, axe_source, width):
     realm = {"desktop": "4620816365009001", "phone": "4620816365009002"}[width]
     _sim(stack, auto_approve=False, next_realm_id=realm)
-    url = _link(stack, f"tenant-{width}")
+    url = _link(stack, f"tenant-{width}", tenant_name="Bob's Bikes")
     browser = Browser(chromium, axe_source, width)
     page = browser.page
     try:
-        # Landing page: branded, sandbox marked, the button readable on the accent colour.
+        # Landing page: who asks, for which account, what access; branded, sandbox marked,
+        # the button readable on the accent colour.
         response = page.goto(url)
         assert response is not None and response.status == 200
         csp = response.headers["content-security-policy"]
         assert "img-src https://127.0.0.1:9;" in csp
         assert page.evaluate("document.documentElement.lang") == "en"
+        assert page.locator("h1").inner_text() == (
+            "Acme Books wants to connect to your QuickBooks company"
+        )
+        main = page.inner_text("main")
+        assert "Account: Bob's Bikes" in main
+        access = page.locator("main li").all_inner_texts()
+        assert access[0].startswith("your accounting data") and "your email address" in access
         _header_and_footer(page)
         button = page.get_by_role("button", name="Connect to QuickBooks")
         assert button.is_visible()
@@ -269,23 +281,49 @@ def test_landing_consent_success_with_branding(stack, chromium, axe_source, widt
     assert item["tenant_id"]["S"] == f"tenant-{width}"
 
 
-def test_a_return_url_ends_the_flow_at_the_app(stack, chromium, axe_source, return_target):
+def test_a_return_url_ends_the_flow_with_the_signed_redirect(
+    stack, chromium, axe_source, return_target
+):
+    """Intuit may skip its consent page: then the form, /connect, Intuit, /callback and the
+    redirect to the app are one chain of redirects that the landing form's form-action must
+    allow to its end. The app can verify what it was sent with the return-signing key."""
+    from qbo_connect.return_url import sign
+
     realm = "4620816365009003"
-    _sim(stack, auto_approve=False, next_realm_id=realm)
+    _sim(stack, auto_approve=True, next_realm_id=realm)
     url = _link(stack, "tenant-return", return_url=return_target + "done?x=1")
     browser = Browser(chromium, axe_source, "desktop")
     page = browser.page
     try:
         page.goto(url)
-        page.get_by_role("button", name="Connect to QuickBooks").click()
-        page.wait_for_selector("#approve")
         with page.expect_navigation(url=lambda u: u.startswith(return_target)):
-            page.click("#approve")
+            page.get_by_role("button", name="Connect to QuickBooks").click()
         assert page.locator("h1").inner_text() == "Back in Acme Books"
-        query = parse_qs(urlsplit(page.url).query)
-        assert query["realm_id"] == [realm] and query["status"] == ["connected"]
-        assert query["x"] == ["1"]
+        query = {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+        assert query["realm_id"] == realm and query["status"] == "connected"
+        assert query["tenant_id"] == "tenant-return" and query["x"] == "1"
+        secret = stack.boto3_client("secretsmanager").get_secret_value(
+            SecretId=stack.endpoints["return_signing_secret"]
+        )["SecretString"]
+        expected = sign(
+            secret.strip().encode(),
+            query["realm_id"],
+            query["tenant_id"],
+            query["status"],
+            query["link_id"],
+            query["ts"],
+        )
+        assert query["sig"] == expected
         assert browser.csp_errors == []
+
+        # The link is spent: opening it again says so, and offers the way back to the app.
+        response = page.goto(url)
+        assert response is not None and response.status == 410
+        assert page.locator("h1").inner_text() == "This connect link was already used"
+        back = page.locator("#return")
+        assert back.inner_text() == "Return to Acme Books"
+        assert back.get_attribute("href") == return_target + "done?x=1"
+        browser.check("page-link-used-with-return")
     finally:
         browser.close()
 
@@ -294,8 +332,14 @@ ERROR_PAGES = [
     # name, path and query, status, title
     ("link-required", "/connect", 400, "A connect link is needed"),
     ("link-unknown", "/connect?session=" + "A" * 43, 404, "This connect link is not valid"),
-    ("reconnect-info", "/reconnect", 200, None),
-    ("state-unknown", "/callback?state=" + "B" * 43 + "&code=c", 400, None),
+    ("reconnect-info", "/reconnect", 200, "Reconnect QuickBooks from Acme Books"),
+    (
+        "state-unknown",
+        "/callback?state=" + "B" * 43 + "&code=c",
+        400,
+        "This sign-in attempt is not recognised",
+    ),
+    ("bad-request", "/callback?code=c", 400, "This request is not valid"),
     ("disconnected", "/disconnected?realmId=4620816365000000", 200, "QuickBooks disconnected"),
 ]
 
@@ -316,6 +360,12 @@ def test_each_page_that_is_not_the_happy_path(stack, chromium, axe_source, width
                 assert reference.startswith("Reference: ") and len(reference) > 20
                 assert page.locator("#support").get_attribute("href") == SUPPORT
             browser.check(f"page-{name}")
+
+        # go=1 typed or pasted (Sec-Fetch-Site: none) is not our button: the landing page, 403.
+        response = page.goto(_link(stack, f"tenant-typed-{width}") + "&go=1")
+        assert response is not None and response.status == 403
+        assert "must be started from this page" in page.inner_text("main")
+        browser.check("page-cross-site-refused")
 
         # Cancel at "Intuit": the cancelled page offers "Try again" with the same link.
         _sim(stack, auto_approve=False)
@@ -340,9 +390,19 @@ def test_pages_in_canadian_french_and_at_320px(stack, chromium, axe_source):
     browser = Browser(chromium, axe_source, "narrow", locale="fr-CA")
     page = browser.page
     try:
+        page.goto(_link(stack, "tenant-fr", tenant_name="Les Vélos de Bob"))
+        assert page.evaluate("document.documentElement.lang") == "fr-CA"
+        assert page.locator("h1").inner_text() == (
+            "Acme Books veut se connecter à votre entreprise QuickBooks"
+        )
+        assert page.get_by_role("button", name="Se connecter à QuickBooks").is_visible()
+        browser.check("fr-landing")
+        response = page.goto(stack.api + "/connect?session=" + "C" * 43)
+        assert response is not None and response.status == 404
+        assert page.locator("#reference").inner_text().startswith("Référence")
+        browser.check("fr-link-unknown")
         response = page.goto(stack.api + "/disconnected?realmId=4620816365000000")
         assert response is not None and response.status == 200
-        assert page.evaluate("document.documentElement.lang") == "fr-CA"
         assert page.locator("h1").inner_text() == "QuickBooks est déconnecté"
         assert page.locator("#privacy").inner_text() == "Confidentialité"
         browser.check("fr-disconnected")

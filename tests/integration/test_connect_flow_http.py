@@ -299,7 +299,7 @@ def test_reconnect_by_the_same_tenant_updates_in_place(browser):
 def test_reconnect_url_without_a_link_explains_what_to_do(browser):
     before = browser.scan()
     response = browser.get(f"{browser.stack.api}/reconnect?realmId={browser.realm}")
-    assert_page(response, 200, "Reconnect QuickBooks from your app")
+    assert_page(response, 200, "Reconnect QuickBooks from the app you came from")
     assert_unchanged(before, browser.scan())
     with_link = browser.get(f"{browser.stack.api}/reconnect?session={browser.link()}")
     assert_page(with_link, 200, "Reconnect to QuickBooks</button>")

@@ -29,8 +29,15 @@ FUNCTIONS = sorted((REPO_ROOT / "functions").glob("*/app.py"))
 # Modules that only some paths need, by function: importing the handler must not load them.
 NOT_AT_IMPORT = {
     "get_token": ["requests", "jwt", "aws_lambda_powertools.utilities.parameters"],
-    "connect": ["aws_lambda_powertools.event_handler", "jwt"],
-    "callback": ["aws_lambda_powertools.event_handler"],
+    "connect": [
+        "aws_lambda_powertools.event_handler",
+        "aws_lambda_powertools.utilities.data_classes",
+        "jwt",
+    ],
+    "callback": [
+        "aws_lambda_powertools.event_handler",
+        "aws_lambda_powertools.utilities.data_classes",
+    ],
 }
 # (Powertools itself imports its tracing module, which loads the X-Ray SDK only for a Tracer.)
 NEVER = ["aws_xray_sdk", "wrapt"]

@@ -7,6 +7,7 @@ so the authorize redirect, the code exchange, the id_token and CompanyInfo are t
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import time
 from typing import Any
@@ -27,7 +28,9 @@ from qbo_connect.connect_flow import (
     return_url_allowed,
     with_result,
 )
+from qbo_connect.copy_table import COPY
 from qbo_connect.errors import ConfigurationError, InvalidRequest
+from qbo_connect.outcomes import Outcome
 from qbo_connect.return_url import sign
 from tests.unit.builders import RecordingEvents, make_settings, make_vault
 
@@ -248,11 +251,15 @@ def test_parameters_duplicated_oversized_or_blank():
 def test_landing_page_has_a_button_and_the_security_headers(h):
     session = h.link()
     result = h.get(f"session={session}")
+    assert result.outcome == Outcome.LANDING
     assert result.status == 200
     assert '<html lang="en">' in result.body
     assert 'name="viewport"' in result.body
-    heading = "<h1>The app you came from wants to connect to your QuickBooks company</h1>"
-    assert heading in result.body
+    assert "<h1>The app you came from wants to connect to your QuickBooks company</h1>" in (
+        result.body
+    )
+    assert "<li>your accounting data: customers, invoices" in result.body
+    assert 'id="sandbox"' in result.body
     assert '<button type="submit" class="button" id="connect">Connect to QuickBooks</button>' in (
         result.body
     )
@@ -324,20 +331,21 @@ def test_redirect_uri_defaults_to_the_api_domain(aws, sim):
 
 
 @pytest.mark.parametrize(
-    ("query", "status", "text"),
+    ("query", "status", "outcome"),
     [
-        ("", 400, "A connect link is needed"),
-        ("session=" + "A" * 43, 404, "This connect link is not valid"),
-        ("session=<script>", 404, "This connect link is not valid"),
-        ("session=" + "A" * 513, 400, "is too long"),
-        ("session=a&session=b", 400, "more than once"),
-        ("go=2", 400, "“go” is not valid"),
+        ("", 400, Outcome.LINK_REQUIRED),
+        ("session=" + "A" * 43, 404, Outcome.LINK_UNKNOWN),
+        ("session=<script>", 404, Outcome.LINK_UNKNOWN),
+        ("session=" + "A" * 513, 400, Outcome.BAD_REQUEST),
+        ("session=a&session=b", 400, Outcome.BAD_REQUEST),
+        ("go=2", 400, Outcome.BAD_REQUEST),
     ],
 )
-def test_connect_refusals(h, query, status, text):
+def test_connect_refusals(h, query, status, outcome):
     result = h.get(query)
+    assert result.outcome == outcome
     assert result.status == status
-    assert text in result.body
+    assert f"<h1>{html.escape(COPY[outcome].en.title)}</h1>" in result.body
     assert "<script>" not in result.body
     assert result.headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert h.scan() == []
@@ -362,8 +370,9 @@ def test_used_link_is_gone_after_a_connection_was_stored(h):
 
 def test_reconnect_without_a_link_explains_where_to_reconnect(h):
     result = h.get("realmId=123", reconnect=True)
+    assert result.outcome == Outcome.RECONNECT_INFO
     assert result.status == 200
-    assert "Reconnect QuickBooks from your app" in result.body
+    assert "Reconnect QuickBooks from the app you came from" in result.body
     assert h.scan() == []
 
 
@@ -508,21 +517,22 @@ def intuit_calls(sim) -> int:
 
 
 @pytest.mark.parametrize(
-    ("query", "text"),
+    "query",
     [
-        ("code=abc", "“state” is missing"),
-        ("state=abc", "“code” is missing"),
-        ("code=abc&state=" + "s" * 513, "“state” is too long"),
-        ("code=" + "c" * 513 + "&state=abc", "“code” is too long"),
-        ("code=a&code=b&state=abc", "“code” was given more than once"),
-        ("code=a&state=abc&state=abd", "“state” was given more than once"),
-        ("code=a&state=abc&realmId=12ab", "“realmId” is not valid"),
+        "code=abc",
+        "state=abc",
+        "code=abc&state=" + "s" * 513,
+        "code=" + "c" * 513 + "&state=abc",
+        "code=a&code=b&state=abc",
+        "code=a&state=abc&state=abd",
+        "code=a&state=abc&realmId=12ab",
     ],
 )
-def test_bad_callback_parameters_are_400(h, query, text):
+def test_bad_callback_parameters_are_400(h, query):
     result = h.callback(query, f"{COOKIE_NAME}=x")
+    assert result.outcome == Outcome.BAD_REQUEST
     assert result.status == 400
-    assert text in result.body
+    assert "This request is not valid" in result.body
     assert intuit_calls(h.sim) == 0
 
 
@@ -721,7 +731,8 @@ class Context:
     ("handler", "event", "status", "text"),
     [
         ("connect", "connect.json", 404, "This connect link is not valid"),
-        ("connect", "reconnect.json", 200, "Reconnect QuickBooks from your app"),
+        ("connect", "reconnect.json", 200, "Reconnect QuickBooks from"),
+        ("connect", "disconnected.json", 200, "QuickBooks est déconnecté"),
         ("callback", "callback.json", 400, "This sign-in attempt is not recognised"),
         ("callback", "callback_denied.json", 400, "This sign-in attempt is not recognised"),
     ],

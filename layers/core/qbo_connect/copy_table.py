@@ -351,29 +351,44 @@ COPY: Mapping[Outcome, Row] = {
             + _NOTHING_SAVED_FR,
         ),
     ),
-    Outcome.REALM_NOT_PROVEN: _row(
+    Outcome.REALM_INVALID: _row(
         502,
         True,
+        (_UNVERIFIED_EN, "Intuit’s identity token names no valid company. Nothing was saved."),
         (
-            "The QuickBooks company could not be confirmed",
-            "Intuit did not confirm which company was connected. Nothing was saved.",
+            _UNVERIFIED_FR,
+            "Le jeton d’identité d’Intuit ne nomme aucune entreprise valide. " + _NOTHING_SAVED_FR,
+        ),
+    ),
+    Outcome.REALM_NOT_PROVEN: _row(
+        403,
+        False,
+        (
+            _UNVERIFIED_EN,
+            "Intuit’s answer does not match the company it names, so the connection was "
+            "refused and the sign-in was cancelled at Intuit. Nothing was saved.",
+            "Start again from {app}.",
         ),
         (
-            "L’entreprise QuickBooks n’a pas pu être confirmée",
-            "Intuit n’a pas confirmé quelle entreprise a été connectée. " + _NOTHING_SAVED_FR,
+            _UNVERIFIED_FR,
+            "La réponse d’Intuit ne correspond pas à l’entreprise qu’elle nomme; la connexion "
+            "a donc été refusée et annulée chez Intuit. " + _NOTHING_SAVED_FR,
+            "Recommencez à partir de {app}.",
         ),
     ),
     Outcome.REALM_CHECK_UNAVAILABLE: _row(
         503,
         True,
         (
-            "The QuickBooks company could not be confirmed",
-            "QuickBooks did not answer in time. Nothing was saved.",
+            "QuickBooks is not responding",
+            "The company could not be checked with Intuit, so the connection was not "
+            "completed. Nothing was saved.",
             _TRY_LATER_EN,
         ),
         (
-            "L’entreprise QuickBooks n’a pas pu être confirmée",
-            "QuickBooks n’a pas répondu à temps. " + _NOTHING_SAVED_FR,
+            "QuickBooks ne répond pas",
+            "L’entreprise n’a pas pu être vérifiée auprès d’Intuit; la connexion n’a donc pas "
+            "été terminée. " + _NOTHING_SAVED_FR,
             _TRY_LATER_FR,
         ),
     ),
@@ -501,6 +516,7 @@ UI: Mapping[str, Mapping[str, str]] = {
         "company_id": "(ID {realm_id})",
         "quote": "“{name}”",
         "logo": "{app} logo",
+        "disconnect_note": "You can disconnect at any time, from {app} or from QuickBooks.",
     },
     FR_CA: {
         "app": "l’application d’où vous venez",
@@ -518,6 +534,8 @@ UI: Mapping[str, Mapping[str, str]] = {
         "company_id": "(identifiant {realm_id})",
         "quote": "« {name} »",
         "logo": "Logo de {app}",
+        "disconnect_note": "Vous pouvez vous déconnecter en tout temps, à partir de {app} ou "
+        "de QuickBooks.",
     },
 }
 

@@ -40,6 +40,7 @@ class Outcome(StrEnum):
     ID_TOKEN_INVALID = "id_token_invalid"
     ID_TOKEN_UNVERIFIED = "id_token_unverified"
     REALM_MISMATCH = "realm_mismatch"
+    REALM_INVALID = "realm_invalid"
     REALM_NOT_PROVEN = "realm_not_proven"
     REALM_CHECK_UNAVAILABLE = "realm_check_unavailable"
     # The callback: storing.

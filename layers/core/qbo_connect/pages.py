@@ -33,18 +33,15 @@ import html
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools.shared.cookies import Cookie
 
 from qbo_connect.branding import Branding, text_color_on
+from qbo_connect.config import Settings
 from qbo_connect.copy_table import COPY, EN, SCOPE_WORDS, UI, render_text
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.outcomes import Outcome
-
-if TYPE_CHECKING:
-    from qbo_connect.config import Settings
 
 # Small, readable on a phone down to 320 px, visible keyboard focus, respects dark mode. The
 # accent (the button) comes from AccentColor; the text on it is black or white, whichever
@@ -172,20 +169,8 @@ def new_reference() -> str:
     return f"{value[:4]}-{value[4:]}"
 
 
-def current_branding() -> Branding:
-    """The deployment's branding from its settings; the neutral default if they cannot load
-    (the page that says so must still render)."""
-    from qbo_connect.config import get_settings
-
-    try:
-        settings = get_settings()
-    except ConfigurationError:
-        return Branding()
-    return branding_from(settings)
-
-
 def branding_from(settings: Settings) -> Branding:
-    """The branding a deployment's settings describe."""
+    """The deployment's branding, from its settings (never from a request)."""
     return Branding(
         app_name=settings.app_name,
         logo_url=settings.app_logo_url,
@@ -194,6 +179,17 @@ def branding_from(settings: Settings) -> Branding:
         privacy_url=settings.privacy_url,
         sandbox=settings.intuit.environment == "sandbox",
     )
+
+
+def current_branding() -> Branding:
+    """This container's branding; the neutral default if its settings cannot load (the page
+    that says so must still render)."""
+    from qbo_connect.config import get_settings
+
+    try:
+        return branding_from(get_settings())
+    except ConfigurationError:
+        return Branding()
 
 
 def render(
@@ -301,62 +297,6 @@ def redirect(location: str, *, cookies: Sequence[Cookie] = (), outcome: str = ""
     return HttpResult(302, headers, "", list(cookies), outcome)
 
 
-# ----- the pages -----------------------------------------------------------------------------
-
-
-def landing(*, session: str | None, reconnect: bool, authorize_origin: str | None) -> HttpResult:
-    verb = "Reconnect" if reconnect else "Connect"
-    fields: list[tuple[str, str]] = []
-    if session:
-        fields.append(("session", session))
-    fields.append(("go", "1"))
-    sources = ["'self'"] + ([authorize_origin] if authorize_origin else [])
-    return render(
-        status=200,
-        title=f"{verb} to QuickBooks",
-        paragraphs=[
-            "You will be sent to Intuit to sign in and choose the QuickBooks company to "
-            "connect. Nothing is shared until you approve it there.",
-        ],
-        form=Form(action="connect", fields=tuple(fields), button=f"{verb} to QuickBooks"),
-        note="You can disconnect at any time from the app or from your Intuit account.",
-        form_action=sources,
-        outcome="landing",
-    )
-
-
-def message(
-    status: int,
-    title: str,
-    *paragraphs: str,
-    link: Link | None = None,
-    note: str | None = None,
-    outcome: str = "",
-    cookies: Sequence[Cookie] = (),
-) -> HttpResult:
-    return render(
-        status=status,
-        title=title,
-        paragraphs=paragraphs,
-        link=link,
-        note=note,
-        outcome=outcome,
-        cookies=cookies,
-    )
-
-
-def success(
-    *, company_name: str | None, realm_id: str, reconnected: bool, cookies: Sequence[Cookie] = ()
-) -> HttpResult:
-    """The end of a flow without a return URL: what happens next (from the copy table)."""
-    return outcome_page(
-        Outcome.RECONNECTED if reconnected else Outcome.CREATED,
-        company_name=company_name,
-        realm_id=realm_id,
-        cookies=cookies,
-    )
-
-
 # ----- pages from the copy table --------------------------------------------------------------
 
 
@@ -378,6 +318,7 @@ def outcome_page(
     company_name: str | None = None,
     realm_id: str | None = None,
     cookies: Sequence[Cookie] = (),
+    detail: str | None = None,
 ) -> HttpResult:
     """The page for ``outcome`` from the copy table, in ``language``.
 
@@ -396,7 +337,7 @@ def outcome_page(
     return render(
         status=row.status,
         title=render_text(text.title, values),
-        paragraphs=[render_text(p, values) for p in text.paragraphs],
+        paragraphs=[render_text(p, values) for p in text.paragraphs] + ([detail] if detail else []),
         link=Link(retry, ui["try_again"]) if retry and row.retry else None,
         return_link=(
             Link(return_url, render_text(ui["return_to"], values)) if return_url else None
@@ -421,6 +362,7 @@ def landing_page(
     session: str | None,
     authorize_origin: str | None,
     scopes: Iterable[str],
+    extra_form_action: Sequence[str] = (),
     tenant_name: str | None = None,
     language: str = EN,
     branding: Branding | None = None,
@@ -448,7 +390,12 @@ def landing_page(
         details=[ui["account"].format(account=tenant_name)] if tenant_name else (),
         items=scope_words(scopes, language),
         form=Form(action="connect", fields=tuple(fields), button=button),
-        form_action=["'self'"] + ([authorize_origin] if authorize_origin else []),
+        note=render_text(ui["disconnect_note"], values),
+        form_action=[
+            "'self'",
+            *([authorize_origin] if authorize_origin else []),
+            *extra_form_action,
+        ],
         outcome=outcome.value,
         language=language,
         branding=brand,

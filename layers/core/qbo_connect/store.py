@@ -18,6 +18,10 @@ Every write that boto3 may retry after its first attempt was applied (the answer
 recognises its own earlier success instead of failing its condition: the lease carries our
 owner id, a commit records ``committed_by``, an outbox entry's event id is in its attribute
 name, a sweep claim records ``claim_id``. Meeting our own write is success, not a conflict.
+- Fleet-level breaker (``breaker.py``): ``pk = "FLEET#invalid_grant"``, ``sk`` = a time bucket,
+  one ``r_<realm_id>`` attribute (the time of the last rejection) per connection Intuit
+  rejected in that bucket, ``ttl``; and ``pk = "FLEET#breaker"`` holding ``cleared_at``. Both
+  are blind, idempotent SETs (no read-modify-write).
 - OAuth state: ``pk = "STATE#<sha256>"``; connect link: ``pk = "LINK#<sha256>"``; both with
   ``sk`` = the kind, an ``expires_at`` checked on read (moto and DynamoDB TTL are lazy) and
   ``ttl`` for DynamoDB to clean up.
