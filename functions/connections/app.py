@@ -1,7 +1,7 @@
 """ConnectionsFunction: connect links and connection management (direct invoke only).
 
-Actions: create_connect_link, list_connections, get_connection, refresh, import_connection,
-disconnect. See README "Invoke contracts".
+Actions: create_connect_link, list_connections, get_connection, connection_history, refresh,
+import_connection, disconnect. See README "Invoke contracts".
 """
 
 from collections.abc import Callable, Mapping
@@ -30,6 +30,7 @@ def _dispatch(event: Any) -> Mapping[str, Any]:
         "create_connect_link": _create_connect_link,
         "list_connections": service.list_connections,
         "get_connection": service.get_connection,
+        "connection_history": service.connection_history,
         "refresh": service.refresh,
         "import_connection": service.import_connection,
         "disconnect": service.disconnect,

@@ -198,7 +198,7 @@ def _check(rows: Iterable[Row]) -> None:
 class Importer:
     """Runs the rows against ConnectionsFunction; ``on_done`` is called once per row."""
 
-    def __init__(self, target: Target, *, dry_run: bool = False, concurrency: int = 4) -> None:
+    def __init__(self, target: Target, *, dry_run: bool = False, concurrency: int = 8) -> None:
         self.target = target
         self.dry_run = dry_run
         self.concurrency = max(1, concurrency)
@@ -263,10 +263,6 @@ class Importer:
         try:
             if _is_ours(self._connected.get((row.tenant_id, row.realm_id)), row.tenant_id):
                 return result(UNCHANGED, message="already connected to this tenant")
-            if self.dry_run:
-                # ConnectionsFunction learns dry_run with the tenant-isolation work; until
-                # then the CLI's checks above are the dry run (an older service would import).
-                return result("would_import")
             try:
                 answer = self.target.invoke(CONNECTIONS_FUNCTION, row.payload(self.dry_run))
             except ServiceError as exc:
@@ -288,7 +284,9 @@ class Importer:
         if self.dry_run:
             kind = _dry_run_result(answer)
             if kind == "would_refuse":
-                return result(FAILED, "refused", _dry_run_message(answer) or "would be refused")
+                reason = answer.get("reason")
+                code = reason if isinstance(reason, str) and reason else "refused"
+                return result(FAILED, code, _dry_run_message(answer) or "would be refused")
             return result(kind, message=_dry_run_message(answer))
         return result(IMPORTED)
 

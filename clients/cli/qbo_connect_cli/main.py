@@ -391,7 +391,7 @@ def connections_disconnect(options: Options, realm: str, tenant: str | None, yes
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 32),
-    default=4,
+    default=8,
     show_default=True,
     help="Rows imported at the same time.",
 )

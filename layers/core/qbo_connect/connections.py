@@ -31,10 +31,17 @@ from qbo_connect.errors import (
     RefreshUnavailable,
     StoreContention,
 )
-from qbo_connect.store import STATUS_ACTIVE, STATUS_DISCONNECTED
+from qbo_connect.health import VALUES as HEALTH_VALUES
+from qbo_connect.health import health_fields
+from qbo_connect.history import DEFAULT_LIMIT, IMPORT, MAX_LIMIT, OPERATOR, History
+from qbo_connect.store import STATUS_ACTIVE, STATUS_DISCONNECTED, Connection
 from qbo_connect.tokens import REFRESH_FIELD, TokenVault, owned_by
 
 logger = Logger(child=True)
+
+#: How many index pages one filtered ``list_connections`` call reads at most before it hands
+#: back a cursor (a tenant with few matching connections must not cost a long query loop).
+MAX_FILTERED_PAGES = 5
 
 
 def _encode_cursor(key: Mapping[str, Any] | None) -> str | None:
@@ -63,6 +70,11 @@ class ConnectionsService:
         self.store = vault.store
         self.settings = vault.settings
         self._clock = clock
+        self.history = vault.history or History(self.store, clock=clock)
+
+    def describe(self, conn: Connection) -> dict[str, Any]:
+        """A connection's metadata with its health (never token material)."""
+        return {**conn.metadata(), **health_fields(conn.raw, self._clock())}
 
     def _owned(self, payload: Mapping[str, Any]) -> tuple[str, str | None]:
         """``realm_id`` and the optional ``tenant_id`` of the tenant guard."""
@@ -73,22 +85,50 @@ class ConnectionsService:
         conn = owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id)
         if conn is None:
             raise NotConnected(f"realm {realm_id} is not connected")
-        return {"connection": conn.metadata()}
+        return {"connection": self.describe(conn)}
 
     def list_connections(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A page of a tenant's connections; with ``health``, only those that healthy.
+
+        The health filter reads up to MAX_FILTERED_PAGES index pages per call and hands back a
+        cursor when there may be more, so a page can hold fewer than ``limit`` connections.
+        """
         tenant_id = validation.tenant_id(payload)
         limit = validation.optional_int(payload, "limit", default=50, minimum=1, maximum=200)
         cursor = _decode_cursor(validation.optional_str(payload, "cursor", max_length=2048))
-        items, last = self.store.list_connections(tenant_id, limit=limit, cursor=cursor)
-        return {
-            "connections": [c.metadata() for c in items],
-            "next_cursor": _encode_cursor(last),
-        }
+        health = validation.optional_str(payload, "health", max_length=32)
+        if health is not None and health not in HEALTH_VALUES:
+            raise InvalidRequest(f"health must be one of: {', '.join(HEALTH_VALUES)}")
+        found: list[dict[str, Any]] = []
+        for _ in range(MAX_FILTERED_PAGES if health else 1):
+            items, cursor = self.store.list_connections(
+                tenant_id, limit=limit - len(found), cursor=cursor
+            )
+            described = [self.describe(c) for c in items]
+            found += [c for c in described if health is None or c["health"] == health]
+            if cursor is None or len(found) >= limit:
+                break
+        return {"connections": found, "next_cursor": _encode_cursor(cursor)}
+
+    def connection_history(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The newest outcomes of a connection (also after it was disconnected)."""
+        realm_id, tenant_id = self._owned(payload)
+        limit = validation.optional_int(
+            payload,
+            "limit",
+            default=DEFAULT_LIMIT,
+            minimum=1,
+            maximum=MAX_LIMIT,
+        )
+        conn = owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id)
+        if conn is None:
+            raise NotConnected(f"realm {realm_id} is not connected")
+        return {"realm_id": realm_id, "history": self.history.entries(realm_id, limit=limit)}
 
     def refresh(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         realm_id, tenant_id = self._owned(payload)
         conn = self.vault.refresh(realm_id, tenant_id=tenant_id)
-        return {"connection": conn.metadata()}
+        return {"connection": self.describe(conn)}
 
     def disconnect(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Revoke at Intuit, then disconnect locally whatever Intuit said, and say which."""
@@ -135,6 +175,12 @@ class ConnectionsService:
         after = self.store.get_connection(realm_id, consistent=True)
         if after is not None:
             self.vault.flush_events(after)
+        self.history.record(
+            realm_id,
+            source=OPERATOR,
+            outcome=STATUS_DISCONNECTED,
+            detail="revoked" if revoked else "not revoked at Intuit",
+        )
         result: dict[str, Any] = {
             "realm_id": realm_id,
             "status": STATUS_DISCONNECTED,
@@ -236,7 +282,13 @@ class ConnectionsService:
                 "outcome": "created" if adoption.created else "reconnected",
             },
         )
-        return {"connection": adoption.connection.metadata()}
+        self.history.record(
+            realm_id,
+            source=IMPORT,
+            outcome="imported",
+            version=adoption.connection.version,
+        )
+        return {"connection": self.describe(adoption.connection)}
 
     @staticmethod
     def _scopes(payload: Mapping[str, Any], fallback: tuple[str, ...]) -> tuple[str, ...]:

@@ -45,6 +45,7 @@ from qbo_connect.errors import (
     NotConnected,
     RefreshUnavailable,
 )
+from qbo_connect.history import DISCONNECT_URL, History
 from qbo_connect.intuit import IntuitClient
 from qbo_connect.store import STATUS_DISCONNECTED, Connection
 from qbo_connect.tokens import ACCESS_FIELD, TokenVault
@@ -99,7 +100,7 @@ class DisconnectHints:
         if probe == ALIVE:
             return "still_connected"
         try:
-            self.vault.refresh(realm_id)
+            self.vault.refresh(realm_id, source=DISCONNECT_URL)
             return "still_connected"
         except NotConnected:
             return "not_connected"
@@ -186,6 +187,10 @@ class DisconnectHints:
         after = self.store.get_connection(conn.realm_id, consistent=True)
         if after is not None:
             self.vault.flush_events(after)
+        history = self.vault.history or History(self.store, clock=self._clock)
+        history.record(
+            conn.realm_id, source=DISCONNECT_URL, outcome=STATUS_DISCONNECTED, detail=REASON
+        )
         return "disconnected"
 
 

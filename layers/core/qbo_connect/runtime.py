@@ -22,6 +22,7 @@ from qbo_connect.config import Settings, get_settings
 from qbo_connect.crypto import TokenCipher
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.events import EventPublisher
+from qbo_connect.history import History
 from qbo_connect.intuit import ClientCredentials, IntuitClient
 from qbo_connect.store import Store
 from qbo_connect.tokens import TokenVault
@@ -165,4 +166,5 @@ def vault() -> TokenVault:
         intuit=intuit,
         events=events(),
         observer=refresh_observer(),
+        history=History(store()),
     )

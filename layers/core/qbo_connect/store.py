@@ -18,6 +18,9 @@ Every write that boto3 may retry after its first attempt was applied (the answer
 recognises its own earlier success instead of failing its condition: the lease carries our
 owner id, a commit records ``committed_by``, an outbox entry's event id is in its attribute
 name, a sweep claim records ``claim_id``. Meeting our own write is success, not a conflict.
+- History entry: ``pk = "REALM#<realm_id>"``, ``sk = "HISTORY#<epoch>#<id>"``: one outcome of
+  the connection (see ``history``), written once, removed by TTL. It carries no ``tenant_id``
+  and no ``due_shard``, so neither index sees it.
 - Fleet-level breaker (``breaker.py``): ``pk = "FLEET#invalid_grant"``, ``sk`` = a time bucket,
   one ``r_<realm_id>`` attribute (the time of the last rejection) per connection Intuit
   rejected in that bucket, ``ttl``; and ``pk = "FLEET#breaker"`` holding ``cleared_at``. Both
@@ -51,6 +54,7 @@ from qbo_connect.errors import (
 from qbo_connect.events import OUTBOX_PREFIX, PendingEvent
 
 CONNECTION_SK = "CONNECTION"
+HISTORY_PREFIX = "HISTORY#"
 STATUS_ACTIVE = "active"
 STATUS_NEEDS_REAUTHORIZATION = "needs_reauthorization"
 STATUS_DISCONNECTED = "disconnected"
@@ -373,6 +377,7 @@ class Store:
             "invalid_grant_count",
             "last_error",
             "refresh_failures",
+            "failing_since",
         )
 
     # ----- connections: reads ----------------------------------------------------------------
@@ -645,14 +650,28 @@ class Store:
         error: str | None = None,
         invalid_grant: bool = False,
         retry_due_at: float | None = None,
+        error_class: str | None = None,
+        intuit_tid: str | None = None,
     ) -> Connection:
         """Give the lease back without touching tokens, recording why the refresh failed.
 
         ``retry_due_at`` (the vault's backoff) becomes the due time and ``refresh_failures``
-        counts consecutive failures; the next commit clears both.
+        counts consecutive failures; the next commit clears both. ``error_class`` and
+        ``intuit_tid`` become the connection's last error (``health``), kept after a recovery,
+        and ``failing_since`` keeps the start of the current run of failures.
         """
         update = _Update().remove("lease_owner", "lease_until")
         update.set("updated_at", _iso(now))
+        if error_class:
+            update.set_many({"last_error_class": error_class, "last_error_at": now})
+            if intuit_tid:
+                update.set("last_error_tid", intuit_tid)
+            else:
+                update.remove("last_error_tid")
+            update.set_expr(
+                f"#failing_since = if_not_exists(#failing_since, {update.value('now_f', now)})"
+            )
+            update.name("failing_since")
         if retry_due_at is not None:
             update.set("due_shard", due_shard_for(realm_id, self.due_shards))
             update.set("due_at", retry_due_at)
@@ -1085,3 +1104,44 @@ class Store:
                 return Connection.from_item(item)
             return None
         return Connection.from_item(before)
+
+    # ----- history ---------------------------------------------------------------------------
+
+    def put_history(self, realm_id: str, entry: Mapping[str, Any], *, ttl: float) -> None:
+        """Store one history entry (``entry["at_epoch"]`` and ``entry["id"]`` make its key).
+
+        Written once, never changed: the condition only makes a retried put that meets its own
+        earlier success a success, not a second copy. ``ttl`` bounds how long it is kept.
+        """
+        sort_key = f"{HISTORY_PREFIX}{float(entry['at_epoch']):015.3f}#{entry['id']}"
+        item = {
+            "pk": connection_key(realm_id)["pk"],
+            "sk": sort_key,
+            "ttl": int(ttl),
+            **{k: _to_dynamo(v) for k, v in entry.items() if v is not None},
+        }
+        try:
+            self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def get_history(self, realm_id: str, *, limit: int, now: float) -> list[dict[str, Any]]:
+        """The newest ``limit`` history entries of a realm, newest first (one Query)."""
+        response = self.table.query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={
+                ":pk": connection_key(realm_id)["pk"],
+                ":prefix": HISTORY_PREFIX,
+            },
+            ScanIndexForward=False,
+            Limit=limit,
+            ConsistentRead=True,
+        )
+        entries = []
+        for item in response.get("Items", []):
+            entry = _to_python(dict(item))
+            if entry.get("ttl", now + 1) <= now:  # TTL deletion is lazy: expired is gone
+                continue
+            entries.append({k: v for k, v in entry.items() if k not in ("pk", "sk", "ttl")})
+        return entries

@@ -19,6 +19,7 @@ import warnings
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from qbo_connect import health
 from qbo_connect.store import Connection
 from qbo_connect.tokens import RefreshObserver
 
@@ -55,8 +56,20 @@ def refresh_observer() -> RefreshObserver:
         # The fleet-level breaker held back an invalid_grant verdict (breaker.py).
         metrics.add_metric(name="InvalidGrantVerdictSuspended", unit=MetricUnit.Count, value=1)
 
+    def on_health(realm_id: str, before: str, after: str) -> None:
+        # Transitions, not states: the dashboard's health counts come from the log records.
+        if after == health.RETRYING and before != health.RETRYING:
+            metrics.add_metric(name="ConnectionFailing", unit=MetricUnit.Count, value=1)
+        elif before == health.RETRYING and after in (health.HEALTHY, health.EXPIRING_SOON):
+            metrics.add_metric(name="ConnectionRecovered", unit=MetricUnit.Count, value=1)
+        if after == health.NEEDS_REAUTHORIZATION and before != after:
+            metrics.add_metric(
+                name="ConnectionNeedsReauthorization", unit=MetricUnit.Count, value=1
+            )
+
     return RefreshObserver(
         on_refreshed=on_refreshed,
         on_failed=on_failed,
         on_verdict_suspended=on_verdict_suspended,
+        on_health=on_health,
     )

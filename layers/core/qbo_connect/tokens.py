@@ -1,4 +1,4 @@
-"""The refresh protocol: lease, conditional commit, failure classes (DESIGN.md, "the heart").
+"""The refresh protocol: lease, conditional commit, failure classes (docs/architecture.md).
 
 Why each step exists:
 
@@ -58,7 +58,9 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -84,6 +86,8 @@ from qbo_connect.errors import (
     RefreshUnavailable,
     ServiceError,
 )
+from qbo_connect.health import health_of
+from qbo_connect.history import GET_TOKEN, OPERATOR, SWEEP, History
 from qbo_connect.intuit import IntuitClient, TokenSet
 from qbo_connect.store import (
     STATUS_ACTIVE,
@@ -139,6 +143,22 @@ class RefreshObserver:
     on_refreshed: Callable[[Connection], None] = lambda conn: None
     on_failed: Callable[[str, str], None] = lambda realm_id, failure_class: None
     on_verdict_suspended: Callable[[str], None] = lambda realm_id: None
+    #: (realm_id, health before, health after) after every settled refresh attempt.
+    on_health: Callable[[str, str, str], None] = lambda realm_id, before, after: None
+
+
+#: What ran the refresh in progress (``history`` sources): set by the public entry points,
+#: read where the attempt settles, without threading it through every internal call.
+_SOURCE: ContextVar[str] = ContextVar("qbo_connect_refresh_source", default=OPERATOR)
+
+
+@contextmanager
+def _running_as(source: str) -> Iterator[None]:
+    token = _SOURCE.set(source)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
 
 
 class TokenVault:
@@ -156,6 +176,7 @@ class TokenVault:
         sleep: Callable[[float], None] = time.sleep,
         observer: RefreshObserver | None = None,
         breaker: InvalidGrantBreaker | None = None,
+        history: History | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -166,6 +187,7 @@ class TokenVault:
         self._sleep = sleep
         self.observer = observer or RefreshObserver()
         self.breaker = breaker or InvalidGrantBreaker(store, settings, clock=clock)
+        self.history = history
 
     # ----- sealing ---------------------------------------------------------------------------
 
@@ -249,6 +271,13 @@ class TokenVault:
     def get_token(
         self, realm_id: str, min_valid_seconds: int = 300, *, tenant_id: str | None = None
     ) -> AccessToken:
+        """A valid access token (see :meth:`_get_token`); refreshes it records run as get_token."""
+        with _running_as(GET_TOKEN):
+            return self._get_token(realm_id, min_valid_seconds, tenant_id)
+
+    def _get_token(
+        self, realm_id: str, min_valid_seconds: int, tenant_id: str | None
+    ) -> AccessToken:
         """A token valid for at least ``min_valid_seconds``: one GetItem when warm.
 
         With ``tenant_id`` (the tenant guard), another tenant's realm answers not_connected,
@@ -321,14 +350,21 @@ class TokenVault:
 
     # ----- refresh ---------------------------------------------------------------------------
 
-    def refresh(self, realm_id: str, *, tenant_id: str | None = None) -> Connection:
-        """Refresh now (ConnectionsFunction ``refresh``): at least one new token set."""
-        conn = self._require_usable(
-            owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id), realm_id
-        )
-        seen = conn.version
-        refreshed = self._refresh_until(realm_id, lambda c: c.version > seen, conn)
-        return self._require_usable(owned_by(refreshed, tenant_id), realm_id)
+    def refresh(
+        self, realm_id: str, *, tenant_id: str | None = None, source: str = OPERATOR
+    ) -> Connection:
+        """Refresh now (ConnectionsFunction ``refresh``): at least one new token set.
+
+        ``source`` is what the history records as having run it (an operator by default).
+        """
+        with _running_as(source):
+            conn = self._require_usable(
+                owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id),
+                realm_id,
+            )
+            seen = conn.version
+            refreshed = self._refresh_until(realm_id, lambda c: c.version > seen, conn)
+            return self._require_usable(owned_by(refreshed, tenant_id), realm_id)
 
     def refresh_if_due(
         self,
@@ -337,7 +373,20 @@ class TokenVault:
         claimed_due_at: float | None = None,
         before_refresh: Callable[[Connection], None] | None = None,
     ) -> str:
-        """The worker's entry: refresh only if still due; returns what happened.
+        """The worker's entry (see :meth:`_refresh_if_due`); its refreshes run as the sweep."""
+        with _running_as(SWEEP):
+            return self._refresh_if_due(
+                realm_id, claimed_due_at=claimed_due_at, before_refresh=before_refresh
+            )
+
+    def _refresh_if_due(
+        self,
+        realm_id: str,
+        *,
+        claimed_due_at: float | None,
+        before_refresh: Callable[[Connection], None] | None,
+    ) -> str:
+        """Refresh only if still due; returns what happened.
 
         A message for a connection no longer due, leased by someone else, or gone is
         acknowledged without a refresh (``skipped_*``), so redeliveries and overlapping sweeps
@@ -456,7 +505,7 @@ class TokenVault:
         except (ClientError, BotoCoreError):
             # Maybe applied, maybe not: give back what may be ours; if that fails too, the
             # lease expires on its own and the connection is due right after.
-            self._release(conn, owner, error="store: lease not confirmed")
+            self._release(conn, owner, error="store: lease not confirmed", failure="store")
             raise RefreshUnavailable(
                 f"realm {conn.realm_id}: the token store is unavailable, try again shortly"
             ) from None
@@ -472,28 +521,46 @@ class TokenVault:
             try:
                 client = self.intuit_client()
             except ServiceError as exc:  # the client secret is missing or malformed
-                self._release(conn, owner, error=f"configuration: {exc.code}")
+                self._release(conn, owner, error=f"configuration: {exc.code}", failure="other")
                 raise
             try:
                 tokens = client.refresh(refresh_token)
             except InvalidGrant as exc:
                 return self._after_invalid_grant(conn, owner, exc)
             except IntuitTransientError as exc:
-                self._release(conn, owner, error=f"transient: {exc.status or 'network'}")
+                self._release(
+                    conn,
+                    owner,
+                    error=f"transient: {exc.status or 'network'}",
+                    failure="transient",
+                    intuit_tid=exc.intuit_tid,
+                )
                 self.observer.on_failed(realm_id, "transient")
                 raise RefreshUnavailable(
                     f"realm {realm_id}: Intuit is unavailable, try again shortly",
                     intuit_tid=exc.intuit_tid,
                 ) from None
             except InvalidClient as exc:
-                self._release(conn, owner, error="invalid_client")
+                self._release(
+                    conn,
+                    owner,
+                    error="invalid_client",
+                    failure="invalid_client",
+                    intuit_tid=exc.intuit_tid,
+                )
                 self.observer.on_failed(realm_id, "invalid_client")
                 raise ConfigurationError(
                     "Intuit rejected the client credentials (check the IntuitClientSecret)",
                     intuit_tid=exc.intuit_tid,
                 ) from None
             except IntuitError as exc:
-                self._release(conn, owner, error=f"intuit: {exc.error or exc.status}")
+                self._release(
+                    conn,
+                    owner,
+                    error=f"intuit: {exc.error or exc.status}",
+                    failure="other",
+                    intuit_tid=exc.intuit_tid,
+                )
                 self.observer.on_failed(realm_id, "other")
                 raise RefreshUnavailable(
                     f"realm {realm_id}: Intuit refused the refresh ({exc.error or exc.status})",
@@ -503,7 +570,7 @@ class TokenVault:
         except ServiceError:
             raise  # each path above settled the lease already
         except BaseException as exc:
-            self._release(conn, owner, error=f"internal: {type(exc).__name__}")
+            self._release(conn, owner, error=f"internal: {type(exc).__name__}", failure="other")
             if isinstance(exc, Exception):
                 self.observer.on_failed(realm_id, "other")
                 logger.warning(
@@ -526,7 +593,7 @@ class TokenVault:
         except (ClientError, BotoCoreError) as exc:
             # KMS throttled or unavailable: nothing is wrong with the connection.
             code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else "network"
-            self._release(conn, owner, error=f"kms: {code}")
+            self._release(conn, owner, error=f"kms: {code}", failure="transient")
             self.observer.on_failed(realm_id, "transient")
             raise RefreshUnavailable(
                 f"realm {realm_id}: the token key is unavailable, try again shortly"
@@ -553,7 +620,9 @@ class TokenVault:
             ) from None
         self._flag_undecryptable(leased, owner)
 
-    def _declare_dead(self, conn: Connection, owner: str, reason: str) -> NoReturn:
+    def _declare_dead(
+        self, conn: Connection, owner: str, reason: str, *, intuit_tid: str | None = None
+    ) -> NoReturn:
         """Mark needs_reauthorization with its one event (recorded in the same write)."""
         realm_id = conn.realm_id
         now = self._clock()
@@ -576,6 +645,7 @@ class TokenVault:
             raise RefreshUnavailable(
                 f"realm {realm_id}: the connection changed during the refresh, try again"
             ) from None
+        self._settled(conn, marked, STATUS_NEEDS_REAUTHORIZATION, intuit_tid=intuit_tid)
         self.flush_events(marked)
         raise NeedsReauthorization(
             f"realm {realm_id} must be reconnected by its user", reason=reason
@@ -655,6 +725,7 @@ class TokenVault:
             extra={"realm_id": realm_id, "version": committed.version, "rotated": rotated},
         )
         self.observer.on_refreshed(committed)
+        self._settled(conn, committed, "refreshed")
         self.breaker.record_success()
         if self.events:
             self.events.publish(
@@ -662,6 +733,43 @@ class TokenVault:
                 {"realm_id": realm_id, "tenant_id": committed.tenant_id, "rotated": rotated},
             )
         return committed
+
+    def _settled(
+        self,
+        before: Connection,
+        after: Connection,
+        outcome: str,
+        *,
+        intuit_tid: str | None = None,
+    ) -> None:
+        """An attempt settled in committed state: log it, count health changes, add history.
+
+        ``before`` is the item as the attempt found it, ``after`` as its write left it. The
+        "refresh outcome" record (realm, source, outcome, health) is what the dashboard counts
+        connections by health from.
+        """
+        now = self._clock()
+        was, now_health = health_of(before.raw, now), health_of(after.raw, now)
+        source = _SOURCE.get()
+        logger.info(
+            "refresh outcome",
+            extra={
+                "realm_id": before.realm_id,
+                "source": source,
+                "outcome": outcome,
+                "health": now_health,
+                "intuit_tid": intuit_tid,
+            },
+        )
+        self.observer.on_health(before.realm_id, was, now_health)
+        if self.history is not None:
+            self.history.record(
+                before.realm_id,
+                source=source,
+                outcome=outcome,
+                intuit_tid=intuit_tid,
+                version=after.version,
+            )
 
     def _retry_due_at(self, conn: Connection, now: float) -> float:
         """When to come back after a failed refresh: exponential in the failures so far,
@@ -673,19 +781,33 @@ class TokenVault:
         return now + delay * random.uniform(0.5, 1.0)
 
     def _release(
-        self, conn: Connection, owner: str, *, error: str, invalid_grant: bool = False
+        self,
+        conn: Connection,
+        owner: str,
+        *,
+        error: str,
+        failure: str,
+        intuit_tid: str | None = None,
+        invalid_grant: bool = False,
     ) -> None:
-        """Give the lease back (never raises: a lease we cannot release expires on its own)."""
+        """Give the lease back (never raises: a lease we cannot release expires on its own).
+
+        The same write records the failure (``failure`` is its class, as in the metrics) for
+        the connection's health; the outcome then goes to the history.
+        """
         now = self._clock()
         try:
-            self.store.release_lease(
+            released = self.store.release_lease(
                 conn.realm_id,
                 owner=owner,
                 now=now,
                 error=error,
                 invalid_grant=invalid_grant,
                 retry_due_at=self._retry_due_at(conn, now),
+                error_class=failure,
+                intuit_tid=intuit_tid,
             )
+            self._settled(conn, released, failure, intuit_tid=intuit_tid)
         except LeaseLost:
             logger.warning("lease already gone on release", extra={"realm_id": conn.realm_id})
         except Exception as exc:
@@ -734,8 +856,15 @@ class TokenVault:
                     "intuit_tid": exc.intuit_tid,
                 },
             )
-            self._declare_dead(conn, owner, reason)
-        self._release(conn, owner, error="invalid_grant", invalid_grant=True)
+            self._declare_dead(conn, owner, reason, intuit_tid=exc.intuit_tid)
+        self._release(
+            conn,
+            owner,
+            error="invalid_grant",
+            failure="invalid_grant",
+            intuit_tid=exc.intuit_tid,
+            invalid_grant=True,
+        )
         logger.warning(
             "Intuit answered invalid_grant; tokens kept until the rejection persists",
             extra={"realm_id": realm_id, "attempts": attempts, "intuit_tid": exc.intuit_tid},

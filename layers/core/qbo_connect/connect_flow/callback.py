@@ -63,6 +63,7 @@ from qbo_connect.errors import (
     RealmNotProven,
     StoreContention,
 )
+from qbo_connect.history import CALLBACK, History
 from qbo_connect.intuit import IntuitClient, TokenSet
 from qbo_connect.outcomes import Outcome
 from qbo_connect.pages import HttpResult
@@ -158,6 +159,13 @@ class CallbackSteps(LinkSteps, FlowBase):
         logger.info(
             "connection stored",
             extra={"realm_id": realm_id, "tenant_id": tenant_id, "outcome": outcome.value},
+        )
+        history = self.vault.history or History(self.store, clock=self._clock)
+        history.record(
+            realm_id,
+            source=CALLBACK,
+            outcome="connected" if adoption.created else "reconnected",
+            version=adoption.connection.version,
         )
         ending = Ending(
             outcome, cookies=ctx.cookies, company_name=adoption.company_name, realm_id=realm_id

@@ -1,0 +1,101 @@
+"""A connection's recent outcomes: what ran, what happened, and Intuit's ``intuit_tid``.
+
+Why: when a customer says "QuickBooks disconnected again", the operator needs the sequence
+(refreshed by the sweep at 02:00, invalid_grant from get_token at 09:13 with intuit_tid
+``1-6789...``, reconnected by the user at 09:40), and Intuit support asks for the
+``intuit_tid`` of the failing call. The metadata only holds the latest error.
+
+How: each outcome is one small item of its own (``store.put_history``), written after the state
+it describes is committed and never changed; a retried write recognises its own success. Items
+expire after ``RETENTION_DAYS`` (DynamoDB TTL), and ``connection_history`` reads the newest N
+with one Query, so neither the storage nor a read grows without bound, and the connection item
+that ``get_token`` reads on every call does not grow at all. Recording is best effort: a
+failure to record is logged and never fails the refresh or connect it describes.
+
+An entry: ``at`` (ISO 8601), ``source`` (what ran it: ``sweep``, ``get_token``, ``operator``,
+``callback``, ``import``, or ``disconnect_url`` when Intuit's Disconnect URL was confirmed),
+``outcome`` (``refreshed``, a failure class such as ``invalid_grant`` or ``transient``,
+``needs_reauthorization``, ``connected``, ``reconnected``, ``imported``, ``disconnected``),
+``intuit_tid`` when Intuit answered, ``version`` of the tokens after it, and a short
+``detail`` (an error code, never a token or Intuit's own words).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from qbo_connect.store import Store
+
+logger = Logger(child=True)
+
+SWEEP = "sweep"
+GET_TOKEN = "get_token"
+OPERATOR = "operator"
+CALLBACK = "callback"
+IMPORT = "import"
+DISCONNECT_URL = "disconnect_url"
+SOURCES = (SWEEP, GET_TOKEN, OPERATOR, CALLBACK, IMPORT, DISCONNECT_URL)
+
+RETENTION_DAYS = 30
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+#: Short details only: an error code or a status, never free text from Intuit.
+DETAIL_MAX = 64
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+class History:
+    """Records and reads history entries through the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        retention_days: float = RETENTION_DAYS,
+    ) -> None:
+        self.store = store
+        self._clock = clock
+        self.retention_seconds = retention_days * 86400
+
+    def record(
+        self,
+        realm_id: str,
+        *,
+        source: str,
+        outcome: str,
+        intuit_tid: str | None = None,
+        version: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        now = self._clock()
+        entry: dict[str, Any] = {
+            "id": uuid.uuid4().hex[:16],
+            "at_epoch": round(now, 3),
+            "at": _iso(now),
+            "source": source if source in SOURCES else OPERATOR,
+            "outcome": outcome,
+            "intuit_tid": intuit_tid or None,
+            "version": version,
+            "detail": detail[:DETAIL_MAX] if detail else None,
+        }
+        try:
+            self.store.put_history(realm_id, entry, ttl=now + self.retention_seconds)
+        except Exception:
+            logger.warning(
+                "history entry not recorded",
+                extra={"realm_id": realm_id, "source": source, "outcome": outcome},
+            )
+
+    def entries(self, realm_id: str, *, limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
+        """The newest ``limit`` entries, newest first, without the internal sort fields."""
+        items = self.store.get_history(realm_id, limit=limit, now=self._clock())
+        return [{k: v for k, v in item.items() if k not in ("at_epoch", "id")} for item in items]
