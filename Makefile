@@ -131,6 +131,7 @@ deploy: build
 	$(SAM) deploy --config-env $(ENV)
 
 bench: $(VENV)/.installed
+	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/get_token.py
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/webhooks.py

@@ -159,9 +159,10 @@ def test_functions_merge_globals(template):
     }
     assert fns["CallbackFunction"]["timeout"] == 30  # from Globals
     assert fns["GetTokenFunction"]["timeout"] == 90  # its own
+    assert fns["GetTokenFunction"]["memory_size"] == 512  # from Globals
+    assert fns["RefreshWorkerFunction"]["memory_size"] == 256  # its own
     for spec in fns.values():
         assert spec["handler"] == "app.lambda_handler"
-        assert spec["memory_size"] == 512
         assert (REPO_ROOT / spec["code_uri"] / "app.py").is_file()
 
 
