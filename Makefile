@@ -8,6 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+CHECKOV_VENV := .venv-checkov
 # axe-core (accessibility rules) for the browser tests, pinned in tests/browser/package-lock.json.
 AXE := tests/browser/node_modules/axe-core/axe.min.js
 ENV ?= sandbox
@@ -26,11 +27,12 @@ PY313_BIN := $(shell if python3.13 -c 'import sys' >/dev/null 2>&1; then \
 PIP_FILTER := grep -v -e "is ignored: it is neither a file nor a directory" || true
 
 .PHONY: help install dev test lint format typecheck unit-test test-py313 validate build deploy \
-	bench clean check-py313
+	bench clean check-py313 security
 
 help:
 	@echo "make dev        start the local stack (moto + Intuit simulator + gateway), print a connect link"
-	@echo "make test       lint, type-check, the whole test suite, cfn-lint, sam validate --lint, sam build"
+	@echo "make test       lint, type-check, the whole test suite, cfn-lint, sam validate --lint,"
+	@echo "                checkov, bandit, sam build"
 	@echo "make lint | format | validate | build | bench | clean"
 	@echo "make deploy ENV=sandbox|production   build and sam deploy --config-env ENV"
 
@@ -49,6 +51,12 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	@$(SAM_VENV)/bin/python -m pip install -q -r requirements-sam.txt 2>&1 | { $(PIP_FILTER); }
 	@touch $@
 
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	@echo "==> creating $(CHECKOV_VENV) for checkov (it pins its own boto3)"
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/python -m pip install -q -r requirements-checkov.txt 2>&1 | { $(PIP_FILTER); }
+	@touch $@
+
 # npm ci installs exactly the locked version. Without npm the browser tests cannot check
 # accessibility: a warning on a developer's machine, a failure in CI (CI=true).
 $(AXE): tests/browser/package.json tests/browser/package-lock.json
@@ -62,7 +70,7 @@ $(AXE): tests/browser/package.json tests/browser/package-lock.json
 		echo "warning: npm not found; the browser tests will skip their accessibility checks"; \
 	fi
 
-install: $(VENV)/.installed $(SAM_VENV)/.installed $(AXE)
+install: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed $(AXE)
 
 dev: $(VENV)/.installed
 	$(BIN)/python -m devstack $(ARGS)
@@ -103,17 +111,27 @@ validate: install
 	@echo "==> sam validate --lint"
 	$(SAM) validate --lint
 
+# Security scanners: bandit over the runtime code (medium or high severity fails), checkov over
+# template.yaml (every skip is written next to its resource with the reason).
+security: install
+	@echo "==> bandit (runtime code)"
+	$(BIN)/bandit -q -r layers/core/qbo_connect functions --severity-level medium
+	@echo "==> checkov (template.yaml)"
+	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov --file template.yaml \
+		--framework cloudformation --compact --quiet --skip-download
+
 build: install check-py313
 	@echo "==> sam build (python3.13, arm64) using $(PY313_BIN)"
 	PATH="$(PY313_BIN):$$PATH" $(SAM) build
 
-test: install lint unit-test test-py313 validate build
+test: install lint unit-test test-py313 validate security build
 	@echo "==> all checks passed"
 
 deploy: build
 	$(SAM) deploy --config-env $(ENV)
 
 bench: $(VENV)/.installed
+	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/get_token.py
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/webhooks.py

@@ -395,6 +395,56 @@ class Pollers:
             self.completions.extend([ended] * len(done))
 
 
+def attribute_size(value: dict[str, Any]) -> int:
+    """An attribute value's size as DynamoDB counts it (low-level wire form)."""
+    ((kind, inner),) = value.items()
+    if kind == "S":
+        return len(inner.encode())
+    if kind == "N":
+        digits = inner.lstrip("-").replace(".", "").strip("0") or "0"
+        return (len(digits) + 1) // 2 + 1
+    if kind == "B":
+        return len(inner)
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind in ("SS", "NS", "BS"):
+        return sum(attribute_size({kind[0]: v}) for v in inner)
+    if kind == "L":
+        return 3 + sum(1 + attribute_size(v) for v in inner)
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode()) + attribute_size(v) for k, v in inner.items())
+    raise ValueError(f"unknown attribute type {kind}")
+
+
+def measure_items(table: str, count: int) -> dict[str, Any]:
+    """Size of the refreshed connection items, as DynamoDB bills writes (1 WRU per 1 KB)."""
+    import boto3
+
+    client = boto3.session.Session().client("dynamodb")
+    sizes: list[int] = []
+    by_attribute: Counter[str] = Counter()
+    for index in range(count):
+        key = {"pk": {"S": f"REALM#{9_300_000_000_000 + index}"}, "sk": {"S": "CONNECTION"}}
+        item = client.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+        if not item:
+            continue
+        per = {name: len(name.encode()) + attribute_size(value) for name, value in item.items()}
+        sizes.append(sum(per.values()))
+        by_attribute.update(per)
+    if not sizes:
+        return {}
+    median = sorted(sizes)[len(sizes) // 2]
+    return {
+        "items": len(sizes),
+        "median_bytes": median,
+        "max_bytes": max(sizes),
+        "wru_per_write": -(-max(sizes) // 1024),
+        "largest_attributes_bytes": {
+            name: round(total / len(sizes)) for name, total in by_attribute.most_common(4)
+        },
+    }
+
+
 def percentile_time(times: list[float], fraction: float) -> float:
     ordered = sorted(times)
     return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * fraction) - 1))]
@@ -495,6 +545,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pollers.join()
         sim_counts = sim.counters()
         sys.stdout = _STDOUT
+        items = measure_items(aws["table"], min(args.connections, 50))
 
     refreshed = sim_counts["token.refresh_token.ok"]
     completions = pollers.completions
@@ -554,6 +605,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "log_bytes_per_refresh": round(emf.log_bytes / n, 1),
         "emf_bytes_per_refresh": round(emf.emf_bytes / n, 1),
         "log_level": str(parameters["LogLevel"]),
+        "connection_item": items,
     }
 
 
@@ -583,8 +635,15 @@ def report(result: dict[str, Any]) -> str:
         f"log bytes per refresh     {result['log_bytes_per_refresh']} "
         f"+ EMF {result['emf_bytes_per_refresh']} (LogLevel {result['log_level']})",
         f"EMF RefreshSucceeded      {result['emf_metrics'].get('RefreshSucceeded', 0):g}",
-        "by operation (per refresh):",
     ]
+    item = result.get("connection_item") or {}
+    if item:
+        largest = ", ".join(f"{k} {v}" for k, v in item["largest_attributes_bytes"].items())
+        lines.append(
+            f"connection item           {item['median_bytes']} B median, {item['max_bytes']} B max "
+            f"({item['wru_per_write']} WRU per write; largest: {largest})"
+        )
+    lines.append("by operation (per refresh):")
     for name, value in result["requests_per_refresh_by_operation"].items():
         lines.append(f"  {name:<38}{value:.3f}")
     return "\n".join(lines)

@@ -49,6 +49,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from devstack import aws_calls
 from devstack import template as tpl
 from devstack.handlers import LambdaContext
 
@@ -562,6 +563,10 @@ class FunctionRuntime:
         outcome: dict[str, Any] = {}
 
         def run() -> None:
+            with aws_calls.attributed_to(self.logical_id):
+                run_handler()
+
+        def run_handler() -> None:
             try:
                 handler = self.load()
                 context = LambdaContext(
@@ -868,6 +873,8 @@ class LocalStack:
     def start(self) -> LocalStack:
         """Bring everything up; on any failure, stop what was started and re-raise."""
         began = time.monotonic()
+        # Tests set QBO_AWS_CALL_LOG_DIR to record each function's AWS calls (tests/iam).
+        aws_calls.install_from_env()
         try:
             self._start()
         except BaseException:
@@ -1072,7 +1079,13 @@ class LocalStack:
     def _lookup(self, logical_id: str, attribute: str | None) -> str:
         entry = self.physical.get(logical_id)
         if entry is None:
-            resource = (self.template.get("Resources") or {}).get(logical_id)
+            resources = self.template.get("Resources") or {}
+            resource = resources.get(logical_id)
+            if resource is None and logical_id.removesuffix("Role") in self.functions_declared():
+                # The role SAM generates for a function (``<Function>Role``, named in key
+                # policies): moto enforces no IAM, a stable placeholder ARN is all it needs.
+                name = self._name(logical_id)
+                return name if attribute is None else f"arn:aws:iam::{self.account_id}:role/{name}"
             if resource is None:
                 raise tpl.TemplateError(f"unknown resource {logical_id}")
             if resource.get("Type") in _CREATED_TYPES:
@@ -1084,6 +1097,9 @@ class LocalStack:
         if key not in entry:
             raise tpl.TemplateError(f"no attribute {key} known locally for {logical_id}")
         return entry[key]
+
+    def functions_declared(self) -> set[str]:
+        return set(tpl.functions(self.template))
 
     def _create_resources(
         self, fn_specs: Mapping[str, Any], client_id: str, client_secret: str

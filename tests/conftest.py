@@ -8,6 +8,8 @@ on loopback. Integration tests start the local stack in a subprocess (tests/help
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,24 @@ os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "qbo-connect")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "QboConnect")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+
+# Every AWS call a function makes in this session (in the local stack, reliability workers and
+# in-process handlers, which inherit this variable) is recorded here for the IAM test
+# (tests/iam). Set at import, before any conftest below installs the recorder.
+_CALL_LOG_OWNED = "QBO_AWS_CALL_LOG_DIR" not in os.environ
+if _CALL_LOG_OWNED:
+    os.environ["QBO_AWS_CALL_LOG_DIR"] = tempfile.mkdtemp(prefix="qbo-aws-calls-")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``after_suites`` read what the others recorded: they run last."""
+    items.sort(key=lambda item: item.get_closest_marker("after_suites") is not None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove this session's call records when it passed (kept for a look when it failed)."""
+    if _CALL_LOG_OWNED and exitstatus == 0:
+        shutil.rmtree(os.environ["QBO_AWS_CALL_LOG_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,31 +7,28 @@ string holds the authorization code and the state, so neither the event nor the 
 is ever logged.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect import connect_flow
 from qbo_connect.connect_flow import Request
-from qbo_connect.telemetry import logger, metrics, tracer
-from qbo_connect.web import make_resolver, respond
+from qbo_connect.telemetry import logger, metrics
+from qbo_connect.web import HttpResponse, HttpRouter, respond
 
-app = make_resolver("Callback")
+app = HttpRouter("Callback")
 
 
 @app.get("/callback")
-def callback() -> Response:
-    return respond(
-        connect_flow.handle_callback(Request.from_event(app.current_event)), route="Callback"
-    )
+def callback(event: Mapping[str, Any]) -> HttpResponse:
+    return respond(connect_flow.handle_callback(Request.from_raw(event)), route="Callback")
 
 
 @logger.inject_lambda_context(
     clear_state=True, log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_HTTP
 )
-@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -8,51 +8,45 @@ translates. Query strings hold link tokens, so neither the event nor the query s
 logged.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect import connect_flow, disconnect_hint, pages
 from qbo_connect.connect_flow import Request
 from qbo_connect.outcomes import Outcome
-from qbo_connect.telemetry import logger, metrics, tracer
-from qbo_connect.web import language_of, make_resolver, respond
+from qbo_connect.telemetry import logger, metrics
+from qbo_connect.web import HttpResponse, HttpRouter, language_of, query_value, respond, source_ip
 
-app = make_resolver("Connect")
+app = HttpRouter("Connect")
 
 
 @app.get("/connect")
-def connect() -> Response:
+def connect(event: Mapping[str, Any]) -> HttpResponse:
     return respond(
-        connect_flow.handle_connect(Request.from_event(app.current_event), reconnect=False),
-        route="Connect",
+        connect_flow.handle_connect(Request.from_raw(event), reconnect=False), route="Connect"
     )
 
 
 @app.get("/reconnect")
-def reconnect() -> Response:
+def reconnect(event: Mapping[str, Any]) -> HttpResponse:
     return respond(
-        connect_flow.handle_connect(Request.from_event(app.current_event), reconnect=True),
-        route="Connect",
+        connect_flow.handle_connect(Request.from_raw(event), reconnect=True), route="Connect"
     )
 
 
 @app.get("/disconnected")
-def disconnected() -> Response:
-    event = app.current_event
-    disconnect_hint.verify(
-        event.get_query_string_value("realmId"), event.request_context.http.source_ip
-    )
-    page = pages.outcome_page(Outcome.DISCONNECTED, language=language_of(app))
+def disconnected(event: Mapping[str, Any]) -> HttpResponse:
+    disconnect_hint.verify(query_value(event, "realmId"), source_ip(event))
+    page = pages.outcome_page(Outcome.DISCONNECTED, language=language_of(event))
     return respond(page, route="Disconnected")
 
 
 @logger.inject_lambda_context(
     clear_state=True, log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_HTTP
 )
-@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

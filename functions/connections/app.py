@@ -13,7 +13,7 @@ from qbo_connect import runtime
 from qbo_connect.connections import ConnectionsService
 from qbo_connect.errors import InvalidRequest
 from qbo_connect.invoke import require_object, respond
-from qbo_connect.telemetry import logger, metrics, tracer
+from qbo_connect.telemetry import logger, metrics
 
 
 def _create_connect_link(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,7 +43,6 @@ def _dispatch(event: Any) -> Mapping[str, Any]:
 
 # log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.
 @logger.inject_lambda_context(clear_state=True, log_event=False)
-@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return respond(lambda: _dispatch(event))

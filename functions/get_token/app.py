@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect import runtime, validation
 from qbo_connect.invoke import require_object, respond
-from qbo_connect.telemetry import logger, metrics, tracer
+from qbo_connect.telemetry import logger, metrics
 
 
 def _get_token(event: Any) -> dict[str, Any]:
@@ -28,7 +28,6 @@ def _get_token(event: Any) -> dict[str, Any]:
 
 # log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.
 @logger.inject_lambda_context(clear_state=True, log_event=False)
-@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return respond(lambda: _get_token(event))

@@ -14,11 +14,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect.sweep import default_sweeper
-from qbo_connect.telemetry import logger, tracer
+from qbo_connect.telemetry import logger
 
 
 # log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.
 @logger.inject_lambda_context(clear_state=True, log_event=False)
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return default_sweeper().run(remaining_ms=context.get_remaining_time_in_millis).as_dict()

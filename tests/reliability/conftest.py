@@ -38,7 +38,7 @@ import boto3
 import pytest
 import requests
 
-from devstack import handlers
+from devstack import aws_calls, handlers
 from qbo_connect.config import load_settings
 from qbo_connect.crypto import TokenCipher
 from qbo_connect.events import EventPublisher
@@ -80,6 +80,10 @@ def _clean_env() -> dict[str, str]:
 
 
 MotoServer = MotoServerProcess
+
+# The in-process handlers' AWS calls are recorded for the IAM test (tests/iam) when the session
+# asks for it; installed before any client exists so none escapes the hooks.
+aws_calls.install_from_env()
 
 
 @pytest.fixture(scope="session")
@@ -465,14 +469,18 @@ class InProcessService:
         event: dict[str, Any] = {"realm_id": realm_id}
         if min_valid_seconds is not None:
             event["min_valid_seconds"] = min_valid_seconds
-        result = load_handler("get_token").lambda_handler(event, LambdaContext("GetTokenFunction"))
+        with aws_calls.attributed_to("GetTokenFunction"):
+            result = load_handler("get_token").lambda_handler(
+                event, LambdaContext("GetTokenFunction")
+            )
         self.ledger.add(result.get("access_token"))
         return result
 
     def connections(self, event: dict[str, Any]) -> dict[str, Any]:
-        return load_handler("connections").lambda_handler(
-            event, LambdaContext("ConnectionsFunction")
-        )
+        with aws_calls.attributed_to("ConnectionsFunction"):
+            return load_handler("connections").lambda_handler(
+                event, LambdaContext("ConnectionsFunction")
+            )
 
 
 @pytest.fixture

@@ -40,7 +40,11 @@ for _path in (REPO_ROOT / "layers" / "core", REPO_ROOT):
 
 CRASH_POINTS = ("after_lease", "after_intuit", "after_commit")
 
+from devstack import aws_calls  # noqa: E402
 from devstack.handlers import LambdaContext, load_handler  # noqa: E402
+
+#: Which function each action's handler is (its AWS calls are recorded under that name).
+FUNCTION_OF_ACTION = {"get_token": "GetTokenFunction", "refresh": "ConnectionsFunction"}
 
 
 def context(function_name: str) -> LambdaContext:
@@ -89,13 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
+    aws_calls.install_from_env()
     get_token = load_handler("get_token")
     connections = load_handler("connections")
     from qbo_connect import runtime
 
+    function = FUNCTION_OF_ACTION[args.action]
     # Warm up like a container that already served a request: clients built, secret cached.
-    runtime.vault()
-    runtime.intuit()
+    with aws_calls.attributed_to(function):
+        runtime.vault()
+        runtime.intuit()
     if args.crash_at:
         install_crash_point(args.crash_at, args.out.with_suffix(".crashed"))
     args.out.with_suffix(".ready").write_text(str(os.getpid()))
@@ -130,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             for realm_id in order:
                 started = time.time()
                 try:
-                    response = call(realm_id)
+                    with aws_calls.attributed_to(function):
+                        response = call(realm_id)
                 except Exception as exc:  # the handler must never raise; record it if it does
                     response = {"raised": type(exc).__name__}
                 with lock:

@@ -163,14 +163,14 @@ def test_the_landing_page_names_the_app_the_account_and_the_access_in_plain_word
     )
 
 
-def test_the_resolver_answers_unknown_paths_and_failures_with_pages_in_the_right_language():
+def test_the_router_answers_unknown_paths_and_failures_with_pages_in_the_right_language():
     from devstack.stack import build_http_event
-    from qbo_connect.web import make_resolver
+    from qbo_connect.web import HttpRouter
 
-    app = make_resolver("Test")
+    app = HttpRouter("Test")
 
     @app.get("/boom")
-    def boom() -> None:
+    def boom(event: dict) -> dict:
         raise RuntimeError("secret detail")
 
     def get(path: str, language: str) -> dict:

@@ -203,6 +203,24 @@ def test_waiters_do_not_retry_intuit_after_the_leader_failed(aws, strict_sim):
     assert strict_sim.counters()["token"] == 3
 
 
+def test_get_token_response_holds_the_access_token_only(aws, strict_sim):
+    # Given a connection (its refresh token is what a GetTokenFunction invoker must never see)
+    vault = make_vault(make_settings(aws, strict_sim))
+    _, body = connect(vault, strict_sim)
+    # When the invoke contract's response is built
+    response = vault.get_token(REALM, 300).to_response()
+    # Then it carries the access token and its metadata, and no refresh or id token
+    assert set(response) == {
+        "access_token",
+        "token_type",
+        "expires_at",
+        "realm_id",
+        "environment",
+        "api_base_url",
+    }
+    assert body["refresh_token"] not in repr(response)
+
+
 def test_min_valid_beyond_what_intuit_grants_costs_at_most_one_refresh(aws, strict_sim):
     # Given Intuit grants access tokens of 10 minutes and a caller wants 50 minutes
     vault = make_vault(make_settings(aws, strict_sim))

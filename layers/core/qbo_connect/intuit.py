@@ -19,11 +19,9 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import jwt
-import requests
 from aws_lambda_powertools import Logger
 
 from qbo_connect.config import IntuitEndpoints
@@ -35,6 +33,12 @@ from qbo_connect.errors import (
     InvalidClient,
     InvalidGrant,
 )
+
+if TYPE_CHECKING:
+    # Imported where they are used: a warm get_token never talks to Intuit, so its cold start
+    # should not pay for an HTTP stack (requests) or a JWT library (id_tokens: callback only).
+    import jwt
+    import requests
 
 logger = Logger(child=True)
 
@@ -111,7 +115,11 @@ class IntuitClient:
         self.max_attempts = max(1, max_attempts)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        self.session = session or requests.Session()
+        if session is None:
+            import requests
+
+            session = requests.Session()
+        self.session = session
         self._sleep = sleep
         self._clock = clock
         self._jwks: jwt.PyJWKClient | None = None
@@ -241,6 +249,8 @@ class IntuitClient:
 
     def validate_id_token(self, id_token: str, *, leeway: float = 60.0) -> dict[str, Any]:
         """Verify signature (JWKS, cached), issuer, audience and expiry; return the claims."""
+        import jwt
+
         if self._jwks is None:
             # PyJWKClient caches the key set and refetches on an unknown kid (key rotation).
             self._jwks = jwt.PyJWKClient(
@@ -284,6 +294,8 @@ class IntuitClient:
     def _send_with_retries(
         self, method: str, url: str, *, operation: str, retry_ambiguous: bool, **kwargs: Any
     ) -> requests.Response:
+        import requests
+
         last_error: IntuitError | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:

@@ -3,17 +3,19 @@
 Handlers call these getters instead of building clients themselves, so a warm invocation
 reuses TCP connections, the cached client secret and the unwrapped data keys (which is what
 makes a warm ``get_token`` one DynamoDB read and no KMS call).
+
+What only a refresh needs (the client secret through Powertools ``parameters``, an HTTP session
+for Intuit) is imported on first use, not at import: a cold ``get_token`` that finds a valid
+token never pays for it (``bench/cold_start.py`` measures the import).
 """
 
 from __future__ import annotations
 
 import threading
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-import requests
-from aws_lambda_powertools.utilities import parameters
 from botocore.config import Config
 
 from qbo_connect.config import Settings, get_settings
@@ -24,6 +26,9 @@ from qbo_connect.history import History
 from qbo_connect.intuit import ClientCredentials, IntuitClient
 from qbo_connect.store import Store
 from qbo_connect.tokens import TokenVault
+
+if TYPE_CHECKING:
+    import requests
 
 _lock = threading.Lock()
 
@@ -72,6 +77,8 @@ def events() -> EventPublisher:
 
 def client_credentials(settings: Settings | None = None) -> ClientCredentials:
     """The Intuit app credentials from Secrets Manager, cached by Powertools for max_age."""
+    from aws_lambda_powertools.utilities import parameters
+
     settings = settings or get_settings()
     if not settings.client_secret_id:
         raise ConfigurationError("INTUIT_CLIENT_SECRET_ID is not set")
@@ -99,6 +106,8 @@ def return_signing_key() -> bytes:
     """The key that signs the return redirect (ReturnSigningSecret), cached like the client
     secret. The stack generates it; rotating it means apps must pick up the new value too.
     """
+    from aws_lambda_powertools.utilities import parameters
+
     settings = get_settings()
     if not settings.return_signing_secret_id:
         raise ConfigurationError("RETURN_SIGNING_SECRET_ID is not set (template.yaml sets it)")
@@ -114,8 +123,15 @@ def return_signing_key() -> bytes:
     return value.strip().encode()
 
 
-_http = requests.Session()
 _intuit_clients: dict[ClientCredentials, IntuitClient] = {}
+
+
+@lru_cache(maxsize=1)
+def _http() -> requests.Session:
+    """One HTTP session per container: Intuit connections are reused across refreshes."""
+    import requests
+
+    return requests.Session()
 
 
 def intuit() -> IntuitClient:
@@ -133,7 +149,7 @@ def intuit() -> IntuitClient:
                 max_attempts=settings.intuit_max_attempts,
                 backoff_base=settings.intuit_backoff_base_seconds,
                 backoff_max=settings.intuit_backoff_max_seconds,
-                session=_http,
+                session=_http(),
             )
             _intuit_clients[credentials] = client
         return client

@@ -1,4 +1,10 @@
-"""Powertools Logger/Tracer/Metrics shared by every handler.
+"""Powertools Logger and Metrics shared by every handler.
+
+Tracing is Lambda's own active tracing (``Tracing: Active`` in the template): the invocation
+segment is recorded without any SDK in the function. There is deliberately no X-Ray SDK here
+(Powertools Tracer imports it, about 140 ms of every cold start, and it is in maintenance mode);
+deeper traces come from OpenTelemetry through the ADOT layer when the ``EnableOpenTelemetry``
+parameter is on, with no code change (see README "Tracing").
 
 One Metrics instance per container (Powertools keeps metrics in a shared registry); the
 handlers wrap themselves with ``metrics.log_metrics`` so metrics flush once per invocation as
@@ -10,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from qbo_connect import health
@@ -22,7 +28,6 @@ from qbo_connect.tokens import RefreshObserver
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 
 FAILURE_CLASSES = (

@@ -13,12 +13,17 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from qbo_connect.copy_table import EN, choose_language
+
+if TYPE_CHECKING:
+    # Only for the type: importing Powertools' data classes loads every event source's class
+    # (bench/cold_start.py), and the handlers pass the raw event to ``from_raw``.
+    from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 COOKIE_NAME = "__Host-qbo_connect_state"
 MAX_QUERY_LENGTH = 4096
@@ -47,15 +52,23 @@ class Request:
 
     @classmethod
     def from_event(cls, event: APIGatewayProxyEventV2) -> Request:
-        headers = {str(k).lower(): str(v) for k, v in (event.headers or {}).items()}
+        return cls.from_raw(event.raw_event)
+
+    @classmethod
+    def from_raw(cls, event: Mapping[str, Any]) -> Request:
+        """The same from the payload 2.0 event as Lambda passes it (a dict)."""
+        raw_headers = event.get("headers")
+        raw_headers = raw_headers if isinstance(raw_headers, Mapping) else {}
+        headers = {str(k).lower(): str(v) for k, v in raw_headers.items()}
         fetch_site = headers.get("sec-fetch-site")
-        context = event.raw_event.get("requestContext")
+        context = event.get("requestContext")
         context = context if isinstance(context, dict) else {}
         http = context.get("http")
         http = http if isinstance(http, dict) else {}
+        raw_cookies = event.get("cookies")
         return cls(
-            raw_query=event.raw_query_string or "",
-            cookies=tuple(str(c) for c in (event.cookies or ())),
+            raw_query=str(event.get("rawQueryString") or ""),
+            cookies=tuple(str(c) for c in (raw_cookies if isinstance(raw_cookies, list) else ())),
             domain_name=str(context.get("domainName") or headers.get("host") or ""),
             fetch_site=fetch_site.strip().lower() if fetch_site is not None else None,
             language=choose_language(headers.get("accept-language")),

@@ -1,0 +1,169 @@
+"""IAM proven against observed calls: what each function's code called vs. template.yaml.
+
+Runs after every other test of the session (``after_suites`` marker, ordered by
+tests/conftest.py): the integration, reliability and devstack suites record every AWS call each
+function makes (``devstack.aws_calls``) into ``$QBO_AWS_CALL_LOG_DIR``; this module reads those
+records and checks
+
+1. every recorded call against the function's statements in template.yaml (SAM policy templates
+   expanded), the key policy of a template KMS key, and the implicit KMS use of a table or secret
+   kept on a customer managed key: a call real AWS would refuse fails the test;
+2. the converse: every action granted to a function was exercised by some test, or is listed in
+   :data:`UNEXERCISED_GRANTS` with the reason it is still needed.
+
+Run alone (``pytest tests/iam``) there is nothing to check: the test skips, except with
+``CI=true``, where a missing record fails the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.aws_calls import ENV_VAR
+from devstack.template import load_template
+from tests.iam import policy
+
+pytestmark = pytest.mark.after_suites
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Suites whose functions' calls are recorded; the converse check needs all of them to have run.
+PRODUCERS = ("tests/integration", "tests/reliability", "tests/devstack")
+
+#: Grants no test exercises, each with the reason it stays. (An entry whose grant a run happens
+#: to exercise, e.g. after a cache expired, is not an error: these are the local stack's blind
+#: spots, not exemptions from the forward check.)
+#: Key: (function, action pattern, statement: "<Resource>.KeyPolicy.<Sid>" or its source).
+_SHARED_SECRET_CACHE = (
+    "The local stack runs every function in one process: the callback always finds the client "
+    "secret /connect read moments before in Powertools' cache, so its own read never happens "
+    "there; a callback container in Lambda reads the secret to exchange the code."
+)
+UNEXERCISED_GRANTS: dict[tuple[str, str, str], str] = {
+    (
+        "CallbackFunction",
+        "secretsmanager:GetSecretValue",
+        "CallbackFunction.Policies[0].Statement[1]",
+    ): (_SHARED_SECRET_CACHE),
+    ("ConnectFunction", "kms:Decrypt", "TokenKey.KeyPolicy.OpenTokens"): (
+        "TokenKey's OpenTokens statement: /disconnected unwraps the connection's data key to "
+        "probe its access token. The local stack runs every function in one process, so the "
+        "data key the callback (or a refresh) cached is found and KMS is never called there; "
+        "in Lambda, ConnectFunction's own container must call kms:Decrypt."
+    ),
+}
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _producers_ran(session: pytest.Session) -> tuple[bool, bool]:
+    """(some producer test ran, every producer suite ran unfiltered)."""
+    paths = {str(Path(item.path).resolve()) for item in session.items}
+    dirs = [REPO_ROOT / p for p in PRODUCERS]
+    ran = {d: any(p.startswith(str(d) + os.sep) for p in paths) for d in dirs}
+    option = session.config.option
+    filtered = bool(getattr(option, "keyword", "") or getattr(option, "markexpr", ""))
+    args = [Path(a.split("::", 1)[0]).resolve() for a in session.config.args]
+    whole = all(any(a == d or a in d.parents for a in args) for d in dirs)
+    return any(ran.values()), all(ran.values()) and whole and not filtered
+
+
+def _load_records(directory: Path) -> tuple[dict[str, dict[str, str]], list[dict[str, Any]]]:
+    bindings: dict[str, dict[str, str]] = {}
+    calls: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for path in sorted(directory.glob("calls-*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            if "binding" in entry and "env" in entry:
+                bindings[entry["binding"]] = entry["env"]
+            elif entry.get("call"):
+                calls.append(entry)
+            elif "error" in entry:
+                errors.append(f"{path.name}: {entry['error']}")
+    assert not errors, "the call recorder failed:\n" + "\n".join(errors)
+    return bindings, calls
+
+
+@pytest.fixture(scope="module")
+def observed(request: pytest.FixtureRequest) -> dict[str, Any]:
+    _, all_ran = _producers_ran(request.session)
+    directory = os.environ.get(ENV_VAR)
+    records = Path(directory) if directory else None
+    bindings, calls = _load_records(records) if records and records.is_dir() else ({}, [])
+    if not calls:
+        message = (
+            "no AWS calls were recorded: the IAM test needs the integration and reliability "
+            f"suites in the same session (records go to ${ENV_VAR})"
+        )
+        if all_ran or _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    template = load_template(REPO_ROOT / "template.yaml")
+    verdicts: list[policy.Verdict] = []
+    cache: dict[str, policy.Binding] = {}
+    seen: set[policy.Requirement] = set()
+    for call in calls:
+        binding = cache.get(call["binding"])
+        if binding is None:
+            binding = cache[call["binding"]] = policy.Binding(template, bindings[call["binding"]])
+        for requirement in policy.requirements_of(call, template, binding):
+            if requirement in seen:
+                continue
+            seen.add(requirement)
+            verdicts.append(policy.check(requirement, template, binding))
+    return {"template": template, "verdicts": verdicts, "complete": all_ran, "calls": calls}
+
+
+def test_every_recorded_call_is_allowed_by_template(observed: dict[str, Any]) -> None:
+    # Given every AWS call the functions made while the suites ran
+    template = observed["template"]
+    unknown = sorted({c["function"] for c in observed["calls"]} - set(policy.functions(template)))
+    # Then each one comes from a function of the template
+    assert not unknown, f"calls recorded for functions template.yaml does not declare: {unknown}"
+    # And real AWS would allow each one
+    refused: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for v in observed["verdicts"]:
+        if v.allowed:
+            continue
+        r = v.requirement
+        via = f" (implicitly, through {r.via})" if r.via else ""
+        refused[f"{r.function} needs {r.action} on {r.resource}{via}: {v.reason}"].append(
+            dict(r.encryption_context)
+        )
+    lines = [
+        message + (f" [{len(contexts)} calls, e.g. context {contexts[0]}]" if contexts[0] else "")
+        for message, contexts in sorted(refused.items())
+    ]
+    assert not lines, "template.yaml does not allow calls the code makes:\n" + "\n".join(lines)
+
+
+def test_every_granted_action_is_exercised_or_explained(observed: dict[str, Any]) -> None:
+    if not observed["complete"]:
+        message = "the converse needs the whole integration, reliability and devstack suites"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    # Given the grants of every function in template.yaml
+    template = observed["template"]
+    unused: dict[str, list[str]] = defaultdict(list)
+    for function in policy.functions(template):
+        for grant in policy.grants(template, function):
+            used = policy.exercised_by(grant, observed["verdicts"])
+            reason = UNEXERCISED_GRANTS.get((function, grant.action, grant.statement.source))
+            # Then each one was exercised by some test, or is listed with its reason
+            if not used and reason is None:
+                unused[function].append(grant.label())
+    assert not unused, (
+        "granted but never used by any test (remove it, or list it with a reason):\n"
+        + "\n".join(line for lines in unused.values() for line in lines)
+    )
