@@ -1,12 +1,18 @@
 """RefreshSweepFunction: find due connections through DueIndex and enqueue them (schedule).
 
 In:  the EventBridge scheduled event (its content is not used).
-Out: {"due", "enqueued", "failed", "skipped", "shards", "complete", "duration_ms"}
-     (also logged, and published as metrics). ``complete: false`` means the run stopped before
-     its timeout; the connections it did not reach stay due for the next run.
+Out: {"due", "enqueued", "requeued", "failed", "skipped", "shards", "complete", "stood_aside",
+     "duration_ms"} (also logged, and published as metrics). Each due connection is enqueued
+     once: the run remembers what it enqueued in one run-state item (two writes per run, none
+     per connection), and re-enqueues what is still due long after only when the queue is
+     empty (``requeued``). ``complete: false`` means the run stopped before its timeout; the
+     connections it did not reach wait for the next run. ``stood_aside: true`` means another
+     run held the run lease (a schedule event delivered twice, or a run outliving the
+     interval), so this one did nothing.
 
-Metrics (ConnectionsDue, ConnectionsEnqueued, EnqueueFailed, SweepDuration, SweepIncomplete)
-go out as one EMF document per run from the sweep itself, so there is no ``log_metrics`` here.
+Metrics (ConnectionsDue, ConnectionsEnqueued, ConnectionsRequeued, EnqueueFailed,
+SweepDuration, SweepIncomplete, SweepStoodAside) go out as one EMF document per run from the
+sweep itself, so there is no ``log_metrics`` here.
 """
 
 from typing import Any

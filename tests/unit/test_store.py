@@ -10,7 +10,7 @@ import pytest
 from qbo_connect.errors import AlreadyConsumed, AlreadyExists, LeaseHeld, LeaseLost, NotFound
 from qbo_connect.events import NEEDS_REAUTHORIZATION as NEEDS_REAUTH
 from qbo_connect.events import PendingEvent
-from qbo_connect.store import SealedTokens, Store, due_shard_for
+from qbo_connect.store import SealedTokens, ShardMark, Store, due_shard_for
 
 
 def sealed(tag: bytes) -> SealedTokens:
@@ -159,12 +159,22 @@ def test_a_retried_write_recognises_its_own_earlier_success(store):
     other = PendingEvent.new("connection.expiring", {"realm_id": "123"}, now=now)
     assert not store.mark_expiring_notified("123", days=7, event=other)
     assert store.get_connection("123").expiring_notified == (7,)
-    # Sweep claim: the retry meets its own claim; another sweep's claim is refused
-    create(store, realm="124")
-    seen = store.get_connection("124").due_at
-    assert store.claim_due("124", seen_due_at=seen, due_at=now + 900, claim_id="run-1")
-    assert store.claim_due("124", seen_due_at=seen, due_at=now + 900, claim_id="run-1")
-    assert not store.claim_due("124", seen_due_at=seen, due_at=now + 900, claim_id="run-2")
+    # Sweep run lease: the retry meets its own lease; another run is refused while it lives
+    assert store.begin_sweep_run(owner="run-1", now=now, until=now + 300) is not None
+    assert store.begin_sweep_run(owner="run-1", now=now, until=now + 300) is not None
+    assert store.begin_sweep_run(owner="run-2", now=now + 1, until=now + 301) is None
+    # Sweep state: the retry meets its own saved state (lease released, last_run ours) ...
+    mark = ShardMark(watermark=now, stale_at=now, sent=frozenset({("124", 12.5)}))
+    assert store.end_sweep_run(owner="run-1", now=now, shards={"DUE#03": mark})
+    assert store.end_sweep_run(owner="run-1", now=now, shards={"DUE#03": mark})
+    # ... and the next run's lease write returns it; a late retry of run-1's state write then
+    # fails and leaves run-2's lease alone
+    state = store.begin_sweep_run(owner="run-2", now=now + 1, until=now + 301)
+    assert state is not None and state.shards == {
+        "DUE#03": ShardMark(round(now, 3), round(now, 3), mark.sent)
+    }
+    assert not store.end_sweep_run(owner="run-1", now=now, shards={"DUE#03": mark})
+    assert store.begin_sweep_run(owner="run-3", now=now + 2, until=now + 302) is None
     # Create: the retry meets its own created event at version 1
     created = PendingEvent.new("connection.created", {"realm_id": "125"}, now=now)
     kwargs = {

@@ -112,6 +112,8 @@ class Settings:
     keep_alive_hours: int = 24
     keep_warm_minutes: int = 60
     due_shards: int = 16
+    # How often the sweep re-enqueues connections still due after it enqueued them (sweep.py).
+    sweep_requeue_seconds: float = 900.0
     refresh_queue_url: str = ""
     # Events.
     event_bus_name: str = "default"
@@ -297,6 +299,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         keep_alive_hours=_int(env, "KEEP_ALIVE_HOURS", 24),
         keep_warm_minutes=_int(env, "KEEP_WARM_MINUTES", 60),
         due_shards=_int(env, "DUE_SHARDS", 16),
+        sweep_requeue_seconds=_float(env, "SWEEP_REQUEUE_SECONDS", 900.0),
         refresh_queue_url=env.get("REFRESH_QUEUE_URL", "").strip(),
         event_bus_name=env.get("EVENT_BUS_NAME", "default").strip() or "default",
         emit_refreshed_events=env.get("EMIT_REFRESHED_EVENTS", "false").strip().lower() == "true",

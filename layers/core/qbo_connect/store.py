@@ -17,7 +17,8 @@ Item shapes (single table, ``pk``/``sk``):
 Every write that boto3 may retry after its first attempt was applied (the answer lost)
 recognises its own earlier success instead of failing its condition: the lease carries our
 owner id, a commit records ``committed_by``, an outbox entry's event id is in its attribute
-name, a sweep claim records ``claim_id``. Meeting our own write is success, not a conflict.
+name, the sweep's run lease carries its owner and its state write records ``last_run``.
+Meeting our own write is success, not a conflict.
 - History entry: ``pk = "REALM#<realm_id>"``, ``sk = "HISTORY#<epoch>#<id>"``: one outcome of
   the connection (see ``history``), written once, removed by TTL. It carries no ``tenant_id``
   and no ``due_shard``, so neither index sees it.
@@ -28,6 +29,9 @@ name, a sweep claim records ``claim_id``. Meeting our own write is success, not 
 - OAuth state: ``pk = "STATE#<sha256>"``; connect link: ``pk = "LINK#<sha256>"``; both with
   ``sk`` = the kind, an ``expires_at`` checked on read (moto and DynamoDB TTL are lazy) and
   ``ttl`` for DynamoDB to clean up.
+- Sweep run state: ``pk = "SWEEP#DueIndex"``, ``sk = "STATE"``: the sweep's run lease and,
+  per DueIndex shard, its watermark and the pairs it last enqueued (see the section at the end).
+  No ``tenant_id``, no ``due_shard``: no index sees it.
 """
 
 from __future__ import annotations
@@ -426,7 +430,7 @@ class Store:
     ) -> tuple[list[tuple[str, float]], dict[str, Any] | None]:
         """``(realm_id, due_at)`` pairs whose due_at <= now in one DueIndex shard, oldest first.
 
-        The due_at is the value the index holds, which is what :meth:`claim_due` compares.
+        The due_at is the value the index holds (the sweep puts it in the message).
         """
         kwargs: dict[str, Any] = {
             "IndexName": DUE_INDEX,
@@ -836,25 +840,6 @@ class Store:
             connection_key(realm_id), update, condition, VersionConflict, return_values="NONE"
         )
 
-    def claim_due(
-        self, realm_id: str, *, seen_due_at: float, due_at: float, claim_id: str | None = None
-    ) -> bool:
-        """Move a connection's due time from ``seen_due_at`` to ``due_at``, atomically.
-
-        A compare-and-set on ``due_at``: True only for the caller that still saw that value, so
-        of two overlapping sweeps exactly one claims (and enqueues) a connection, and a
-        connection rescheduled in between (refreshed, reconnected, flagged) is left alone.
-        ``claim_id`` (one per sweep run) is recorded, so a retry of an applied claim whose
-        answer was lost meets its own claim and succeeds. Any item in DueIndex may be claimed:
-        active ones, and flagged or disconnected ones with an event still pending.
-        """
-        update = _Update().set("due_at", due_at)
-        condition = f"attribute_exists(pk) AND #due_at = {update.value('seen', seen_due_at)}"
-        if claim_id is not None:
-            update.set("claim_id", claim_id)
-            condition = f"({condition}) OR (#due_at = :v_due_at AND #claim_id = :v_claim_id)"
-        return self._try_update(connection_key(realm_id), update, condition)
-
     def clear_event(self, realm_id: str, event_id: str) -> bool:
         """Remove a delivered outbox entry; False if it was gone already (delivered twice)."""
         update = _Update()
@@ -1145,3 +1130,144 @@ class Store:
                 continue
             entries.append({k: v for k, v in entry.items() if k not in ("pk", "sk", "ttl")})
         return entries
+
+    # ----- sweep run state (see sweep.py) ----------------------------------------------------
+    #
+    # One item, ``pk = "SWEEP#DueIndex"``, ``sk = "STATE"``, with no ``tenant_id`` and no
+    # ``due_shard``, so no index sees it. It holds the run lease (``run_owner``, ``run_until``:
+    # one sweep at a time), ``last_run`` (the id of the last run that saved its state, so the
+    # retry of that write recognises it) and one ``shard_NN`` map per DueIndex shard:
+    # ``watermark`` (the sweep's clock when it last read the shard up to there), ``stale_at``
+    # (when it last re-enqueued the shard's stale entries) and ``sent`` (the ``(realm_id,
+    # due_at)`` pairs it enqueued that the next run's range still covers, as "realm due" strings).
+
+    def begin_sweep_run(self, *, owner: str, now: float, until: float) -> SweepState | None:
+        """Take the sweep's run lease; returns the stored state, or None if another run holds it.
+
+        One conditional UpdateItem whose ``ALL_NEW`` answer carries the shards' state, so the
+        run needs no read. The condition admits ``owner`` itself: boto3's retry of a write that
+        was applied (its answer lost) meets its own lease and succeeds.
+        """
+        update = _Update().set("run_owner", owner).set("run_until", until)
+        update.set("run_started_at", now)
+        condition = (
+            "attribute_not_exists(#run_until)"
+            f" OR #run_until < {update.value('now', now)}"
+            " OR #run_owner = :v_run_owner"
+        )
+        try:
+            item = self._update(SWEEP_STATE_KEY, update, condition, StoreConflict)
+        except StoreConflict:
+            return None
+        return SweepState.from_item(item)
+
+    def end_sweep_run(self, *, owner: str, now: float, shards: Mapping[str, ShardMark]) -> bool:
+        """Save the shards' new state and release the run lease; False if the lease was lost.
+
+        Conditioned on our lease, so a run whose lease was taken over (it outlived
+        ``run_until``) writes nothing. The write records ``last_run``, so boto3's retry of this
+        write after its answer was lost meets it (lease gone, ``last_run`` ours) and succeeds;
+        a retry meeting another run's live lease fails and leaves that lease alone.
+        """
+        update = _Update()
+        for shard, mark in shards.items():
+            update.set(_shard_attribute(shard), mark.to_item())
+        update.set("last_run", owner).set("last_run_at", now)
+        update.remove("run_owner", "run_until", "run_started_at")
+        me = update.value("me", owner)
+        condition = f"#run_owner = {me} OR (attribute_not_exists(#run_owner) AND #last_run = {me})"
+        try:
+            self._update(SWEEP_STATE_KEY, update, condition, StoreConflict, return_values="NONE")
+        except StoreConflict:
+            return False
+        return True
+
+    def query_due_after(
+        self,
+        shard: str,
+        *,
+        after: float | None,
+        now: float,
+        limit: int = 100,
+        cursor: Mapping[str, Any] | None = None,
+    ) -> tuple[list[tuple[str, float]], dict[str, Any] | None]:
+        """``(realm_id, due_at)`` pairs with ``after < due_at <= now`` in one DueIndex shard,
+        oldest first (``after=None``: from the bottom of the shard).
+
+        Stored due times have 3 decimals, so ``due_at > after`` is ``BETWEEN after + 0.001``.
+        """
+        values: dict[str, Any] = {":s": shard, ":now": _num(now)}
+        condition = "due_shard = :s AND due_at <= :now"
+        if after is not None:
+            low = _num(after) + Decimal("0.001")
+            if low > values[":now"]:
+                return [], None
+            values[":low"] = low
+            condition = "due_shard = :s AND due_at BETWEEN :low AND :now"
+        kwargs: dict[str, Any] = {
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = _to_dynamo(dict(cursor))
+        response = self.table.query(**kwargs)
+        entries = [
+            (item["pk"].split("#", 1)[1], float(item["due_at"]))
+            for item in response.get("Items", [])
+        ]
+        last = response.get("LastEvaluatedKey")
+        return entries, (_to_python(last) if last else None)
+
+
+SWEEP_STATE_KEY = {"pk": "SWEEP#DueIndex", "sk": "STATE"}
+
+
+def _shard_attribute(shard: str) -> str:
+    """``DUE#07`` -> ``shard_07`` (an attribute name that needs no escaping)."""
+    return "shard_" + shard.split("#", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ShardMark:
+    """What the sweep remembers of one DueIndex shard between runs (see ``sweep.py``)."""
+
+    watermark: float
+    stale_at: float
+    sent: frozenset[tuple[str, float]] = frozenset()
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "watermark": _num(self.watermark),
+            "stale_at": _num(self.stale_at),
+            "sent": sorted(f"{realm} {due_at:.3f}" for realm, due_at in self.sent),
+        }
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> ShardMark:
+        sent = set()
+        for entry in item.get("sent") or ():
+            realm, _, due_at = str(entry).partition(" ")
+            sent.add((realm, round(float(due_at), 3)))
+        return cls(
+            watermark=float(item["watermark"]),
+            stale_at=float(item.get("stale_at") or 0),
+            sent=frozenset(sent),
+        )
+
+
+@dataclass(frozen=True)
+class SweepState:
+    """The run-state item as the lease write returned it: each shard's mark, by shard name."""
+
+    shards: dict[str, ShardMark]
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> SweepState:
+        shards = {
+            f"DUE#{name.removeprefix('shard_')}": ShardMark.from_item(value)
+            for name, value in item.items()
+            if name.startswith("shard_") and isinstance(value, Mapping)
+        }
+        return cls(shards=shards)
