@@ -5,7 +5,8 @@ issued (``/_sim/issue-tokens``), sealed with the real ``TokenVault.seal`` under 
 key and written with the real ``Store.create_connection``. One sweep (the devstack's schedule
 endpoint runs RefreshSweepFunction now) must refresh exactly the due ones, each exactly once,
 counted at the simulator by refresh-token hash, and none of the others; a sweep right after
-must enqueue nothing and a later one must find nothing due. Lifecycle events are read from the
+must enqueue nothing (nor re-enqueue, while the queue holds messages) and a later one must find
+nothing due. Lifecycle events are read from the
 stack's events queue (an EventBridge rule copies every ``qbo-connect`` event there) and metrics
 from the EMF lines in the stack's log.
 """
@@ -222,6 +223,9 @@ def stack(tmp_path):
             "INTUIT_CLIENT_SECRET": CLIENT_SECRET,
             "INTUIT_TIMEOUT_SECONDS": "5",
             "POWERTOOLS_LOG_LEVEL": "WARNING",  # 500 refreshes: keep the log to what we read
+            # Every run is due for a stale pass, so each one after the first checks the queue
+            # depth first (the real GetQueueAttributes, which the IAM test sees)
+            "SWEEP_REQUEUE_SECONDS": "0",
         },
         extra_args=("--no-schedule",),
     ) as running:
@@ -248,10 +252,13 @@ def test_one_sweep_refreshes_exactly_the_due_connections_once(stack):
     first = stack.run_schedule("RefreshSweepFunction")
     second = stack.run_schedule("RefreshSweepFunction")
 
-    # Then the first enqueued every due connection and the second nothing (the claims)
+    # Then the first enqueued every due connection and the second nothing: it skipped what the
+    # first remembered, and its stale pass stood back while the queue held messages
     assert first["due"] == first["enqueued"] == DUE, first
     assert first["failed"] == 0 and first["complete"] is True and first["shards"] == 16
-    assert second["enqueued"] == 0, second
+    assert first["stood_aside"] is False and first["requeued"] == 0
+    assert second["enqueued"] == second["requeued"] == 0, second
+    assert second["stood_aside"] is False and second["complete"] is True
 
     # and once the worker has drained the queue, each due connection was refreshed exactly once
     deadline = time.monotonic() + 75
@@ -283,9 +290,10 @@ def test_one_sweep_refreshes_exactly_the_due_connections_once(stack):
             assert item["status"]["S"] == "active"
             assert float(item["version"]["N"]) == (2 if s.kind.due else 1)
 
-    # When a sweep runs again: nothing is due, nothing reaches Intuit
+    # When a sweep runs again (the queue is empty: a stale pass from the bottom of each shard):
+    # nothing is due, nothing reaches Intuit
     third = stack.run_schedule("RefreshSweepFunction")
-    assert third["due"] == third["enqueued"] == 0, third
+    assert third["due"] == third["enqueued"] == third["requeued"] == 0, third
     time.sleep(1.0)
     assert len(refresh_calls(stack)) == DUE
 
@@ -316,8 +324,10 @@ def test_one_sweep_refreshes_exactly_the_due_connections_once(stack):
 
     # Metrics: the sweeps' EMF documents carry the counts; the worker's carry the outcomes
     totals = emf_totals(stack.log_text())
-    assert totals["ConnectionsDue"] == DUE
+    # (ConnectionsDue counts what each run visited: the second run's skipped entries too)
+    assert totals["ConnectionsDue"] == first["due"] + second["due"] + third["due"]
     assert totals["ConnectionsEnqueued"] == DUE
+    assert totals["ConnectionsRequeued"] == 0 and totals["SweepStoodAside"] == 0
     assert totals["EnqueueFailed"] == 0 and totals["SweepIncomplete"] == 0
     assert "SweepDuration" in totals
     # Powertools keeps one metric registry per process; the local stack runs several worker
