@@ -13,8 +13,11 @@ What it prints: refreshes per second (end to end, from the sweep's start to the 
 and in steady state between 10 % and 90 % done), the ideal ``C / L`` (each worker slot can do
 at most one refresh per Intuit round trip), their ratio, the worker time per refresh, AWS
 requests per refresh by service and operation (counted in-process on every botocore call made
-after seeding, i.e. by the sweep and the workers), and simulator calls per refresh (1.00 means
-every due connection cost exactly one Intuit call). Results go to bench/results/.
+after seeding, i.e. by the sweep and the workers) and DynamoDB writes per refresh, simulator
+calls per refresh (1.00 means every due connection cost exactly one Intuit call), and the size of
+a connection item as DynamoDB bills it, after the refresh (an idle connection's, without access
+token) and as seeded (with the access token, as a connect or a read stores it); the simulator
+issues access tokens of Intuit's size. Results go to bench/results/.
 
 Usage:
     python bench/sweep.py                          # 2,000 connections, L = 50 ms, C = 5
@@ -109,6 +112,13 @@ def moto_server() -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+#: Operations that write (billed in write units; a failed conditional write is billed too).
+DYNAMODB_WRITES = frozenset(
+    f"dynamodb.{op}"
+    for op in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
+)
 
 
 class CallCounter:
@@ -496,6 +506,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         began = time.monotonic()
         seed(sim, aws, args.connections)
         seed_seconds = time.monotonic() - began
+        # As stored by a connect or a read-path refresh: with its access token.
+        seeded_items = measure_items(aws["table"], min(args.connections, 20))
 
         emf = EmfFilter(_STDOUT)
         sys.stdout = emf
@@ -592,6 +604,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batches": pollers.batches,
         "batch_item_failures": pollers.failures,
         "dynamodb_requests_per_refresh": round(services.get("dynamodb", 0) / n, 3),
+        "dynamodb_writes_per_refresh": round(
+            sum(v for k, v in counts.items() if k in DYNAMODB_WRITES) / n, 3
+        ),
         "sqs_requests_per_refresh": round(services.get("sqs", 0) / n, 3),
         "kms_requests_per_refresh": round(services.get("kms", 0) / n, 3),
         "simulator_calls_per_refresh": round(sim_counts["token.refresh_token"] / n, 3),
@@ -606,6 +621,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "emf_bytes_per_refresh": round(emf.emf_bytes / n, 1),
         "log_level": str(parameters["LogLevel"]),
         "connection_item": items,
+        "connection_item_with_access_token": seeded_items,
     }
 
 
@@ -629,6 +645,7 @@ def report(result: dict[str, Any]) -> str:
         f"worker ms per refresh     {result['worker_ms_per_refresh']} "
         f"(L + {result['worker_overhead_ms_per_refresh']} ms)",
         f"DynamoDB req per refresh  {result['dynamodb_requests_per_refresh']:.2f}",
+        f"DynamoDB writes/refresh   {result['dynamodb_writes_per_refresh']:.2f}",
         f"SQS req per refresh       {result['sqs_requests_per_refresh']:.2f}",
         f"KMS req per refresh       {result['kms_requests_per_refresh']:.2f}",
         f"simulator calls/refresh   {result['simulator_calls_per_refresh']:.2f}",
@@ -636,13 +653,17 @@ def report(result: dict[str, Any]) -> str:
         f"+ EMF {result['emf_bytes_per_refresh']} (LogLevel {result['log_level']})",
         f"EMF RefreshSucceeded      {result['emf_metrics'].get('RefreshSucceeded', 0):g}",
     ]
-    item = result.get("connection_item") or {}
-    if item:
-        largest = ", ".join(f"{k} {v}" for k, v in item["largest_attributes_bytes"].items())
-        lines.append(
-            f"connection item           {item['median_bytes']} B median, {item['max_bytes']} B max "
-            f"({item['wru_per_write']} WRU per write; largest: {largest})"
-        )
+    for label, key in (
+        ("connection item", "connection_item"),
+        ("  with its access token", "connection_item_with_access_token"),
+    ):
+        item = result.get(key) or {}
+        if item:
+            largest = ", ".join(f"{k} {v}" for k, v in item["largest_attributes_bytes"].items())
+            lines.append(
+                f"{label:<26}{item['median_bytes']} B median, {item['max_bytes']} B max "
+                f"({item['wru_per_write']} WRU per write; largest: {largest})"
+            )
     lines.append("by operation (per refresh):")
     for name, value in result["requests_per_refresh_by_operation"].items():
         lines.append(f"  {name:<38}{value:.3f}")

@@ -328,6 +328,11 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug(format, *args)
 
 
+#: 700 random bytes make 934 base64url characters: with the prefix, the size of an Intuit
+#: access token.
+ACCESS_TOKEN_RANDOM_BYTES = 700
+
+
 class IntuitSimulator:
     """Intuit's OAuth server, QuickBooks CompanyInfo and a ``/_sim/`` admin API on one port.
 
@@ -769,7 +774,9 @@ class IntuitSimulator:
     def _token_body(
         self, grant: _Grant, now: float, *, id_token: bool = False, want_hard: bool = False
     ) -> dict[str, Any]:
-        access_token = "sim-at-" + secrets.token_urlsafe(48)
+        # As long as Intuit's (JWE, about 940 characters): the connection item's size, and so
+        # what each write of it costs, is measured with tokens of the real size.
+        access_token = "sim-at-" + secrets.token_urlsafe(ACCESS_TOKEN_RANDOM_BYTES)
         self._access[access_token] = _AccessToken(grant.grant_id, now + self.access_token_ttl)
         # round(), not int(): now + ttl - now is not always exactly ttl in floating point.
         rt_left = round(min(grant.rt_expires_at, grant.hard_expires_at) - now)

@@ -152,13 +152,16 @@ def test_a_retried_write_recognises_its_own_earlier_success(store):
     mark = {"seen_version": 2, "owner": "C", "reason": "x", "now": now, "event": event}
     store.mark_needs_reauthorization("123", **mark)
     assert store.mark_needs_reauthorization("123", **mark).status == "needs_reauthorization"
-    # Expiring threshold: the retry meets its own event; a second worker's event is refused
-    expiring = PendingEvent.new("connection.expiring", {"realm_id": "123"}, now=now)
-    assert store.mark_expiring_notified("123", days=7, event=expiring)
-    assert store.mark_expiring_notified("123", days=7, event=expiring)
-    other = PendingEvent.new("connection.expiring", {"realm_id": "123"}, now=now)
-    assert not store.mark_expiring_notified("123", days=7, event=other)
-    assert store.get_connection("123").expiring_notified == (7,)
+    # The worker's lease: the retry meets its own lease; another worker is refused and told
+    # why by the failed write itself
+    create(store, realm="126")
+    due = {"now": now, "until": now + 30, "due_upto": now + 200}  # created due in 100 s
+    leased, _ = store.lease_if_due("126", owner="W1", **due)
+    assert leased is not None and leased.lease_owner == "W1"
+    again_leased, _ = store.lease_if_due("126", owner="W1", **due)
+    assert again_leased is not None and again_leased.lease_owner == "W1"
+    refused, found = store.lease_if_due("126", owner="W2", **due)
+    assert refused is None and found is not None and found.lease_owner == "W1"
     # Sweep run lease: the retry meets its own lease; another run is refused while it lives
     assert store.begin_sweep_run(owner="run-1", now=now, until=now + 300) is not None
     assert store.begin_sweep_run(owner="run-1", now=now, until=now + 300) is not None

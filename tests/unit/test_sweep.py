@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from qbo_connect import due as due_policy
+from qbo_connect.history import History
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
 from qbo_connect.store import Connection, connection_key, due_shard_for
 from qbo_connect.sweep import (
@@ -30,6 +31,7 @@ from qbo_connect.sweep import (
 from qbo_connect.telemetry import metrics, refresh_observer
 from qbo_connect.tokens import TokenVault
 from qbo_connect.worker import RefreshWorker, parse_message
+from tests.reliability.conftest import token_is_valid_at_intuit
 from tests.unit.builders import RecordingEvents, make_settings, make_vault
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -637,7 +639,14 @@ def test_a_leased_connection_is_skipped(h):
 
 @pytest.mark.parametrize(
     "body",
-    ["not json", "[]", "{}", '{"realm_id": "abc"}', '{"realm_id": "1", "claimed_due_at": "x"}'],
+    [
+        "not json",
+        "[]",
+        "{}",
+        '{"realm_id": "abc"}',
+        '{"realm_id": "1", "due_at": "x"}',
+        '{"realm_id": "1", "claimed_due_at": "x"}',
+    ],
 )
 def test_malformed_messages_are_acknowledged_and_logged(h, body, capsys, caplog):
     event = {
@@ -662,8 +671,11 @@ def test_malformed_messages_are_acknowledged_and_logged(h, body, capsys, caplog)
 
 
 def test_parse_message_reads_the_sweep_body():
-    message = parse_message('{"realm_id":"123","due_at":1.5,"enqueued_at":2,"claimed_due_at":900}')
-    assert (message.realm_id, message.due_at, message.claimed_due_at) == ("123", 1.5, 900.0)
+    message = parse_message('{"realm_id":"123","due_at":1.5,"enqueued_at":2}')
+    assert (message.realm_id, message.due_at) == ("123", 1.5)
+    # a message from before the sweep stopped claiming (in flight during an upgrade) still works
+    legacy = parse_message('{"realm_id":"123","due_at":1.5,"enqueued_at":2,"claimed_due_at":900}')
+    assert (legacy.realm_id, legacy.due_at, legacy.claimed_due_at) == ("123", 1.5, 900.0)
 
 
 def test_intuit_outage_fails_the_item_for_a_retry_and_keeps_it_due(h):
@@ -788,6 +800,102 @@ def test_sweep_and_worker_metrics_are_emitted(h, capsys):
     assert "RefreshFailed" not in worker_totals
 
 
+def test_a_sweep_refresh_costs_two_writes_and_no_read(h):
+    """The worker's whole DynamoDB cost for a routine refresh: the lease write (which checks the
+    connection is due and returns it) and the commit (which also carries the history run)."""
+    h.vault.history = History(h.store)
+    conns = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(3)]
+    h.sweep()
+    messages = h.receive_all()
+    h.dynamodb_ops.clear()
+    assert h.work(messages) == []
+    assert h.dynamodb_ops == ["UpdateItem", "UpdateItem"] * 3
+    for conn in conns:
+        after = h.store.get_connection(conn.realm_id)
+        assert after.version == conn.version + 1
+        assert after.raw["refresh_run"]["count"] == 1
+    # A duplicate costs the one failed conditional write, and no Intuit call
+    h.dynamodb_ops.clear()
+    h.sim.reset_counters()
+    assert h.work(messages[:1]) == []
+    assert h.dynamodb_ops == ["UpdateItem"]
+    assert h.sim.counters()["token.refresh_token"] == 0
+
+
+def test_an_idle_keep_alive_stores_no_access_token_and_a_reader_refreshes_inline(h):
+    idle = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    warm = seed(h.vault, h.sim, refreshed_ago=HOUR - 200, used_ago=60, access_left=200)
+    h.sweep()
+    assert h.work(h.receive_all()) == []
+    # The idle one kept only its refresh token: a smaller item, nothing for a reader to use
+    idle_after = h.store.get_connection(idle.realm_id)
+    assert idle_after.version == idle.version + 1
+    assert idle_after.access_token_enc is None and idle_after.access_expires_at == 0
+    assert idle_after.metadata()["access_expires_at"] is None
+    assert len(idle_after.raw) < len(h.store.get_connection(warm.realm_id).raw)
+    # The warm one (read a minute ago) kept its access token: its reader needs no refresh
+    h.sim.reset_counters()
+    warm_token = h.vault.get_token(warm.realm_id)
+    assert h.sim.counters()["token.refresh_token"] == 0
+    assert warm_token.expires_at > time.time() + 3000
+    # A reader of the idle one refreshes inline once, and gets a token QuickBooks accepts
+    token = h.vault.get_token(idle.realm_id)
+    assert h.sim.counters()["token.refresh_token"] == 1
+    assert token_is_valid_at_intuit(h.sim, idle.realm_id, token.access_token)
+    assert h.vault.get_token(idle.realm_id).access_token == token.access_token
+    assert h.sim.counters()["token.refresh_token"] == 1
+
+
+def test_routine_refreshes_are_one_history_row_until_a_failure_ends_the_run(h):
+    h.vault.history = History(h.store)
+    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    # When the sweep refreshes it three times (made due again in between)
+    for _ in range(3):
+        h.sweep(clock=time.time)
+        assert h.work(h.receive_all()) == []
+        latest = h.store.get_connection(conn.realm_id)
+        h.store.set_due(conn.realm_id, seen_version=latest.version, due_at=time.time() - 1)
+    # Then no history item was written: the run on the connection counts them
+    assert h.store.get_history(conn.realm_id, limit=10, now=time.time()) == []
+    rows = h.vault.history.entries(conn.realm_id, conn=h.store.get_connection(conn.realm_id))
+    assert [(r["source"], r["outcome"], r["count"]) for r in rows] == [("sweep", "refreshed", 3)]
+    assert rows[0]["version"] == conn.version + 3
+    # When the next refresh fails (Intuit down on every attempt)
+    h.sim.set_faults(status_5xx=3)
+    h.sweep()
+    assert len(h.work(h.receive_all())) == 1
+    # Then the run became an item and the failure follows it; the connection holds no run
+    after = h.store.get_connection(conn.realm_id)
+    assert "refresh_run" not in after.raw
+    rows = h.vault.history.entries(conn.realm_id, conn=after)
+    assert [(r["source"], r["outcome"]) for r in rows] == [
+        ("sweep", "transient"),
+        ("sweep", "refreshed"),
+    ]
+    assert rows[1]["count"] == 3 and rows[1]["detail"].startswith("3 refreshes since ")
+
+
+def test_an_expiring_notice_is_recorded_only_with_a_successful_refresh(h):
+    conn = seed(h.vault, h.sim, refreshed_ago=HOUR, hard_left=5 * DAY)
+    # Intuit is down: the refresh fails, and no notice is recorded or sent
+    h.sim.set_faults(status_5xx=3)
+    h.sweep()
+    messages = h.receive_all()
+    assert h.work(messages) == [messages[0]["MessageId"]]
+    assert h.store.get_connection(conn.realm_id).expiring_notified == ()
+    assert h.events.of("connection.expiring") == []
+    # Once it is back, the retry refreshes and records the notice with its one event
+    h.sim.clear_faults()
+    latest = h.store.get_connection(conn.realm_id)
+    h.store.set_due(conn.realm_id, seen_version=latest.version, due_at=time.time() - 1)
+    h.sweep()
+    assert h.work(h.receive_all()) == []
+    after = h.store.get_connection(conn.realm_id)
+    assert after.version == conn.version + 1 and after.expiring_notified == (7, 30)
+    assert [e["threshold_days"] for e in h.events.of("connection.expiring")] == [7]
+    assert after.pending_events == ()
+
+
 # ----- the handlers, wired as in Lambda --------------------------------------------------------
 
 
@@ -872,4 +980,4 @@ def test_sample_worker_event_parses():
     event = json.loads((REPO_ROOT / "events" / "refresh_worker.json").read_text())
     message = parse_message(event["Records"][0]["body"])
     assert message.realm_id == "9130357766042906"
-    assert message.claimed_due_at is not None
+    assert message.due_at is not None

@@ -34,7 +34,7 @@ from qbo_connect.errors import (
 from qbo_connect.health import VALUES as HEALTH_VALUES
 from qbo_connect.health import health_fields
 from qbo_connect.history import DEFAULT_LIMIT, IMPORT, MAX_LIMIT, OPERATOR, History
-from qbo_connect.store import STATUS_ACTIVE, STATUS_DISCONNECTED, Connection
+from qbo_connect.store import REFRESH_RUN, STATUS_ACTIVE, STATUS_DISCONNECTED, Connection
 from qbo_connect.tokens import REFRESH_FIELD, TokenVault, owned_by
 
 logger = Logger(child=True)
@@ -123,7 +123,8 @@ class ConnectionsService:
         conn = owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id)
         if conn is None:
             raise NotConnected(f"realm {realm_id} is not connected")
-        return {"realm_id": realm_id, "history": self.history.entries(realm_id, limit=limit)}
+        entries = self.history.entries(realm_id, limit=limit, conn=conn)
+        return {"realm_id": realm_id, "history": entries}
 
     def refresh(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         realm_id, tenant_id = self._owned(payload)
@@ -169,7 +170,7 @@ class ConnectionsService:
         try:
             # Conditioned on the owner read: the connection whose owner was checked is the one
             # disconnected, never one that changed hands in between.
-            self.store.disconnect(realm_id, now=now, event=event, tenant_id=conn.tenant_id)
+            before = self.store.disconnect(realm_id, now=now, event=event, tenant_id=conn.tenant_id)
         except NotFound:
             raise NotConnected(f"realm {realm_id} is not connected") from None
         after = self.store.get_connection(realm_id, consistent=True)
@@ -180,6 +181,7 @@ class ConnectionsService:
             source=OPERATOR,
             outcome=STATUS_DISCONNECTED,
             detail="revoked" if revoked else "not revoked at Intuit",
+            closed_run=before.raw.get(REFRESH_RUN),
         )
         result: dict[str, Any] = {
             "realm_id": realm_id,

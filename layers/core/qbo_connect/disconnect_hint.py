@@ -47,7 +47,7 @@ from qbo_connect.errors import (
 )
 from qbo_connect.history import DISCONNECT_URL, History
 from qbo_connect.intuit import IntuitClient
-from qbo_connect.store import STATUS_DISCONNECTED, Connection
+from qbo_connect.store import REFRESH_RUN, STATUS_DISCONNECTED, Connection
 from qbo_connect.tokens import ACCESS_FIELD, TokenVault
 
 logger = Logger(child=True)
@@ -189,7 +189,11 @@ class DisconnectHints:
             self.vault.flush_events(after)
         history = self.vault.history or History(self.store, clock=self._clock)
         history.record(
-            conn.realm_id, source=DISCONNECT_URL, outcome=STATUS_DISCONNECTED, detail=REASON
+            conn.realm_id,
+            source=DISCONNECT_URL,
+            outcome=STATUS_DISCONNECTED,
+            detail=REASON,
+            closed_run=before.raw.get(REFRESH_RUN),
         )
         return "disconnected"
 

@@ -8,28 +8,35 @@ Why: when a customer says "QuickBooks disconnected again", the operator needs th
 How: each outcome is one small item of its own (``store.put_history``), written after the state
 it describes is committed and never changed; a retried write recognises its own success. Items
 expire after ``RETENTION_DAYS`` (DynamoDB TTL), and ``connection_history`` reads the newest N
-with one Query, so neither the storage nor a read grows without bound, and the connection item
-that ``get_token`` reads on every call does not grow at all. Recording is best effort: a
-failure to record is logged and never fails the refresh or connect it describes.
+with one Query, so neither the storage nor a read grows without bound. Recording is best
+effort: a failure to record is logged and never fails the refresh or connect it describes.
+
+One exception keeps the routine path at two writes per refresh: the sweep's successful
+refreshes (once a day per idle connection, the bulk of all outcomes) are not itemised. They are
+counted in a *run* kept on the connection item (``refresh_run``: first and last time, count,
+version), written by the commit itself. A failure, a verdict or a disconnect ends the run in
+its own write (REMOVE), and the run becomes one item then ("refreshed" x N, from ``since`` to
+``at``), just before the outcome that ended it. ``entries`` shows the open run as one row.
 
 An entry: ``at`` (ISO 8601), ``source`` (what ran it: ``sweep``, ``get_token``, ``operator``,
 ``callback``, ``import``, or ``disconnect_url`` when Intuit's Disconnect URL was confirmed),
 ``outcome`` (``refreshed``, a failure class such as ``invalid_grant`` or ``transient``,
 ``needs_reauthorization``, ``connected``, ``reconnected``, ``imported``, ``disconnected``),
 ``intuit_tid`` when Intuit answered, ``version`` of the tokens after it, and a short
-``detail`` (an error code, never a token or Intuit's own words).
+``detail`` (an error code, never a token or Intuit's own words). A run's row also has ``count``
+and ``since``.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from qbo_connect.store import Store
+from qbo_connect.store import REFRESH_RUN, Connection, Store
 
 logger = Logger(child=True)
 
@@ -50,6 +57,32 @@ DETAIL_MAX = 64
 
 def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def next_run(current: Mapping[str, Any] | None, *, now: float, version: int) -> dict[str, Any]:
+    """The sweep's run after one more successful refresh (``current`` as the lease read it)."""
+    if current and current.get("since") is not None:
+        since, count = float(current["since"]), int(current.get("count") or 0)
+    else:
+        since, count = now, 0
+    return {"since": round(since, 3), "last": round(now, 3), "count": count + 1, "version": version}
+
+
+def run_entry(run: Mapping[str, Any]) -> dict[str, Any]:
+    """A run as a history entry: keyed by its start, so a retried write meets its own item."""
+    since, last = float(run["since"]), float(run["last"])
+    count = int(run.get("count") or 0)
+    return {
+        "id": f"run{int(since * 1000):x}",
+        "at_epoch": round(last, 3),
+        "at": _iso(last),
+        "source": SWEEP,
+        "outcome": "refreshed",
+        "version": run.get("version"),
+        "count": count,
+        "since": _iso(since),
+        "detail": f"{count} refresh{'es' if count != 1 else ''} since {_iso(since)}",
+    }
 
 
 class History:
@@ -75,8 +108,12 @@ class History:
         intuit_tid: str | None = None,
         version: int | None = None,
         detail: str | None = None,
+        closed_run: Mapping[str, Any] | None = None,
     ) -> None:
+        """Record one outcome; ``closed_run`` (the run the outcome's write ended) goes first."""
         now = self._clock()
+        if closed_run and closed_run.get("since") is not None:
+            self._put(realm_id, run_entry(closed_run), now, source=SWEEP, outcome="refreshed")
         entry: dict[str, Any] = {
             "id": uuid.uuid4().hex[:16],
             "at_epoch": round(now, 3),
@@ -87,6 +124,11 @@ class History:
             "version": version,
             "detail": detail[:DETAIL_MAX] if detail else None,
         }
+        self._put(realm_id, entry, now, source=source, outcome=outcome)
+
+    def _put(
+        self, realm_id: str, entry: Mapping[str, Any], now: float, *, source: str, outcome: str
+    ) -> None:
         try:
             self.store.put_history(realm_id, entry, ttl=now + self.retention_seconds)
         except Exception:
@@ -95,7 +137,17 @@ class History:
                 extra={"realm_id": realm_id, "source": source, "outcome": outcome},
             )
 
-    def entries(self, realm_id: str, *, limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
-        """The newest ``limit`` entries, newest first, without the internal sort fields."""
+    def entries(
+        self, realm_id: str, *, limit: int = DEFAULT_LIMIT, conn: Connection | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` entries, newest first, without the internal sort fields.
+
+        ``conn`` (the connection item) adds its open run of sweep refreshes as one row.
+        """
         items = self.store.get_history(realm_id, limit=limit, now=self._clock())
+        run = (conn.raw.get(REFRESH_RUN) if conn is not None else None) or None
+        if run and run.get("since") is not None:
+            items.append(run_entry(run))
+            items.sort(key=lambda e: float(e.get("at_epoch") or 0), reverse=True)
+            items = items[:limit]
         return [{k: v for k, v in item.items() if k not in ("at_epoch", "id")} for item in items]

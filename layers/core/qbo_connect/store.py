@@ -17,8 +17,9 @@ Item shapes (single table, ``pk``/``sk``):
 Every write that boto3 may retry after its first attempt was applied (the answer lost)
 recognises its own earlier success instead of failing its condition: the lease carries our
 owner id, a commit records ``committed_by``, an outbox entry's event id is in its attribute
-name, the sweep's run lease carries its owner and its state write records ``last_run``.
-Meeting our own write is success, not a conflict.
+name, the worker's lease (``lease_if_due``) accepts its own owner id, the sweep's run lease
+carries its owner and its state write records ``last_run``. Meeting our own write is success,
+not a conflict.
 - History entry: ``pk = "REALM#<realm_id>"``, ``sk = "HISTORY#<epoch>#<id>"``: one outcome of
   the connection (see ``history``), written once, removed by TTL. It carries no ``tenant_id``
   and no ``due_shard``, so neither index sees it.
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import Binary
+from boto3.dynamodb.types import Binary, TypeDeserializer
 from botocore.exceptions import ClientError
 
 from qbo_connect.errors import (
@@ -58,6 +59,8 @@ from qbo_connect.errors import (
 from qbo_connect.events import OUTBOX_PREFIX, PendingEvent
 
 CONNECTION_SK = "CONNECTION"
+#: The sweep's current run of successful refreshes, on the connection item (see ``history``).
+REFRESH_RUN = "refresh_run"
 HISTORY_PREFIX = "HISTORY#"
 STATUS_ACTIVE = "active"
 STATUS_NEEDS_REAUTHORIZATION = "needs_reauthorization"
@@ -66,6 +69,10 @@ STATUS_DISCONNECTED = "disconnected"
 #: A connection that stops being active with an event pending stays due this soon, so the
 #: sweep delivers the event if the writer could not.
 OUTBOX_RETRY_SECONDS = 60.0
+
+#: A failed condition's ``Item`` comes back in DynamoDB's wire format (the resource layer
+#: converts only successful answers).
+_DESERIALIZE = TypeDeserializer()
 
 FLEET_INVALID_GRANT_PK = "FLEET#invalid_grant"
 BREAKER_KEY = {"pk": "FLEET#breaker", "sk": "invalid_grant"}
@@ -238,7 +245,9 @@ class SealedTokens:
     """Token material ready to be written: sealed bytes and expiry times."""
 
     data_key: bytes = field(repr=False)
-    access_token_enc: bytes = field(repr=False)
+    #: None when the access token is deliberately not kept (an idle connection's keep-alive
+    #: refresh, see ``TokenVault``): ``access_expires_at`` is then 0, so a reader refreshes.
+    access_token_enc: bytes | None = field(repr=False)
     refresh_token_enc: bytes = field(repr=False)
     access_expires_at: float
     refresh_expires_at: float
@@ -248,16 +257,26 @@ class SealedTokens:
     def attributes(self) -> dict[str, Any]:
         attrs: dict[str, Any] = {
             "data_key": self.data_key,
-            "access_token_enc": self.access_token_enc,
             "refresh_token_enc": self.refresh_token_enc,
             "access_expires_at": self.access_expires_at,
             "refresh_expires_at": self.refresh_expires_at,
         }
+        if self.access_token_enc is not None:
+            attrs["access_token_enc"] = self.access_token_enc
         if self.refresh_hard_expires_at is not None:
             attrs["refresh_hard_expires_at"] = self.refresh_hard_expires_at
         if self.previous_refresh_token_enc is not None:
             attrs["previous_refresh_token_enc"] = self.previous_refresh_token_enc
         return attrs
+
+    def absent_attributes(self) -> tuple[str, ...]:
+        """Token attributes this set does not carry: a write of it removes them."""
+        optional = {
+            "access_token_enc": self.access_token_enc,
+            "refresh_hard_expires_at": self.refresh_hard_expires_at,
+            "previous_refresh_token_enc": self.previous_refresh_token_enc,
+        }
+        return tuple(name for name, value in optional.items() if value is None)
 
 
 class _Update:
@@ -432,21 +451,7 @@ class Store:
 
         The due_at is the value the index holds (the sweep puts it in the message).
         """
-        kwargs: dict[str, Any] = {
-            "IndexName": DUE_INDEX,
-            "KeyConditionExpression": "due_shard = :s AND due_at <= :now",
-            "ExpressionAttributeValues": {":s": shard, ":now": _num(now)},
-            "Limit": limit,
-        }
-        if cursor:
-            kwargs["ExclusiveStartKey"] = _to_dynamo(dict(cursor))
-        response = self.table.query(**kwargs)
-        entries = [
-            (item["pk"].split("#", 1)[1], float(item["due_at"]))
-            for item in response.get("Items", [])
-        ]
-        last = response.get("LastEvaluatedKey")
-        return entries, (_to_python(last) if last else None)
+        return self.query_due_after(shard, after=None, now=now, limit=limit, cursor=cursor)
 
     # ----- connections: writes ---------------------------------------------------------------
 
@@ -538,10 +543,7 @@ class Store:
                 **tokens.attributes(),
             }
         )
-        if tokens.previous_refresh_token_enc is None:
-            update.remove("previous_refresh_token_enc")
-        if tokens.refresh_hard_expires_at is None:
-            update.remove("refresh_hard_expires_at")
+        update.remove(*tokens.absent_attributes())
         self._new_token_version(update, realm_id, seen_version, due_at)
         update.remove("reauth_reason", "disconnected_at", "expiring_notified")
         # The tenant may change only when the realm was disconnected: a disconnected realm is
@@ -596,6 +598,63 @@ class Store:
             self._update(connection_key(realm_id), update, condition, LeaseHeld)
         )
 
+    def lease_if_due(
+        self,
+        realm_id: str,
+        *,
+        owner: str,
+        now: float,
+        until: float,
+        due_upto: float,
+        claimed_due_at: float | None = None,
+    ) -> tuple[Connection | None, Connection | None]:
+        """The worker's lease: one write that both checks the connection is due and takes it.
+
+        Taken only if the connection is active, due (``due_at <= due_upto``) and not leased;
+        ``(leased item, None)`` then, read from the same write (ReturnValues), so the worker
+        needs no read first. Otherwise ``(None, item as found)``, from the failed write itself
+        (``ReturnValuesOnConditionCheckFailure``), or ``(None, None)`` when there is no item:
+        the caller learns why (gone, not active, not due, leased) and finds pending events
+        without another request. Meeting our own lease (boto3's retry of an applied write) is
+        success. ``due_at`` is left as it is: the connection stays due until the commit or
+        the release writes its next due time, and a crashed holder's SQS message comes back
+        after the visibility timeout, long after the lease expired. ``claimed_due_at`` is an
+        earlier version's claim (its message in flight during an upgrade): exactly that due
+        time counts as due too.
+        """
+        update = _Update().set("lease_owner", owner).set("lease_until", until)
+        due = f"#due_at <= {update.value('upto', due_upto)}"
+        if claimed_due_at is not None:
+            due = f"({due} OR #due_at = {update.value('claimed', claimed_due_at)})"
+        condition = (
+            f"(#status = {update.value('active', STATUS_ACTIVE)}"
+            f" AND {due}"
+            " AND (attribute_not_exists(#lease_until)"
+            f" OR #lease_until < {update.value('now', now)}))"
+            f" OR #lease_owner = :v_lease_owner"
+        )
+        update.name("status")
+        update.name("due_at")
+        try:
+            response = self.table.update_item(
+                Key=connection_key(realm_id),
+                UpdateExpression=update.expression(),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=update.names,
+                ExpressionAttributeValues=update.values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            raw = exc.response.get("Item")
+            if not raw:
+                return None, None
+            found = {k: _DESERIALIZE.deserialize(v) for k, v in raw.items()}
+            return None, Connection.from_item(found)
+        return Connection.from_item(response["Attributes"]), None
+
     def commit_refresh(
         self,
         realm_id: str,
@@ -606,6 +665,9 @@ class Store:
         now: float,
         due_at: float | None,
         late: bool = False,
+        expiring_days: tuple[int, ...] = (),
+        event: PendingEvent | None = None,
+        refresh_run: Mapping[str, Any] | None = None,
     ) -> Connection:
         """Write rotated tokens: version + 1, lease released, invalid_grant history cleared.
 
@@ -614,6 +676,11 @@ class Store:
         condition but keeps the version one: the vault's rule for a holder whose lease expired
         before anyone committed (see ``TokenVault``). Either way, a retry that meets the version
         this commit produced with ``committed_by`` = us is our own success.
+
+        The same write records what the refresh settles besides the tokens, so none of it
+        costs a write of its own: ``expiring_days`` (hard-expiry thresholds now notified) with
+        their ``connection.expiring`` ``event`` (the outbox), and ``refresh_run`` (the sweep's
+        running count of successful refreshes, see ``history``).
         """
         update = _Update()
         update.set_many(
@@ -625,8 +692,18 @@ class Store:
             }
         )
         self._new_token_version(update, realm_id, seen_version, due_at)
-        if tokens.previous_refresh_token_enc is None:
-            update.remove("previous_refresh_token_enc")  # no longer kept (see tokens.py)
+        # Not kept: the superseded refresh token (see tokens.py), an access token left out.
+        update.remove(*tokens.absent_attributes())
+        if expiring_days:
+            update.set_expr(
+                f"#expiring_notified = list_append(if_not_exists(#expiring_notified, "
+                f"{update.value('empty', [])}), {update.value('days', list(expiring_days))})"
+            )
+            update.name("expiring_notified")
+        if event is not None:
+            update.record_event(event)
+        if refresh_run is not None:
+            update.set(REFRESH_RUN, dict(refresh_run))
         me = update.value("me", owner)
         if late:
             lease = f"#status = {update.value('active', STATUS_ACTIVE)}"
@@ -656,8 +733,11 @@ class Store:
         retry_due_at: float | None = None,
         error_class: str | None = None,
         intuit_tid: str | None = None,
+        end_run: bool = True,
     ) -> Connection:
         """Give the lease back without touching tokens, recording why the refresh failed.
+
+        ``end_run`` removes the sweep's run of successes (the caller records it, ``history``).
 
         ``retry_due_at`` (the vault's backoff) becomes the due time and ``refresh_failures``
         counts consecutive failures; the next commit clears both. ``error_class`` and
@@ -665,6 +745,8 @@ class Store:
         and ``failing_since`` keeps the start of the current run of failures.
         """
         update = _Update().remove("lease_owner", "lease_until")
+        if end_run:
+            update.remove(REFRESH_RUN)
         update.set("updated_at", _iso(now))
         if error_class:
             update.set_many({"last_error_class": error_class, "last_error_at": now})
@@ -727,7 +809,7 @@ class Store:
                 "due_at": now + OUTBOX_RETRY_SECONDS,
             }
         )
-        update.remove("lease_owner", "lease_until")
+        update.remove("lease_owner", "lease_until", REFRESH_RUN)
         mine = update.record_event(event)
         condition = (
             f"(#version = {update.value('seen', seen_version)}"
@@ -771,6 +853,7 @@ class Store:
             "invalid_grant_first_at",
             "invalid_grant_count",
             "refresh_failures",
+            REFRESH_RUN,
         )
         condition = (
             f"attribute_exists(pk) AND #status <> {update.value('gone', STATUS_DISCONNECTED)}"
@@ -860,27 +943,6 @@ class Store:
         )
         update.name("status")
         update.name("due_at")
-        return self._try_update(connection_key(realm_id), update, condition)
-
-    def mark_expiring_notified(
-        self, realm_id: str, *, days: int, event: PendingEvent | None = None
-    ) -> bool:
-        """Record that the ``days``-before-hard-expiry threshold was crossed; True only the
-        first time, or for a retry of that first write (its ``event`` is there).
-
-        The threshold's ``connection.expiring`` event is recorded in the same write.
-        """
-        update = _Update()
-        update.set_expr(
-            f"#expiring_notified = list_append(if_not_exists(#expiring_notified, "
-            f"{update.value('empty', [])}), {update.value('d', [days])})"
-        )
-        update.name("expiring_notified")
-        day = update.value("day", days)
-        condition = f"attribute_exists(pk) AND NOT contains(#expiring_notified, {day})"
-        if event is not None:
-            mine = update.record_event(event)
-            condition = f"({condition}) OR attribute_exists({mine})"
         return self._try_update(connection_key(realm_id), update, condition)
 
     # ----- fleet-level invalid_grant breaker (see breaker.py) --------------------------------
@@ -1063,6 +1125,7 @@ class Store:
             "invalid_grant_first_at",
             "invalid_grant_count",
             "refresh_failures",
+            REFRESH_RUN,
         )
         if event is None:
             update.remove("due_shard", "due_at")

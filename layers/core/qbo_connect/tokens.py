@@ -87,9 +87,10 @@ from qbo_connect.errors import (
     ServiceError,
 )
 from qbo_connect.health import health_of
-from qbo_connect.history import GET_TOKEN, OPERATOR, SWEEP, History
+from qbo_connect.history import GET_TOKEN, OPERATOR, SWEEP, History, next_run
 from qbo_connect.intuit import IntuitClient, TokenSet
 from qbo_connect.store import (
+    REFRESH_RUN,
     STATUS_ACTIVE,
     STATUS_NEEDS_REAUTHORIZATION,
     Connection,
@@ -134,6 +135,15 @@ class AccessToken:
             "environment": self.environment,
             "api_base_url": self.api_base_url,
         }
+
+
+@dataclass(frozen=True)
+class ExpiringNotice:
+    """Hard-expiry thresholds to record as notified, with the one event that goes out for them
+    (the worker decides which, see ``worker.py``); the refresh's commit records both."""
+
+    days: tuple[int, ...]
+    event: lifecycle.PendingEvent | None
 
 
 @dataclass
@@ -198,16 +208,24 @@ class TokenVault:
         *,
         data_key: bytes | None = None,
         previous_refresh_token_enc: bytes | None = None,
+        keep_access_token: bool = True,
     ) -> SealedTokens:
-        """Encrypt a token set for storage, reusing the connection's data key when it has one."""
+        """Encrypt a token set for storage, reusing the connection's data key when it has one.
+
+        ``keep_access_token=False`` leaves the access token out (see :meth:`_keeps_access_token`).
+        """
         wrapped = data_key or self.cipher.new_data_key(realm_id)
         return SealedTokens(
             data_key=wrapped,
-            access_token_enc=self.cipher.seal(realm_id, wrapped, ACCESS_FIELD, tokens.access_token),
+            access_token_enc=(
+                self.cipher.seal(realm_id, wrapped, ACCESS_FIELD, tokens.access_token)
+                if keep_access_token
+                else None
+            ),
             refresh_token_enc=self.cipher.seal(
                 realm_id, wrapped, REFRESH_FIELD, tokens.refresh_token
             ),
-            access_expires_at=tokens.access_expires_at,
+            access_expires_at=tokens.access_expires_at if keep_access_token else 0.0,
             refresh_expires_at=tokens.refresh_expires_at,
             refresh_hard_expires_at=tokens.refresh_hard_expires_at,
             previous_refresh_token_enc=previous_refresh_token_enc,
@@ -298,7 +316,8 @@ class TokenVault:
         started_version = conn.version
 
         def fresh_enough(c: Connection) -> bool:
-            return (
+            # A version without an access token (an idle connection's keep-alive) never is.
+            return c.access_token_enc is not None and (
                 c.access_expires_at - self._clock() >= min_valid_seconds
                 or c.version > started_version
             )
@@ -370,58 +389,116 @@ class TokenVault:
         self,
         realm_id: str,
         *,
+        due_at: float | None = None,
+        expiring_notice: Callable[[Connection], ExpiringNotice | None] | None = None,
         claimed_due_at: float | None = None,
-        before_refresh: Callable[[Connection], None] | None = None,
     ) -> str:
         """The worker's entry (see :meth:`_refresh_if_due`); its refreshes run as the sweep."""
         with _running_as(SWEEP):
             return self._refresh_if_due(
-                realm_id, claimed_due_at=claimed_due_at, before_refresh=before_refresh
+                realm_id,
+                due_at=due_at,
+                expiring_notice=expiring_notice,
+                claimed_due_at=claimed_due_at,
             )
 
     def _refresh_if_due(
         self,
         realm_id: str,
         *,
-        claimed_due_at: float | None,
-        before_refresh: Callable[[Connection], None] | None,
+        due_at: float | None,
+        expiring_notice: Callable[[Connection], ExpiringNotice | None] | None,
+        claimed_due_at: float | None = None,
     ) -> str:
-        """Refresh only if still due; returns what happened.
+        """Refresh only if still due; returns what happened. Two writes when it refreshes.
 
-        A message for a connection no longer due, leased by someone else, or gone is
-        acknowledged without a refresh (``skipped_*``), so redeliveries and overlapping sweeps
-        never cause extra calls to Intuit. Pending lifecycle events of the connection are
-        published first, whatever its state (a flagged or disconnected connection is in the
-        sweep's index only for that); ``events_pending`` means some could not be.
+        The lease is taken by one conditional write that also checks the connection is active,
+        due and unleased (``Store.lease_if_due``) and returns the item, so there is no read
+        first. A message for a connection no longer due, leased by someone else, or gone costs
+        that one failed write and is acknowledged without a refresh (``skipped_*``), so
+        redeliveries and duplicates never cause extra calls to Intuit. ``due_at`` is the due
+        time the sweep saw in the index: a connection still carrying it is due even if this
+        container's clock is a little behind the sweep's. ``claimed_due_at`` comes from an
+        earlier version's message (see ``Store.lease_if_due``).
 
-        ``claimed_due_at`` is the due time the sweep wrote when it enqueued the connection (its
-        claim, which keeps the next sweep from enqueueing it again): a connection still
-        carrying exactly that value was not rescheduled since, so it is due. ``before_refresh``
-        runs once the connection is known to be due, before the lease (the worker records
-        expiring notices there, so the commit's next due time already accounts for them).
+        Pending lifecycle events of the connection (found in the item either way) are
+        published whatever its state: a flagged or disconnected connection is in the sweep's
+        index only for them. ``events_pending`` means some could not be; the message then
+        fails and SQS brings it back. ``expiring_notice`` picks the hard-expiry notice due now
+        (the worker's); it is recorded by the commit, with its event.
         """
-        conn = self.store.get_connection(realm_id, consistent=True)
         now = self._clock()
-        if conn is None:
-            return "skipped_gone"
-        if not self.flush_events(conn):
+        owner = uuid.uuid4().hex
+        try:
+            leased, found = self.store.lease_if_due(
+                realm_id,
+                owner=owner,
+                now=now,
+                until=now + self.settings.lease_duration,
+                due_upto=max(now, due_at or 0.0),
+                claimed_due_at=claimed_due_at,
+            )
+        except (ClientError, BotoCoreError):
+            self._release_unconfirmed(realm_id, owner)
+            raise RefreshUnavailable(
+                f"realm {realm_id}: the token store is unavailable, try again shortly"
+            ) from None
+        if leased is None:
+            if found is None:
+                return "skipped_gone"
+            if not self.flush_events(found):
+                return "events_pending"
+            if found.status != STATUS_ACTIVE:
+                return "skipped_gone"
+            return "skipped_leased" if found.has_live_lease(now) else "skipped_not_due"
+        notice = expiring_notice(leased) if expiring_notice is not None else None
+        try:
+            settled = self._refresh_holding_lease(leased, owner, notice=notice)
+            if settled is None or settled.version <= leased.version:
+                # A newer token was stored meanwhile, or our lease was taken over before the
+                # commit: go on as every other caller does, without waiting for a lease.
+                settled = self._refresh_until(
+                    realm_id,
+                    lambda c: c.version > leased.version,
+                    settled or self._reread(realm_id),
+                    wait=False,
+                )
+        except NeedsReauthorization:
+            raise  # the verdict published everything the item held (``_declare_dead``)
+        except Exception:
+            if leased.pending_events:
+                self.flush_events(leased)
+            raise
+        # The committed item still holds what was pending, plus the notice the commit recorded.
+        if settled.pending_events and not self.flush_events(settled):
             return "events_pending"
-        if conn.status != STATUS_ACTIVE:
-            return "skipped_gone"
-        claimed = (
-            claimed_due_at is not None
-            and conn.due_at is not None
-            and abs(conn.due_at - claimed_due_at) < 0.001
-        )
-        if conn.due_at is None or (conn.due_at > now and not claimed):
-            return "skipped_not_due"
-        if conn.has_live_lease(now):
-            return "skipped_leased"
-        if before_refresh is not None:
-            before_refresh(conn)
-        seen = conn.version
-        self._refresh_until(realm_id, lambda c: c.version > seen, conn, wait=False)
         return "refreshed"
+
+    def _release_unconfirmed(self, realm_id: str, owner: str) -> None:
+        """A lease write whose outcome is unknown: give back what may be ours (never raises).
+
+        If the write was applied, the release frees the connection for the next visit, after
+        the first backoff step; if not, there is nothing to release. A release that fails too
+        leaves the lease to expire on its own, and SQS redelivers the message after that.
+        """
+        now = self._clock()
+        try:
+            self.store.release_lease(
+                realm_id,
+                owner=owner,
+                now=now,
+                error="store: lease not confirmed",
+                retry_due_at=now + self.settings.retry_backoff_base_seconds,
+                error_class="store",
+                end_run=False,  # the item is not in hand to record the run from
+            )
+        except LeaseLost:
+            pass
+        except Exception as exc:
+            logger.warning(
+                "lease not confirmed nor released; it expires on its own",
+                extra={"realm_id": realm_id, "error": type(exc).__name__},
+            )
 
     def _require_usable(self, conn: Connection | None, realm_id: str) -> Connection:
         if conn is not None and conn.pending_events:
@@ -513,7 +590,9 @@ class TokenVault:
     def _reread(self, realm_id: str) -> Connection:
         return self._require_usable(self.store.get_connection(realm_id, consistent=True), realm_id)
 
-    def _refresh_holding_lease(self, conn: Connection, owner: str) -> Connection | None:
+    def _refresh_holding_lease(
+        self, conn: Connection, owner: str, *, notice: ExpiringNotice | None = None
+    ) -> Connection | None:
         """Refresh at Intuit and settle the lease: commit, verdict or release, on every exit."""
         realm_id = conn.realm_id
         try:
@@ -566,7 +645,7 @@ class TokenVault:
                     f"realm {realm_id}: Intuit refused the refresh ({exc.error or exc.status})",
                     intuit_tid=exc.intuit_tid,
                 ) from None
-            return self._commit(conn, owner, refresh_token, tokens)
+            return self._commit(conn, owner, refresh_token, tokens, notice=notice)
         except ServiceError:
             raise  # each path above settled the lease already
         except BaseException as exc:
@@ -651,16 +730,44 @@ class TokenVault:
             f"realm {realm_id} must be reconnected by its user", reason=reason
         )
 
+    def _keeps_access_token(self, conn: Connection, now: float) -> bool:
+        """Is the access token of this refresh worth storing?
+
+        Not for the sweep's keep-alive refresh of an idle connection (nobody read it within
+        ``KeepWarmMinutes``): nobody is likely to use that token within its hour, and leaving
+        it out keeps the item under 1 KB, so every write of it costs one write unit instead of
+        two (an Intuit access token is about 1 KB). A reader then refreshes inline, as it
+        would have had to once the hour was over. Every other refresh keeps it.
+        """
+        if _SOURCE.get() != SWEEP:
+            return True
+        window = self.settings.keep_warm_minutes * 60.0
+        return bool(window > 0 and conn.last_used_at and now - conn.last_used_at <= window)
+
     def _commit(
-        self, conn: Connection, owner: str, refresh_token: str, tokens: TokenSet
+        self,
+        conn: Connection,
+        owner: str,
+        refresh_token: str,
+        tokens: TokenSet,
+        *,
+        notice: ExpiringNotice | None = None,
     ) -> Connection:
         """Store Intuit's answer: retried within the lease, late-committed if the lease lapsed.
 
-        Returns the committed connection, or the stored one when a newer writer won.
+        Returns the committed connection, or the stored one when a newer writer won. The same
+        write records ``notice`` and, for the sweep, its run of successes (``history``).
         """
         realm_id = conn.realm_id
         rotated = tokens.refresh_token != refresh_token
-        sealed = self.seal(realm_id, tokens, data_key=conn.data_key)
+        sealed = self.seal(
+            realm_id,
+            tokens,
+            data_key=conn.data_key,
+            keep_access_token=self._keeps_access_token(conn, self._clock()),
+        )
+        by_sweep = _SOURCE.get() == SWEEP
+        notice_days = notice.days if notice is not None else ()
         lease_until = conn.lease_until or (self._clock() + self.settings.lease_duration)
         late = False
         attempt = 0
@@ -670,6 +777,7 @@ class TokenVault:
             preview.last_refreshed_at = now
             preview.access_expires_at = sealed.access_expires_at
             preview.refresh_hard_expires_at = sealed.refresh_hard_expires_at
+            preview.expiring_notified = tuple(sorted({*conn.expiring_notified, *notice_days}))
             try:
                 committed = self.store.commit_refresh(
                     realm_id,
@@ -679,6 +787,13 @@ class TokenVault:
                     now=now,
                     due_at=self.due_at_for(preview, now),
                     late=late,
+                    expiring_days=notice_days,
+                    event=notice.event if notice is not None else None,
+                    refresh_run=(
+                        next_run(conn.raw.get(REFRESH_RUN), now=now, version=conn.version + 1)
+                        if by_sweep
+                        else None
+                    ),
                 )
                 break
             except LeaseLost:
@@ -762,14 +877,21 @@ class TokenVault:
             },
         )
         self.observer.on_health(before.realm_id, was, now_health)
-        if self.history is not None:
-            self.history.record(
-                before.realm_id,
-                source=source,
-                outcome=outcome,
-                intuit_tid=intuit_tid,
-                version=after.version,
-            )
+        if self.history is None:
+            return
+        if outcome == "refreshed" and source == SWEEP:
+            return  # counted in the run the commit wrote (``history``): no write of its own
+        # Any other outcome of a refresh attempt ended the sweep's run in its own write (the
+        # release or the verdict removes it): the run becomes an item first.
+        closed_run = before.raw.get(REFRESH_RUN) if outcome != "refreshed" else None
+        self.history.record(
+            before.realm_id,
+            source=source,
+            outcome=outcome,
+            intuit_tid=intuit_tid,
+            version=after.version,
+            closed_run=closed_run,
+        )
 
     def _retry_due_at(self, conn: Connection, now: float) -> float:
         """When to come back after a failed refresh: exponential in the failures so far,

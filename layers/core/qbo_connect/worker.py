@@ -1,18 +1,21 @@
 """The refresh worker: one SQS message per due connection, partial batch failures.
 
-Per message (body ``{"realm_id", "due_at", "enqueued_at", "claimed_due_at"}`` from the sweep):
+Per message (body ``{"realm_id", "due_at", "enqueued_at"}`` from the sweep; a message from an
+earlier version, which claimed the connection by moving its due time to ``claimed_due_at``, is
+still honoured while in flight during an upgrade):
 
-- ``TokenVault.refresh_if_due`` re-reads the connection and refreshes it under the lease only if
-  it is still due (its ``due_at`` has passed, or still holds the sweep's claim). A connection no
-  longer due, leased by another refresher, or gone is acknowledged without calling Intuit.
+- ``TokenVault.refresh_if_due`` takes the lease with one conditional write that also checks the
+  connection is still due, and refreshes it: two DynamoDB writes in all (lease, commit) and no
+  read. A connection no longer due, leased by another refresher, or gone is acknowledged
+  without calling Intuit, after that one failed write.
 - ``connection.expiring`` goes out here, not in the sweep: the worker has the item in hand (the
   index is KEYS_ONLY). When the refresh token's hard expiry is within 30, 7 or 1 days and that
-  threshold was not notified yet, ``Store.mark_expiring_notified`` (a conditional write that
-  only the first caller wins, or its own retry) records it together with the event (the
-  outbox, see ``events.py``), and the event is published for the tightest threshold crossed;
-  wider thresholds crossed at the same time are recorded silently, so a connection first seen
-  5 days before expiry gets one "7 days" event, not two. It runs before the refresh so the
-  commit's next due time already leaves the notified threshold out.
+  threshold was not notified yet, the refresh's commit records it together with the event (the
+  outbox, see ``events.py``), so it costs no write of its own and only the lease holder can
+  record it; the event is published for the tightest threshold crossed, and wider thresholds
+  crossed at the same time are recorded silently, so a connection first seen 5 days before
+  expiry gets one "7 days" event, not two. The commit's next due time leaves the notified
+  thresholds out. A refresh that fails records no notice: the retry does.
 - Pending events of the connection (left by a crash, a lost answer or an EventBridge failure)
   are published first. If any stays pending the message fails (``EventsPending``) and SQS
   brings it back after the visibility timeout: that is the retry.
@@ -39,7 +42,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -64,7 +67,7 @@ from qbo_connect.errors import (
     RefreshUnavailable,
 )
 from qbo_connect.store import Connection
-from qbo_connect.tokens import TokenVault
+from qbo_connect.tokens import ExpiringNotice, TokenVault
 
 logger = Logger(child=True)
 
@@ -85,6 +88,7 @@ class EventsPending(Exception):
 class RefreshMessage:
     realm_id: str
     due_at: float | None = None
+    #: Earlier versions' claim: the item's due time while that message was in flight.
     claimed_due_at: float | None = None
 
 
@@ -114,15 +118,13 @@ def parse_message(body: str) -> RefreshMessage:
         return float(value)
 
     return RefreshMessage(
-        realm_id=realm_id,
-        due_at=number("due_at"),
-        claimed_due_at=number("claimed_due_at"),
+        realm_id=realm_id, due_at=number("due_at"), claimed_due_at=number("claimed_due_at")
     )
 
 
 def worst_case_refresh_ms(settings: Settings) -> int:
     """How long one refresh can take (``Settings.worst_case_under_lease``, the lease's own
-    figure) plus the two reads before the lease."""
+    figure) plus two AWS calls around it (the lease write; publishing pending events)."""
     seconds = settings.worst_case_under_lease + 2 * settings.aws_call_worst_seconds
     return int(seconds * 1000)
 
@@ -185,11 +187,22 @@ class RefreshWorker:
             return "malformed"
         realm_id = message.realm_id
         try:
+            notices: list[ExpiringNotice] = []
+
+            def notice_for(conn: Connection) -> ExpiringNotice | None:
+                notice = self.expiring_notice(conn)
+                if notice is not None:
+                    notices.append(notice)
+                return notice
+
             outcome = self.vault.refresh_if_due(
                 realm_id,
+                due_at=message.due_at,
                 claimed_due_at=message.claimed_due_at,
-                before_refresh=self.notify_expiring,
+                expiring_notice=notice_for,
             )
+            if notices and outcome in ("refreshed", "events_pending"):
+                self._count("ExpiringNotified")  # recorded by the commit
         except NeedsReauthorization:
             outcome = "needs_reauthorization"
         except NotConnected:
@@ -213,49 +226,35 @@ class RefreshWorker:
         logger.info("refresh message done", extra={"realm_id": realm_id, "outcome": outcome})
         return outcome
 
-    def notify_expiring(self, conn: Connection) -> None:
-        """Emit ``connection.expiring`` once per threshold (see the module docstring)."""
+    def expiring_notice(self, conn: Connection) -> ExpiringNotice | None:
+        """The hard-expiry notice due for ``conn`` now, if any (see the module docstring)."""
         hard = conn.refresh_hard_expires_at
         if not hard:
-            return
+            return None
         now = self._clock()
         left = float(hard) - now
         if left <= 0:
-            return  # past the hard expiry: the refresh flags it needs_reauthorization
+            return None  # past the hard expiry: the refresh flags it needs_reauthorization
         crossed = [
             days
             for days in EXPIRING_THRESHOLDS_DAYS
             if left <= days * DAY and days not in conn.expiring_notified
         ]
         if not crossed:
-            return
+            return None
         tightest = min(crossed)
-        for days in sorted(crossed, reverse=True):
-            if days != tightest:
-                self.store.mark_expiring_notified(conn.realm_id, days=days)
-                continue
-            event = lifecycle.PendingEvent.new(
-                lifecycle.EXPIRING,
-                {
-                    "realm_id": conn.realm_id,
-                    "tenant_id": conn.tenant_id,
-                    "threshold_days": days,
-                    "days_left": math.ceil(left / DAY),
-                    "hard_expires_at": time.strftime(
-                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(hard))
-                    ),
-                },
-                now=now,
-            )
-            if not self.store.mark_expiring_notified(conn.realm_id, days=days, event=event):
-                continue  # another worker crossed it first and owns its event
-            self._count("ExpiringNotified")
-            delivered = self.vault.flush_events(replace(conn, pending_events=(event,)))
-            if not delivered:
-                logger.warning(
-                    "expiring event pending; the next visit publishes it",
-                    extra={"realm_id": conn.realm_id},
-                )
+        event = lifecycle.PendingEvent.new(
+            lifecycle.EXPIRING,
+            {
+                "realm_id": conn.realm_id,
+                "tenant_id": conn.tenant_id,
+                "threshold_days": tightest,
+                "days_left": math.ceil(left / DAY),
+                "hard_expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(hard))),
+            },
+            now=now,
+        )
+        return ExpiringNotice(days=tuple(sorted(crossed, reverse=True)), event=event)
 
     def _count(self, name: str) -> None:
         if self.metrics is not None:
