@@ -1239,11 +1239,7 @@ class Store:
         update.remove("run_owner", "run_until", "run_started_at")
         me = update.value("me", owner)
         condition = f"#run_owner = {me} OR (attribute_not_exists(#run_owner) AND #last_run = {me})"
-        try:
-            self._update(SWEEP_STATE_KEY, update, condition, StoreConflict, return_values="NONE")
-        except StoreConflict:
-            return False
-        return True
+        return self._try_update(SWEEP_STATE_KEY, update, condition)
 
     def query_due_after(
         self,
