@@ -822,6 +822,31 @@ def test_a_sweep_refresh_costs_two_writes_and_no_read(h):
     assert h.sim.counters()["token.refresh_token"] == 0
 
 
+def test_a_worker_that_died_under_the_lease_is_replaced_by_the_redelivered_message(h):
+    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    h.sweep()
+    body = h.receive_all()[0]["Body"]
+    # Given a worker that took the lease and died (its lease write is all that happened)
+    due_at = h.store.get_connection(conn.realm_id).due_at
+    now = time.time()
+    dead, _ = h.store.lease_if_due(
+        conn.realm_id, owner="dead-worker", now=now, until=now + 1.0, due_upto=due_at
+    )
+    assert dead is not None
+    # Then its due time is as it was, and a message arriving under the live lease is skipped
+    assert h.store.get_connection(conn.realm_id).due_at == due_at
+    assert h.worker.process(body) == "skipped_leased"
+    # When SQS redelivers the dead worker's message after the lease expired
+    time.sleep(1.1)
+    h.sim.reset_counters()
+    assert h.worker.process(body) == "refreshed"
+    # Then it refreshed once, with the stored token, and the connection is scheduled again
+    after = h.store.get_connection(conn.realm_id)
+    assert after.version == conn.version + 1 and after.lease_owner is None
+    assert after.due_at > time.time() + HOUR
+    assert h.sim.counters()["token.refresh_token"] == 1
+
+
 def test_an_idle_keep_alive_stores_no_access_token_and_a_reader_refreshes_inline(h):
     idle = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
     warm = seed(h.vault, h.sim, refreshed_ago=HOUR - 200, used_ago=60, access_left=200)

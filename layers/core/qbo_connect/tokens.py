@@ -835,12 +835,10 @@ class TokenVault:
                     extra={"realm_id": realm_id, "attempt": attempt, "error": code},
                 )
                 self._sleep(min(0.2 * 2**attempt, 5.0) * random.uniform(0.5, 1.0))
-        logger.info(
-            "refreshed",
-            extra={"realm_id": realm_id, "version": committed.version, "rotated": rotated},
-        )
         self.observer.on_refreshed(committed)
-        self._settled(conn, committed, "refreshed")
+        self._settled(
+            conn, committed, "refreshed", extra={"version": committed.version, "rotated": rotated}
+        )
         self.breaker.record_success()
         if self.events:
             self.events.publish(
@@ -856,12 +854,13 @@ class TokenVault:
         outcome: str,
         *,
         intuit_tid: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """An attempt settled in committed state: log it, count health changes, add history.
 
         ``before`` is the item as the attempt found it, ``after`` as its write left it. The
-        "refresh outcome" record (realm, source, outcome, health) is what the dashboard counts
-        connections by health from.
+        "refresh outcome" record (realm, source, outcome, health, and ``extra``) is the one
+        log line of a settled attempt, and what the dashboard counts connections by health from.
         """
         now = self._clock()
         was, now_health = health_of(before.raw, now), health_of(after.raw, now)
@@ -874,6 +873,7 @@ class TokenVault:
                 "outcome": outcome,
                 "health": now_health,
                 "intuit_tid": intuit_tid,
+                **(extra or {}),
             },
         )
         self.observer.on_health(before.realm_id, was, now_health)

@@ -223,7 +223,9 @@ class RefreshWorker:
             raise EventsPending(f"realm {realm_id}: lifecycle events still pending")
         if outcome.startswith("skipped"):
             self._count("RefreshSkipped")
-        logger.info("refresh message done", extra={"realm_id": realm_id, "outcome": outcome})
+        # A refresh already logged its "refresh outcome" line: one line per refresh is enough.
+        log = logger.debug if outcome == "refreshed" else logger.info
+        log("refresh message done", extra={"realm_id": realm_id, "outcome": outcome})
         return outcome
 
     def expiring_notice(self, conn: Connection) -> ExpiringNotice | None:
