@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from qbo_connect import due as due_policy
 from qbo_connect.history import History
@@ -533,7 +534,7 @@ def test_partial_send_failures_are_left_for_the_next_run_with_nothing_lost_or_do
 
 
 def realms_in_one_shard(count: int, shard: str = "DUE#03") -> list[str]:
-    """Fresh realm ids that all land in ``shard`` (so a deadline stops the sweep inside it)."""
+    """Fresh realm ids that all land in ``shard`` (of the harness's 16)."""
     found: list[str] = []
     while len(found) < count:
         realm_id = str(next(_realms))
@@ -568,6 +569,38 @@ def test_the_sweep_stops_before_its_deadline_and_the_next_run_does_the_rest(h):
     assert first.enqueued + second["enqueued"] == 40
     realms = [json.loads(m["Body"])["realm_id"] for m in h.receive_all()]
     assert sorted(realms) == sorted(c.realm_id for c in connections)
+
+
+def test_a_shard_whose_query_failed_keeps_its_state_and_the_next_run_reads_it(h):
+    stuck = [
+        seed(h.vault, h.sim, refreshed_ago=25 * HOUR, realm_id=realm_id)
+        for realm_id in realms_in_one_shard(5)
+    ]
+    others = [
+        seed(h.vault, h.sim, refreshed_ago=25 * HOUR, realm_id=realm_id)
+        for realm_id in realms_in_one_shard(6, "DUE#04")
+    ]
+    real_query = h.store.query_due_after
+    failures = {"left": 1}
+
+    def query(shard: str, **kwargs: Any) -> Any:
+        if shard == "DUE#03" and failures["left"]:
+            failures["left"] -= 1
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+                "Query",
+            )
+        return real_query(shard, **kwargs)
+
+    h.store.query_due_after = query  # type: ignore[method-assign]
+    # (a minute after they became due: a watermark moved to "now" would leave them behind)
+    clock = Clock(time.time() + 60)
+    first = h.sweep(clock=clock)
+    assert (first["complete"], first["shards"], first["enqueued"]) == (False, 15, len(others))
+    clock.advance(10)
+    second = h.sweep(clock=clock)
+    assert (second["complete"], second["enqueued"]) == (True, len(stuck))
+    assert realms_of(h.drain()) == sorted(c.realm_id for c in stuck + others)
 
 
 def test_the_remembered_pairs_are_capped_with_duplicates_not_losses_beyond_the_cap(h):
