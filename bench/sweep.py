@@ -282,7 +282,7 @@ def seed(sim: Any, aws: dict[str, str], count: int) -> None:
         realm_id = str(9_300_000_000_000 + index)
         body = sim.issue_tokens(client_id=CLIENT_ID, realm_id=realm_id)
         now = time.time()
-        refreshed_at = now - 25 * 3600  # keep-alive due
+        refreshed_at = now - (settings.keep_alive_hours + 1) * 3600  # keep-alive due
         tokens = TokenSet(
             access_token=body["access_token"],
             refresh_token=body["refresh_token"],

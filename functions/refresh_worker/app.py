@@ -1,6 +1,6 @@
 """RefreshWorkerFunction: refresh each due connection from the refresh queue (SQS).
 
-In:  an SQS event; each body {"realm_id", "due_at", "enqueued_at", "claimed_due_at"}.
+In:  an SQS event; each body {"realm_id", "due_at", "enqueued_at"} (the sweep's).
 Out: {"batchItemFailures": [{"itemIdentifier": "<messageId>"}, ...]} (ReportBatchItemFailures):
      only the messages worth retrying come back; the DLQ takes those that keep failing.
 """

@@ -14,6 +14,7 @@ import yaml
 from moto import mock_aws
 
 from devstack import template as tpl
+from qbo_connect.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,7 +224,7 @@ def test_globals_env_resolves_refs_and_parameters(template):
     assert env["WEBHOOK_VERIFIER_OVERLAP_MINUTES"] == "60"
     assert env["INTUIT_ENVIRONMENT"] == "sandbox"
     assert env["QUICKBOOKS_API_BASE_URL"] == "https://sandbox-quickbooks.api.intuit.com"
-    assert env["KEEP_ALIVE_HOURS"] == "24"
+    assert env["KEEP_ALIVE_HOURS"] == "48" == str(Settings.keep_alive_hours)
     assert env["PUBLIC_BASE_URL"] == ""
     assert env["EMIT_REFRESHED_EVENTS"] == "false"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "QboConnect"

@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from qbo_connect import due as due_policy
-from qbo_connect.config import load_settings
+from qbo_connect.config import Settings, load_settings
 from qbo_connect.crypto import TokenCipher
 from qbo_connect.intuit import TokenSet
 from qbo_connect.store import Store, connection_key
@@ -38,6 +38,8 @@ CLIENT_ID = "sweep-it-client"
 CLIENT_SECRET = "sweep-it-secret"
 HOUR = 3600.0
 DAY = 86400.0
+#: A connection not refreshed for this long is due (the keep-alive, the service's default).
+KEEP_ALIVE = Settings.keep_alive_hours * HOUR
 
 
 @dataclass(frozen=True)
@@ -57,15 +59,15 @@ class Kind:
 
 KINDS = (
     # Due: keep-alive, keep-warm, the three expiring thresholds, and dead ones.
-    Kind("keep_alive", 140, True, refreshed_ago=25 * HOUR),
+    Kind("keep_alive", 140, True, refreshed_ago=KEEP_ALIVE + HOUR),
     Kind("keep_warm", 50, True, refreshed_ago=HOUR - 120, used_ago=60, access_left=120),
     Kind("expiring_30", 10, True, refreshed_ago=HOUR, hard_left=20 * DAY),
     Kind("expiring_7", 10, True, refreshed_ago=HOUR, hard_left=5 * DAY),
     Kind("expiring_1", 10, True, refreshed_ago=HOUR, hard_left=0.5 * DAY),
-    Kind("dead", 10, True, refreshed_ago=25 * HOUR, refresh_expired=True, revoked=True),
+    Kind("dead", 10, True, refreshed_ago=KEEP_ALIVE + HOUR, refresh_expired=True, revoked=True),
     # Not due: fresh, due in 10 minutes, warm tokens nobody read lately, far hard expiry.
     Kind("fresh", 150, False, refreshed_ago=HOUR),
-    Kind("due_soon", 50, False, refreshed_ago=24 * HOUR - 600),
+    Kind("due_soon", 50, False, refreshed_ago=KEEP_ALIVE - 600),
     Kind("idle", 40, False, refreshed_ago=HOUR - 120, used_ago=3 * HOUR, access_left=120),
     Kind("hard_far", 30, False, refreshed_ago=HOUR, hard_left=90 * DAY),
 )

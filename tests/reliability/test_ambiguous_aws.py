@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from devstack.aws_faults import FaultProxy
+from qbo_connect.config import Settings
 from tests.helpers.devstack_process import start_devstack
 from tests.reliability.aws_faults_stack import (
     EXPIRING,
@@ -195,7 +196,8 @@ def test_mark_dead_answered_lost_and_eventbridge_down_still_publish_one_event(
 def test_expiring_answered_lost_still_sends_its_event(aws: FaultStack) -> None:
     # Given a due connection 5 days from its refresh token's hard expiry, whose "7 days"
     # notice (recorded with its event) is applied but answered lost
-    realm_id, _ = aws.seed(access_left=3000, refreshed_ago=25 * 3600, hard_left=5 * DAY)
+    overdue = (Settings.keep_alive_hours + 1) * 3600
+    realm_id, _ = aws.seed(access_left=3000, refreshed_ago=overdue, hard_left=5 * DAY)
     proxy(aws).add_rule(UPDATE_ITEM, body_contains=EXPIRING_EVENT, mode="lose_answer")
     # When the sweep and the worker run
     result = aws.sweep()
@@ -233,7 +235,7 @@ def test_an_undecryptable_connection_is_flagged_once_and_not_enqueued_again(
     aws: FaultStack,
 ) -> None:
     # Given a connection whose refresh token ciphertext no longer opens
-    realm_id, _ = aws.seed(access_left=0, refreshed_ago=25 * 3600)
+    realm_id, _ = aws.seed(access_left=0, refreshed_ago=(Settings.keep_alive_hours + 1) * 3600)
     blob = aws.connection(realm_id).refresh_token_enc or b""
     aws.set_item(realm_id, refresh_token_enc=blob[:-1] + bytes([blob[-1] ^ 1]))
     # When callers and the sweep come by, again and again

@@ -21,6 +21,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from qbo_connect import due as due_policy
+from qbo_connect.config import Settings
 from qbo_connect.history import History
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
 from qbo_connect.store import Connection, connection_key, due_shard_for
@@ -38,6 +39,8 @@ from tests.unit.builders import RecordingEvents, make_settings, make_vault
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOUR = 3600.0
 DAY = 86400.0
+#: A connection not refreshed for this long is due (the keep-alive, the service's default).
+KEEP_ALIVE = Settings.keep_alive_hours * HOUR
 _realms = itertools.count(1000)
 
 
@@ -259,7 +262,7 @@ def realms_of(messages: list[dict[str, Any]]) -> list[str]:
 def test_due_policy_selects_keep_alive_keep_warm_and_expiring_but_not_the_rest(h):
     # Given connections in every state the policy distinguishes
     due = {
-        "keep_alive": seed(h.vault, h.sim, refreshed_ago=25 * HOUR),
+        "keep_alive": seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR),
         "keep_warm": seed(h.vault, h.sim, refreshed_ago=HOUR - 200, used_ago=60, access_left=200),
         "expiring": seed(h.vault, h.sim, refreshed_ago=HOUR, hard_left=20 * DAY),
     }
@@ -296,7 +299,7 @@ def test_due_policy_selects_keep_alive_keep_warm_and_expiring_but_not_the_rest(h
 
 
 def test_batches_of_ten_and_each_connection_enqueued_once(h):
-    connections = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(23)]
+    connections = [seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR) for _ in range(23)]
     h.batch_sizes.clear()
     result = h.sweep(page_size=7)  # pages smaller than a batch: batches still fill up to 10
     messages = h.receive_all()
@@ -309,7 +312,7 @@ def test_batches_of_ten_and_each_connection_enqueued_once(h):
 
 
 def test_the_next_run_skips_what_was_enqueued_but_enqueues_a_new_due_time(h):
-    connections = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(12)]
+    connections = [seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR) for _ in range(12)]
     clock = Clock()
     # When a run enqueues them, and the next runs come 10 and 20 seconds later (the worker has
     # not got to them: they are still due, at the same due time)
@@ -357,7 +360,7 @@ def test_an_entry_the_index_showed_late_is_enqueued_by_the_next_run(h):
 
 
 def test_the_stale_pass_re_enqueues_what_is_still_due_only_when_the_queue_is_empty(h, capsys):
-    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    conn = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     clock = Clock()
     assert h.sweep(clock=clock)["enqueued"] == 1
     h.drain()  # its message is lost (e.g. it went to the dead-letter queue)
@@ -411,7 +414,7 @@ class AtomicTable:
 
 
 def test_a_concurrent_run_stands_aside_and_nothing_is_enqueued_twice(h):
-    connections = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(30)]
+    connections = [seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR) for _ in range(30)]
     h.store.table = AtomicTable(h.store.table)
     # Given a run that is still sending when a second one starts (a schedule event delivered
     # twice, or a run that outlived the interval)
@@ -445,7 +448,7 @@ def test_a_concurrent_run_stands_aside_and_nothing_is_enqueued_twice(h):
 
 
 def test_a_run_lease_whose_holder_died_lapses(h):
-    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    conn = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     clock = Clock()
     # A run took the lease and crashed: it never saved its state nor released the lease
     assert h.store.begin_sweep_run(owner="dead", now=clock.now, until=clock.now + 310)
@@ -457,7 +460,7 @@ def test_a_run_lease_whose_holder_died_lapses(h):
 
 
 def test_a_run_lease_applied_whose_answer_was_lost_is_recognised_by_the_retry(h):
-    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    conn = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     client = h.store.table.meta.client
     lost: list[str] = []
 
@@ -487,7 +490,7 @@ def test_a_run_lease_applied_whose_answer_was_lost_is_recognised_by_the_retry(h)
 
 
 def test_partial_send_failures_are_left_for_the_next_run_with_nothing_lost_or_doubled(h):
-    connections = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(12)]
+    connections = [seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR) for _ in range(12)]
     real_sqs = h.sqs
     calls = {"n": 0}
 
@@ -547,7 +550,7 @@ def test_the_sweep_stops_before_its_deadline_and_the_next_run_does_the_rest(h):
     # All in one shard, so the deadline stops the run in the middle of it, whatever the
     # starting shard
     connections = [
-        seed(h.vault, h.sim, refreshed_ago=25 * HOUR, realm_id=realm_id)
+        seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR, realm_id=realm_id)
         for realm_id in realms_in_one_shard(40)
     ]
     ticks = itertools.count()
@@ -573,11 +576,11 @@ def test_the_sweep_stops_before_its_deadline_and_the_next_run_does_the_rest(h):
 
 def test_a_shard_whose_query_failed_keeps_its_state_and_the_next_run_reads_it(h):
     stuck = [
-        seed(h.vault, h.sim, refreshed_ago=25 * HOUR, realm_id=realm_id)
+        seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR, realm_id=realm_id)
         for realm_id in realms_in_one_shard(5)
     ]
     others = [
-        seed(h.vault, h.sim, refreshed_ago=25 * HOUR, realm_id=realm_id)
+        seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR, realm_id=realm_id)
         for realm_id in realms_in_one_shard(6, "DUE#04")
     ]
     real_query = h.store.query_due_after
@@ -604,7 +607,7 @@ def test_a_shard_whose_query_failed_keeps_its_state_and_the_next_run_reads_it(h)
 
 
 def test_the_remembered_pairs_are_capped_with_duplicates_not_losses_beyond_the_cap(h):
-    connections = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(12)]
+    connections = [seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR) for _ in range(12)]
     clock = Clock()
     first = h.sweep(clock=clock, max_remembered=5)
     clock.advance(10)
@@ -619,7 +622,7 @@ def test_the_remembered_pairs_are_capped_with_duplicates_not_losses_beyond_the_c
 
 
 def test_one_sweep_refreshes_exactly_the_due_ones_once_and_the_next_sweep_none(h):
-    due = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(12)]
+    due = [seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR) for _ in range(12)]
     fresh = [seed(h.vault, h.sim, refreshed_ago=HOUR) for _ in range(5)]
     before = {c.realm_id: c for c in due + fresh}
     h.sim.reset_counters()
@@ -633,7 +636,8 @@ def test_one_sweep_refreshes_exactly_the_due_ones_once_and_the_next_sweep_none(h
     for conn in due:
         after = h.store.get_connection(conn.realm_id)
         assert after.version == conn.version + 1
-        assert after.due_at > time.time() + 23 * HOUR  # the commit set the real next due time
+        # the commit set the real next due time
+        assert after.due_at > time.time() + KEEP_ALIVE - HOUR
     for conn in fresh:
         assert h.store.get_connection(conn.realm_id).version == before[conn.realm_id].version
     # and a second sweep right after finds nothing
@@ -644,7 +648,7 @@ def test_one_sweep_refreshes_exactly_the_due_ones_once_and_the_next_sweep_none(h
 
 
 def test_duplicate_and_stale_messages_are_acknowledged_without_calling_intuit(h):
-    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    conn = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     h.sweep()
     messages = h.receive_all()
     assert len(messages) == 1
@@ -660,7 +664,7 @@ def test_duplicate_and_stale_messages_are_acknowledged_without_calling_intuit(h)
 
 
 def test_a_leased_connection_is_skipped(h):
-    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    conn = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     now = time.time()
     h.store.acquire_lease(
         conn.realm_id, seen_version=conn.version, owner="someone", now=now, until=now + 60
@@ -712,10 +716,10 @@ def test_parse_message_reads_the_sweep_body():
 
 
 def test_intuit_outage_fails_the_item_for_a_retry_and_keeps_it_due(h):
-    ok = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    ok = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     h.sweep()
     messages = h.receive_all()
-    down = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    down = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     h.sweep()
     messages += h.receive_all()
     # Intuit answers 503 to every attempt of the second refresh (3 attempts)
@@ -745,7 +749,7 @@ def test_intuit_outage_fails_the_item_for_a_retry_and_keeps_it_due(h):
 
 
 def test_configuration_error_fails_the_item(h):
-    seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     bad = IntuitClient(h.settings.intuit, ClientCredentials("test-client", "wrong"))
     h.vault.intuit_client = lambda: bad
     h.sweep()
@@ -754,7 +758,7 @@ def test_configuration_error_fails_the_item(h):
 
 
 def test_needs_reauthorization_is_acknowledged_with_one_event(h, capsys):
-    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    conn = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     h.store.table.update_item(
         Key=connection_key(conn.realm_id),
         UpdateExpression="SET refresh_expires_at = :t",
@@ -797,13 +801,13 @@ def test_expiring_events_go_out_once_per_threshold(h):
     # and the next due time skips the notified thresholds (20-day one: due again at 7 days,
     # or the keep-alive, whichever is first)
     conn = h.store.get_connection(twenty.realm_id)
-    assert conn.due_at > time.time() + 23 * HOUR
+    assert conn.due_at > time.time() + KEEP_ALIVE - HOUR
     assert h.sweep()["due"] == 0
     assert len(h.events.of("connection.expiring")) == 2
 
 
 def test_records_are_deferred_when_the_invocation_is_nearly_out_of_time(h):
-    seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     h.sweep()
     messages = h.receive_all()
     h.sim.reset_counters()
@@ -814,7 +818,7 @@ def test_records_are_deferred_when_the_invocation_is_nearly_out_of_time(h):
 
 def test_sweep_and_worker_metrics_are_emitted(h, capsys):
     for _ in range(3):
-        seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+        seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     seed(h.vault, h.sim, refreshed_ago=HOUR)
     capsys.readouterr()
     h.sweep()  # one EMF document per run
@@ -837,7 +841,7 @@ def test_a_sweep_refresh_costs_two_writes_and_no_read(h):
     """The worker's whole DynamoDB cost for a routine refresh: the lease write (which checks the
     connection is due and returns it) and the commit (which also carries the history run)."""
     h.vault.history = History(h.store)
-    conns = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(3)]
+    conns = [seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR) for _ in range(3)]
     h.sweep()
     messages = h.receive_all()
     h.dynamodb_ops.clear()
@@ -856,7 +860,7 @@ def test_a_sweep_refresh_costs_two_writes_and_no_read(h):
 
 
 def test_a_worker_that_died_under_the_lease_is_replaced_by_the_redelivered_message(h):
-    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    conn = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     h.sweep()
     body = h.receive_all()[0]["Body"]
     # Given a worker that took the lease and died (its lease write is all that happened)
@@ -881,7 +885,7 @@ def test_a_worker_that_died_under_the_lease_is_replaced_by_the_redelivered_messa
 
 
 def test_an_idle_keep_alive_stores_no_access_token_and_a_reader_refreshes_inline(h):
-    idle = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    idle = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     warm = seed(h.vault, h.sim, refreshed_ago=HOUR - 200, used_ago=60, access_left=200)
     h.sweep()
     assert h.work(h.receive_all()) == []
@@ -906,7 +910,7 @@ def test_an_idle_keep_alive_stores_no_access_token_and_a_reader_refreshes_inline
 
 def test_routine_refreshes_are_one_history_row_until_a_failure_ends_the_run(h):
     h.vault.history = History(h.store)
-    conn = seed(h.vault, h.sim, refreshed_ago=25 * HOUR)
+    conn = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     # When the sweep refreshes it three times (made due again in between)
     for _ in range(3):
         h.sweep(clock=time.time)
@@ -1003,7 +1007,7 @@ def wired(h, monkeypatch):
 
 def test_handlers_run_sweep_and_worker_end_to_end(wired, capsys):
     h = wired
-    due = [seed(h.vault, h.sim, refreshed_ago=25 * HOUR) for _ in range(4)]
+    due = [seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR) for _ in range(4)]
     seed(h.vault, h.sim, refreshed_ago=HOUR)
     sweep_app = _load_handler("refresh_sweep")
     worker_app = _load_handler("refresh_worker")

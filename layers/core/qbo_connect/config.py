@@ -109,7 +109,7 @@ class Settings:
     access_token_refresh_margin_seconds: int = 300
     last_used_write_interval_seconds: int = 300
     # Sweep.
-    keep_alive_hours: int = 24
+    keep_alive_hours: int = 48
     keep_warm_minutes: int = 60
     due_shards: int = 16
     # How often the sweep re-enqueues connections still due after it enqueued them (sweep.py).
@@ -296,7 +296,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_backoff_max_seconds=_float(env, "RETRY_BACKOFF_MAX_SECONDS", 1800.0),
         access_token_refresh_margin_seconds=_int(env, "ACCESS_TOKEN_REFRESH_MARGIN_SECONDS", 300),
         last_used_write_interval_seconds=_int(env, "LAST_USED_WRITE_INTERVAL_SECONDS", 300),
-        keep_alive_hours=_int(env, "KEEP_ALIVE_HOURS", 24),
+        keep_alive_hours=_int(env, "KEEP_ALIVE_HOURS", 48),
         keep_warm_minutes=_int(env, "KEEP_WARM_MINUTES", 60),
         due_shards=_int(env, "DUE_SHARDS", 16),
         sweep_requeue_seconds=_float(env, "SWEEP_REQUEUE_SECONDS", 900.0),
