@@ -134,6 +134,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/get_token.py
 	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/cost_model.py
 	$(BIN)/python bench/webhooks.py
 
 clean:
