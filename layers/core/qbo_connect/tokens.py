@@ -607,44 +607,41 @@ class TokenVault:
             except InvalidGrant as exc:
                 return self._after_invalid_grant(conn, owner, exc)
             except IntuitTransientError as exc:
-                self._release(
+                self._give_up(
                     conn,
                     owner,
-                    error=f"transient: {exc.status or 'network'}",
                     failure="transient",
+                    error=f"transient: {exc.status or 'network'}",
                     intuit_tid=exc.intuit_tid,
+                    answer=RefreshUnavailable(
+                        f"realm {realm_id}: Intuit is unavailable, try again shortly",
+                        intuit_tid=exc.intuit_tid,
+                    ),
                 )
-                self.observer.on_failed(realm_id, "transient")
-                raise RefreshUnavailable(
-                    f"realm {realm_id}: Intuit is unavailable, try again shortly",
-                    intuit_tid=exc.intuit_tid,
-                ) from None
             except InvalidClient as exc:
-                self._release(
+                self._give_up(
                     conn,
                     owner,
-                    error="invalid_client",
                     failure="invalid_client",
+                    error="invalid_client",
                     intuit_tid=exc.intuit_tid,
+                    answer=ConfigurationError(
+                        "Intuit rejected the client credentials (check the IntuitClientSecret)",
+                        intuit_tid=exc.intuit_tid,
+                    ),
                 )
-                self.observer.on_failed(realm_id, "invalid_client")
-                raise ConfigurationError(
-                    "Intuit rejected the client credentials (check the IntuitClientSecret)",
-                    intuit_tid=exc.intuit_tid,
-                ) from None
             except IntuitError as exc:
-                self._release(
+                self._give_up(
                     conn,
                     owner,
-                    error=f"intuit: {exc.error or exc.status}",
                     failure="other",
+                    error=f"intuit: {exc.error or exc.status}",
                     intuit_tid=exc.intuit_tid,
+                    answer=RefreshUnavailable(
+                        f"realm {realm_id}: Intuit refused the refresh ({exc.error or exc.status})",
+                        intuit_tid=exc.intuit_tid,
+                    ),
                 )
-                self.observer.on_failed(realm_id, "other")
-                raise RefreshUnavailable(
-                    f"realm {realm_id}: Intuit refused the refresh ({exc.error or exc.status})",
-                    intuit_tid=exc.intuit_tid,
-                ) from None
             return self._commit(conn, owner, refresh_token, tokens, notice=notice)
         except ServiceError:
             raise  # each path above settled the lease already
@@ -672,11 +669,31 @@ class TokenVault:
         except (ClientError, BotoCoreError) as exc:
             # KMS throttled or unavailable: nothing is wrong with the connection.
             code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else "network"
-            self._release(conn, owner, error=f"kms: {code}", failure="transient")
-            self.observer.on_failed(realm_id, "transient")
-            raise RefreshUnavailable(
-                f"realm {realm_id}: the token key is unavailable, try again shortly"
-            ) from None
+            self._give_up(
+                conn,
+                owner,
+                failure="transient",
+                error=f"kms: {code}",
+                answer=RefreshUnavailable(
+                    f"realm {realm_id}: the token key is unavailable, try again shortly"
+                ),
+            )
+
+    def _give_up(
+        self,
+        conn: Connection,
+        owner: str,
+        *,
+        failure: str,
+        error: str,
+        answer: ServiceError,
+        intuit_tid: str | None = None,
+    ) -> NoReturn:
+        """A refresh attempt failed: release the lease recording ``error``, count the
+        ``failure`` class, and answer the caller with ``answer`` (never the cause's details)."""
+        self._release(conn, owner, error=error, failure=failure, intuit_tid=intuit_tid)
+        self.observer.on_failed(conn.realm_id, failure)
+        raise answer from None
 
     def _flag_undecryptable(self, conn: Connection, owner: str) -> NoReturn:
         """Declare a connection whose tokens never open dead, once, with its event."""

@@ -186,15 +186,15 @@ class RefreshWorker:
             self._count("MalformedMessage")
             return "malformed"
         realm_id = message.realm_id
+        notices: list[ExpiringNotice] = []  # what this message's refresh was given to record
+
+        def notice_for(conn: Connection) -> ExpiringNotice | None:
+            notice = self.expiring_notice(conn)
+            if notice is not None:
+                notices.append(notice)
+            return notice
+
         try:
-            notices: list[ExpiringNotice] = []
-
-            def notice_for(conn: Connection) -> ExpiringNotice | None:
-                notice = self.expiring_notice(conn)
-                if notice is not None:
-                    notices.append(notice)
-                return notice
-
             outcome = self.vault.refresh_if_due(
                 realm_id,
                 due_at=message.due_at,
