@@ -514,7 +514,7 @@ def find_python313() -> str | None:
 
 def measure_sizes(functions: dict[str, dict[str, Any]], build_dir: Path) -> dict[str, Any]:
     inputs = [LAYER_DIR / "requirements.txt", LAYER_DIR / "Makefile"]
-    inputs += list((LAYER_DIR / "qbo_connect").glob("*.py"))
+    inputs += list((LAYER_DIR / "qbo_connect").rglob("*.py"))
     layer_build = build_dir / "CoreLayer"
     fresh = layer_build.is_dir() and layer_build.stat().st_mtime >= max(
         p.stat().st_mtime for p in inputs

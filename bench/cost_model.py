@@ -153,7 +153,7 @@ class Template:
     def load(cls) -> Template:
         from devstack.template import load_template, parameter_values
         from qbo_connect.config import load_settings
-        from qbo_connect.due import keep_warm_lead_seconds
+        from qbo_connect.vault.due import keep_warm_lead_seconds
 
         template = load_template(REPO_ROOT / "template.yaml")
         parameters = parameter_values(template, {})

@@ -112,7 +112,7 @@ def run(reads: int, warmup: int) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message="No application metrics")
         get_token = load_handler("get_token")
         connections = load_handler("connections")
-        from qbo_connect import runtime
+        from qbo_connect.wiring import vault as runtime
 
         progress("importing one connection through ConnectionsFunction")
         issued = sim.issue_tokens(client_id=CLIENT_ID, realm_id=REALM_ID)

@@ -255,10 +255,10 @@ def seed(sim: Any, aws: dict[str, str], count: int) -> None:
     import boto3
 
     from qbo_connect.config import get_settings
-    from qbo_connect.crypto import TokenCipher
     from qbo_connect.intuit import TokenSet
     from qbo_connect.store import Store
-    from qbo_connect.tokens import TokenVault
+    from qbo_connect.vault.protocol import TokenVault
+    from qbo_connect.vault.sealing import TokenCipher
 
     settings = get_settings()
     local = threading.local()

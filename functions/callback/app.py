@@ -2,7 +2,7 @@
 
 Checks state and cookie, consumes the state once, exchanges the code once, validates the
 id_token, stores the encrypted tokens, then redirects to return_url or shows the result page.
-The logic is ``qbo_connect.connect_flow``; this file only routes and translates. The query
+The logic is ``qbo_connect.connect``; this file only routes and translates. The query
 string holds the authorization code and the state, so neither the event nor the query string
 is ever logged.
 """
@@ -13,10 +13,10 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect import connect_flow
-from qbo_connect.connect_flow import Request
+from qbo_connect.connect import flow as connect_flow
+from qbo_connect.connect.request import Request
+from qbo_connect.connect.web import HttpResponse, HttpRouter, respond
 from qbo_connect.telemetry import logger, metrics
-from qbo_connect.web import HttpResponse, HttpRouter, respond
 
 app = HttpRouter("Callback")
 

@@ -3,7 +3,7 @@
 Validates the connect link, shows the landing page, and on "Connect to QuickBooks" creates the
 OAuth state, sets the state cookie and redirects to Intuit. ``/disconnected`` is Intuit's
 Disconnect URL: it shows a page and only verifies the realm with Intuit (see
-``qbo_connect.disconnect_hint``). The logic is in the package; this file only routes and
+``qbo_connect.connect.disconnect_hint``). The logic is in the package; this file only routes and
 translates. Query strings hold link tokens, so neither the event nor the query string is ever
 logged.
 """
@@ -14,11 +14,19 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect import connect_flow, disconnect_hint, pages
-from qbo_connect.connect_flow import Request
-from qbo_connect.outcomes import Outcome
+from qbo_connect.connect import disconnect_hint, pages
+from qbo_connect.connect import flow as connect_flow
+from qbo_connect.connect.outcomes import Outcome
+from qbo_connect.connect.request import Request
+from qbo_connect.connect.web import (
+    HttpResponse,
+    HttpRouter,
+    language_of,
+    query_value,
+    respond,
+    source_ip,
+)
 from qbo_connect.telemetry import logger, metrics
-from qbo_connect.web import HttpResponse, HttpRouter, language_of, query_value, respond, source_ip
 
 app = HttpRouter("Connect")
 

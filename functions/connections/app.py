@@ -9,15 +9,15 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect import runtime
-from qbo_connect.connections import ConnectionsService
 from qbo_connect.errors import InvalidRequest
 from qbo_connect.invoke import require_object, respond
+from qbo_connect.operations.connections import ConnectionsService
 from qbo_connect.telemetry import logger, metrics
+from qbo_connect.wiring import vault as runtime
 
 
 def _create_connect_link(payload: Mapping[str, Any]) -> dict[str, Any]:
-    from qbo_connect import connect_flow
+    from qbo_connect.connect import flow as connect_flow
 
     return connect_flow.create_connect_link_action(payload)
 

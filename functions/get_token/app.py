@@ -10,9 +10,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect import runtime, validation
+from qbo_connect import validation
 from qbo_connect.invoke import require_object, respond
 from qbo_connect.telemetry import logger, metrics
+from qbo_connect.wiring import vault as runtime
 
 
 def _get_token(event: Any) -> dict[str, Any]:

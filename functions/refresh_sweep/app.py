@@ -19,7 +19,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect.sweep import default_sweeper
+from qbo_connect.sweep.sweeper import default_sweeper
 from qbo_connect.telemetry import logger
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from qbo_connect.sweep.worker import default_worker
 from qbo_connect.telemetry import logger, metrics
-from qbo_connect.worker import default_worker
 
 
 # log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.

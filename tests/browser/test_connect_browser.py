@@ -287,7 +287,7 @@ def test_a_return_url_ends_the_flow_with_the_signed_redirect(
     """Intuit may skip its consent page: then the form, /connect, Intuit, /callback and the
     redirect to the app are one chain of redirects that the landing form's form-action must
     allow to its end. The app can verify what it was sent with the return-signing key."""
-    from qbo_connect.return_url import sign
+    from qbo_connect.connect.return_url import sign
 
     realm = "4620816365009003"
     _sim(stack, auto_approve=True, next_realm_id=realm)

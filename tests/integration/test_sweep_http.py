@@ -25,12 +25,12 @@ import boto3
 import pytest
 import requests
 
-from qbo_connect import due as due_policy
 from qbo_connect.config import Settings, load_settings
-from qbo_connect.crypto import TokenCipher
 from qbo_connect.intuit import TokenSet
 from qbo_connect.store import Store, connection_key
-from qbo_connect.tokens import TokenVault
+from qbo_connect.vault import due as due_policy
+from qbo_connect.vault.protocol import TokenVault
+from qbo_connect.vault.sealing import TokenCipher
 from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION, start_devstack
 from tests.helpers.events import drain_events
 

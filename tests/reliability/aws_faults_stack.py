@@ -23,10 +23,10 @@ import requests
 
 from devstack.aws_faults import FaultProxy
 from qbo_connect.config import load_settings
-from qbo_connect.crypto import TokenCipher
 from qbo_connect.intuit import TokenSet
 from qbo_connect.store import Connection, Store, connection_key
-from qbo_connect.tokens import TokenVault
+from qbo_connect.vault.protocol import TokenVault
+from qbo_connect.vault.sealing import TokenCipher
 from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION, DevstackProcess
 
 CLIENT_ID = "faults-client"

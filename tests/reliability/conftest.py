@@ -40,11 +40,11 @@ import requests
 
 from devstack import aws_calls, handlers
 from qbo_connect.config import load_settings
-from qbo_connect.crypto import TokenCipher
 from qbo_connect.events import EventPublisher
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
 from qbo_connect.store import Connection, Store
-from qbo_connect.tokens import ACCESS_FIELD, REFRESH_FIELD, TokenVault
+from qbo_connect.vault.protocol import ACCESS_FIELD, REFRESH_FIELD, TokenVault
+from qbo_connect.vault.sealing import TokenCipher
 from tests.reliability.motoserver import MotoServerProcess, start_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -443,7 +443,8 @@ def reset_runtime() -> None:
     """Forget every per-container cache, as a new Lambda container would."""
     from aws_lambda_powertools.utilities import parameters
 
-    from qbo_connect import config, runtime
+    from qbo_connect import config
+    from qbo_connect.wiring import vault as runtime
 
     config.get_settings.cache_clear()
     for cached in (

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     aws_calls.install_from_env()
     get_token = load_handler("get_token")
     connections = load_handler("connections")
-    from qbo_connect import runtime
+    from qbo_connect.wiring import vault as runtime
 
     function = FUNCTION_OF_ACTION[args.action]
     # Warm up like a container that already served a request: clients built, secret cached.

@@ -8,10 +8,10 @@ from typing import Any
 import boto3
 
 from qbo_connect.config import IntuitEndpoints, Settings, load_settings
-from qbo_connect.crypto import TokenCipher
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
 from qbo_connect.store import Connection, Store
-from qbo_connect.tokens import TokenVault
+from qbo_connect.vault.protocol import TokenVault
+from qbo_connect.vault.sealing import TokenCipher
 
 
 def sim_endpoints(sim: Any) -> IntuitEndpoints:

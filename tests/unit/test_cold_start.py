@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from devstack import template as tpl
-from qbo_connect.pages import BASE_HEADERS, HttpResult
-from qbo_connect.web import HttpRouter, respond
+from qbo_connect.connect.pages import BASE_HEADERS, HttpResult
+from qbo_connect.connect.web import HttpRouter, respond
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAYER = REPO_ROOT / "layers" / "core"

@@ -77,7 +77,7 @@ def test_a_lease_shorter_than_the_worst_case_is_refused_at_cold_start():
 
 
 def test_the_worker_defers_with_the_same_figure():
-    from qbo_connect.worker import worst_case_refresh_ms
+    from qbo_connect.sweep.worker import worst_case_refresh_ms
 
     settings = load_settings({})
     assert worst_case_refresh_ms(settings) == int(

@@ -17,21 +17,14 @@ import boto3
 import pytest
 import requests
 
-from qbo_connect import pages
-from qbo_connect.connect_flow import (
-    COOKIE_NAME,
-    OPEN_MODE_TENANT,
-    ConnectFlow,
-    ParameterError,
-    Request,
-    read_params,
-    return_url_allowed,
-    with_result,
-)
-from qbo_connect.copy_table import COPY
+from qbo_connect.connect import pages
+from qbo_connect.connect.base import OPEN_MODE_TENANT
+from qbo_connect.connect.copy_table import COPY
+from qbo_connect.connect.flow import ConnectFlow
+from qbo_connect.connect.outcomes import Outcome
+from qbo_connect.connect.request import COOKIE_NAME, ParameterError, Request, read_params
+from qbo_connect.connect.return_url import return_url_allowed, sign, with_result
 from qbo_connect.errors import ConfigurationError, InvalidRequest
-from qbo_connect.outcomes import Outcome
-from qbo_connect.return_url import sign
 from tests.unit.builders import RecordingEvents, make_settings, make_vault
 
 BASE = "https://connect.example.test"
@@ -685,7 +678,8 @@ def handlers(aws, sim, monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    from qbo_connect import config, runtime
+    from qbo_connect import config
+    from qbo_connect.wiring import vault as runtime
 
     root = Path(__file__).resolve().parents[2]
     env = {
@@ -749,7 +743,7 @@ def test_sample_events_get_deliberate_pages(handlers, handler, event, status, te
 
 def test_handlers_run_the_whole_flow_and_answer_unknown_paths(handlers, sim):
     modules, events_dir = handlers
-    from qbo_connect import connect_flow
+    from qbo_connect.connect import flow as connect_flow
 
     session = parse_qs(
         urlsplit(connect_flow.create_connect_link_action({"tenant_id": "t-h"})["url"]).query

@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qbo_connect.connect_flow import COOKIE_NAME, Request
+from qbo_connect.connect.request import COOKIE_NAME, Request
 from tests.unit.test_connect_flow import Harness
 
 #: The only tags and attributes our page template produces.

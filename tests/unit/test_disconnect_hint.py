@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from qbo_connect import events as lifecycle
-from qbo_connect.disconnect_hint import REASON, DisconnectHints
+from qbo_connect.connect.disconnect_hint import REASON, DisconnectHints
 from tests.unit.builders import connect, make_settings, make_vault
 
 REALM = "9130357766042906"

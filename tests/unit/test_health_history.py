@@ -7,9 +7,9 @@ import time
 import boto3
 import pytest
 
-from qbo_connect import health
-from qbo_connect.history import History
 from qbo_connect.store import Store
+from qbo_connect.vault import health
+from qbo_connect.vault.history import History
 
 NOW = 1_800_000_000.0
 DAY = 86400.0

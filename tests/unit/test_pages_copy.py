@@ -7,8 +7,9 @@ import string
 
 import pytest
 
-from qbo_connect import pages
-from qbo_connect.branding import (
+from qbo_connect.config import load_settings
+from qbo_connect.connect import pages
+from qbo_connect.connect.branding import (
     DEFAULT_ACCENT,
     Branding,
     check_accent,
@@ -16,10 +17,17 @@ from qbo_connect.branding import (
     contrast_ratio,
     text_color_on,
 )
-from qbo_connect.config import load_settings
-from qbo_connect.copy_table import COPY, EN, FR_CA, LANGUAGES, SCOPE_WORDS, UI, choose_language
+from qbo_connect.connect.copy_table import (
+    COPY,
+    EN,
+    FR_CA,
+    LANGUAGES,
+    SCOPE_WORDS,
+    UI,
+    choose_language,
+)
+from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.errors import ConfigurationError
-from qbo_connect.outcomes import Outcome
 
 PLACEHOLDERS = {"app", "App", "company"}
 
@@ -165,7 +173,7 @@ def test_the_landing_page_names_the_app_the_account_and_the_access_in_plain_word
 
 def test_the_router_answers_unknown_paths_and_failures_with_pages_in_the_right_language():
     from devstack.stack import build_http_event
-    from qbo_connect.web import HttpRouter
+    from qbo_connect.connect.web import HttpRouter
 
     app = HttpRouter("Test")
 

@@ -20,19 +20,19 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from qbo_connect import due as due_policy
 from qbo_connect.config import Settings
-from qbo_connect.history import History
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
 from qbo_connect.store import Connection, connection_key, due_shard_for
-from qbo_connect.sweep import (
+from qbo_connect.sweep.sweeper import (
     DEFAULT_REQUEUE_SECONDS,
     DEFAULT_STALE_FORCE_SECONDS,
     Sweeper,
 )
+from qbo_connect.sweep.worker import RefreshWorker, parse_message
 from qbo_connect.telemetry import metrics, refresh_observer
-from qbo_connect.tokens import TokenVault
-from qbo_connect.worker import RefreshWorker, parse_message
+from qbo_connect.vault import due as due_policy
+from qbo_connect.vault.history import History
+from qbo_connect.vault.protocol import TokenVault
 from tests.reliability.conftest import token_is_valid_at_intuit
 from tests.unit.builders import RecordingEvents, make_settings, make_vault
 
@@ -972,7 +972,10 @@ def _load_handler(name: str) -> Any:
 
 
 def _clear_runtime_caches() -> None:
-    from qbo_connect import config, runtime, sweep, worker
+    from qbo_connect import config
+    from qbo_connect.sweep import sweeper as sweep
+    from qbo_connect.sweep import worker
+    from qbo_connect.wiring import vault as runtime
 
     for cached in (
         config.get_settings,

@@ -19,13 +19,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from qbo_connect.connect_flow import Request
-from qbo_connect.connections import ConnectionsService
-from qbo_connect.crypto import DecryptionError
+from qbo_connect.connect.outcomes import Outcome
+from qbo_connect.connect.request import Request
+from qbo_connect.connect.return_url import return_url_allowed
 from qbo_connect.errors import NotConnected
-from qbo_connect.outcomes import Outcome
-from qbo_connect.return_url import return_url_allowed
-from qbo_connect.tokens import REFRESH_FIELD
+from qbo_connect.operations.connections import ConnectionsService
+from qbo_connect.vault.protocol import REFRESH_FIELD
+from qbo_connect.vault.sealing import DecryptionError
 from tests.unit.builders import connect
 from tests.unit.test_connect_flow import RETURN_KEY, Harness, q
 
@@ -438,7 +438,8 @@ def test_every_handler_forces_event_logging_off():
 
 def test_import_event_is_not_logged_even_when_powertools_is_told_to(aws, sim, monkeypatch):
     from devstack.handlers import LambdaContext, load_handler
-    from qbo_connect import config, runtime, telemetry
+    from qbo_connect import config, telemetry
+    from qbo_connect.wiring import vault as runtime
 
     env = {
         "TABLE_NAME": aws["table_name"],

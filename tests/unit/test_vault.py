@@ -9,7 +9,6 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from qbo_connect.crypto import TokenCipher
 from qbo_connect.errors import (
     ConfigurationError,
     InvalidRequest,
@@ -17,6 +16,7 @@ from qbo_connect.errors import (
     NotConnected,
     RefreshUnavailable,
 )
+from qbo_connect.vault.sealing import TokenCipher
 from tests.unit.builders import RecordingEvents, connect, make_settings, make_vault
 
 REALM = "9130357766042906"

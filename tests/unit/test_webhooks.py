@@ -16,8 +16,8 @@ from botocore.exceptions import ClientError
 
 from devstack.intuit_webhooks import cloudevents_body, legacy_body
 from qbo_connect.store import SealedTokens, Store
+from qbo_connect.store.webhook_ledger import Ledger
 from qbo_connect.webhooks import gateway
-from qbo_connect.webhooks.ledger import Ledger
 from qbo_connect.webhooks.payload import MalformedPayload, legacy_event_id, parse
 from qbo_connect.webhooks.processor import WebhookProcessor
 from qbo_connect.webhooks.settings import load_webhook_settings
@@ -443,8 +443,9 @@ class Context:
 
 
 def _clear_caches() -> None:
-    from qbo_connect import config, runtime
+    from qbo_connect import config
     from qbo_connect.webhooks import processor, settings
+    from qbo_connect.wiring import vault as runtime
 
     for cached in (
         config.get_settings,

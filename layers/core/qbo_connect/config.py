@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from qbo_connect.branding import APP_NAME_MAX, DEFAULT_ACCENT, check_accent, check_url
+from qbo_connect.connect.branding import APP_NAME_MAX, DEFAULT_ACCENT, check_accent, check_url
 from qbo_connect.errors import ConfigurationError
 
 # Intuit's real endpoints: the defaults. Every one can be replaced by an env var of the same
@@ -119,7 +119,7 @@ class Settings:
     event_bus_name: str = "default"
     emit_refreshed_events: bool = False
     secret_max_age_seconds: int = 300
-    # Branding of the hosted pages (checked in qbo_connect.branding when settings load).
+    # Branding of the hosted pages (checked in qbo_connect.connect.branding when settings load).
     app_name: str = ""
     app_logo_url: str = ""
     accent_color: str = DEFAULT_ACCENT

@@ -19,9 +19,9 @@ import warnings
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from qbo_connect import health
 from qbo_connect.store import Connection
-from qbo_connect.tokens import RefreshObserver
+from qbo_connect.vault import health
+from qbo_connect.vault.protocol import RefreshObserver
 
 # Most invocations (a warm get_token) record no metric; Powertools warns about that on every
 # flush, which is noise in every log stream, not a problem.

@@ -196,7 +196,7 @@ def handle(
 
 
 # ----- the container's wiring ----------------------------------------------------------------
-# Built lazily and kept for the container's life. Deliberately not qbo_connect.runtime: that
+# Built lazily and kept for the container's life. Deliberately not qbo_connect.wiring.vault: that
 # wires the token vault (KMS, the Intuit client, cryptography), which this cold path never uses.
 
 _verifier: VerifierTokens | None = None

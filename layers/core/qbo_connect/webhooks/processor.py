@@ -45,7 +45,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from qbo_connect.store import STATUS_DISCONNECTED, Connection, Store
-from qbo_connect.webhooks.ledger import Ledger
+from qbo_connect.store.webhook_ledger import Ledger
 from qbo_connect.webhooks.payload import EntityChange, MalformedPayload
 from qbo_connect.webhooks.settings import DETAIL_TYPE, SOURCE, WebhookSettings
 
@@ -276,7 +276,7 @@ class WebhookProcessor:
 
 def build_processor(settings: WebhookSettings, metrics: Any = None) -> WebhookProcessor:
     """A processor wired to the container's AWS clients and ``settings``."""
-    from qbo_connect import runtime
+    from qbo_connect.wiring import vault as runtime
 
     store = runtime.store()
     return WebhookProcessor(

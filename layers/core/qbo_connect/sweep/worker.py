@@ -58,7 +58,6 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from qbo_connect import events as lifecycle
 from qbo_connect import validation
 from qbo_connect.config import Settings
-from qbo_connect.due import DAY, EXPIRING_THRESHOLDS_DAYS
 from qbo_connect.errors import (
     ConfigurationError,
     InvalidRequest,
@@ -67,7 +66,8 @@ from qbo_connect.errors import (
     RefreshUnavailable,
 )
 from qbo_connect.store import Connection
-from qbo_connect.tokens import ExpiringNotice, TokenVault
+from qbo_connect.vault.due import DAY, EXPIRING_THRESHOLDS_DAYS
+from qbo_connect.vault.protocol import ExpiringNotice, TokenVault
 
 logger = Logger(child=True)
 
@@ -266,7 +266,7 @@ class RefreshWorker:
 @lru_cache(maxsize=1)
 def default_worker() -> RefreshWorker:
     """The container's worker, wired to the runtime's vault (built on first use)."""
-    from qbo_connect import runtime
     from qbo_connect.telemetry import metrics
+    from qbo_connect.wiring import vault as runtime
 
     return RefreshWorker(vault=runtime.vault(), metrics=metrics)

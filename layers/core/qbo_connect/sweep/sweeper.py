@@ -453,8 +453,8 @@ class Sweeper:
 @lru_cache(maxsize=1)
 def default_sweeper() -> Sweeper:
     """The container's sweeper, wired to the runtime's clients (built on first use)."""
-    from qbo_connect import runtime
     from qbo_connect.config import get_settings
+    from qbo_connect.wiring import vault as runtime
 
     settings = get_settings()
     return Sweeper(

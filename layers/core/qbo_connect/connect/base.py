@@ -12,17 +12,17 @@ from collections.abc import Callable
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.shared.cookies import Cookie
 
-from qbo_connect.adopt import GrantAdopter
-from qbo_connect.branding import Branding
 from qbo_connect.config import Settings
-from qbo_connect.connect_flow.request import Request
-from qbo_connect.connect_flow.results import Ending, present
+from qbo_connect.connect.branding import Branding
+from qbo_connect.connect.outcomes import Outcome
+from qbo_connect.connect.pages import HttpResult
+from qbo_connect.connect.request import Request
+from qbo_connect.connect.results import Ending, present
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.intuit import IntuitClient
-from qbo_connect.outcomes import Outcome
-from qbo_connect.pages import HttpResult
 from qbo_connect.store import Store
-from qbo_connect.tokens import TokenVault
+from qbo_connect.vault.adoption import GrantAdopter
+from qbo_connect.vault.protocol import TokenVault
 
 logger = Logger(child=True)
 

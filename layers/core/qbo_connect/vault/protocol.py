@@ -68,10 +68,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from qbo_connect import events as lifecycle
-from qbo_connect.breaker import InvalidGrantBreaker
 from qbo_connect.config import Settings
-from qbo_connect.crypto import DecryptionError, TokenCipher
-from qbo_connect.due import next_due_at
 from qbo_connect.errors import (
     ConfigurationError,
     IntuitError,
@@ -86,8 +83,6 @@ from qbo_connect.errors import (
     RefreshUnavailable,
     ServiceError,
 )
-from qbo_connect.health import health_of
-from qbo_connect.history import GET_TOKEN, OPERATOR, SWEEP, History, next_run
 from qbo_connect.intuit import IntuitClient, TokenSet
 from qbo_connect.store import (
     REFRESH_RUN,
@@ -97,6 +92,11 @@ from qbo_connect.store import (
     SealedTokens,
     Store,
 )
+from qbo_connect.vault.breaker import InvalidGrantBreaker
+from qbo_connect.vault.due import next_due_at
+from qbo_connect.vault.health import health_of
+from qbo_connect.vault.history import GET_TOKEN, OPERATOR, SWEEP, History, next_run
+from qbo_connect.vault.sealing import DecryptionError, TokenCipher
 
 logger = Logger(child=True)
 

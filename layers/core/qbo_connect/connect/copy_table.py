@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from qbo_connect.outcomes import Outcome
+from qbo_connect.connect.outcomes import Outcome
 
 EN = "en"
 FR_CA = "fr-CA"

@@ -19,13 +19,13 @@ import boto3
 from botocore.config import Config
 
 from qbo_connect.config import Settings, get_settings
-from qbo_connect.crypto import TokenCipher
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.events import EventPublisher
-from qbo_connect.history import History
 from qbo_connect.intuit import ClientCredentials, IntuitClient
 from qbo_connect.store import Store
-from qbo_connect.tokens import TokenVault
+from qbo_connect.vault.history import History
+from qbo_connect.vault.protocol import TokenVault
+from qbo_connect.vault.sealing import TokenCipher
 
 if TYPE_CHECKING:
     import requests

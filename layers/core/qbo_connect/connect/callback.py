@@ -39,10 +39,11 @@ from typing import Any
 from aws_lambda_powertools.shared.cookies import Cookie
 
 from qbo_connect import validation
-from qbo_connect.adopt import Adoption
-from qbo_connect.connect_flow.base import LINK, STATE, FlowBase, logger, misconfigured
-from qbo_connect.connect_flow.links import LinkSteps
-from qbo_connect.connect_flow.request import (
+from qbo_connect.connect.base import LINK, STATE, FlowBase, logger, misconfigured
+from qbo_connect.connect.links import LinkSteps
+from qbo_connect.connect.outcomes import Outcome
+from qbo_connect.connect.pages import HttpResult
+from qbo_connect.connect.request import (
     COOKIE_NAME,
     ParameterError,
     Request,
@@ -50,7 +51,8 @@ from qbo_connect.connect_flow.request import (
     read_params,
     sha256,
 )
-from qbo_connect.connect_flow.results import Ending, Refusal
+from qbo_connect.connect.results import Ending, Refusal
+from qbo_connect.connect.return_url import link_id_of, with_result
 from qbo_connect.errors import (
     AlreadyConsumed,
     ConfigurationError,
@@ -63,11 +65,9 @@ from qbo_connect.errors import (
     RealmNotProven,
     StoreContention,
 )
-from qbo_connect.history import CALLBACK, History
 from qbo_connect.intuit import IntuitClient, TokenSet
-from qbo_connect.outcomes import Outcome
-from qbo_connect.pages import HttpResult
-from qbo_connect.return_url import link_id_of, with_result
+from qbo_connect.vault.adoption import Adoption
+from qbo_connect.vault.history import CALLBACK, History
 
 CALLBACK_PARAMS = {"code": 512, "state": 512, "realmId": 32, "error": 64, "error_description": 2048}
 REALM_SCOPES = frozenset({"com.intuit.quickbooks.accounting", "com.intuit.quickbooks.payment"})

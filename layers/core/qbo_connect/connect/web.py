@@ -22,10 +22,10 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from qbo_connect import pages
-from qbo_connect.copy_table import choose_language
-from qbo_connect.outcomes import Outcome
-from qbo_connect.pages import HttpResult
+from qbo_connect.connect import pages
+from qbo_connect.connect.copy_table import choose_language
+from qbo_connect.connect.outcomes import Outcome
+from qbo_connect.connect.pages import HttpResult
 from qbo_connect.telemetry import logger, metrics
 
 HttpResponse = dict[str, Any]

@@ -55,7 +55,7 @@ from qbo_connect.errors import (
 )
 from qbo_connect.intuit import IntuitClient, TokenSet
 from qbo_connect.store import STATUS_DISCONNECTED, Connection
-from qbo_connect.tokens import TokenVault
+from qbo_connect.vault.protocol import TokenVault
 
 logger = Logger(child=True)
 

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
-from qbo_connect.copy_table import EN, choose_language
+from qbo_connect.connect.copy_table import EN, choose_language
 
 if TYPE_CHECKING:
     # Only for the type: importing Powertools' data classes loads every event source's class

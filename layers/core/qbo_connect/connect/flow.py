@@ -6,14 +6,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from qbo_connect.adopt import GrantAdopter
-from qbo_connect.connect_flow.authorize import AuthorizeSteps
-from qbo_connect.connect_flow.callback import CallbackSteps
-from qbo_connect.connect_flow.request import Request
+from qbo_connect.connect.authorize import AuthorizeSteps
+from qbo_connect.connect.callback import CallbackSteps
+from qbo_connect.connect.pages import HttpResult, branding_from
+from qbo_connect.connect.request import Request
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.intuit import IntuitClient
-from qbo_connect.pages import HttpResult, branding_from
-from qbo_connect.tokens import TokenVault
+from qbo_connect.vault.adoption import GrantAdopter
+from qbo_connect.vault.protocol import TokenVault
 
 
 def _no_return_key() -> bytes:
@@ -24,7 +24,7 @@ class ConnectFlow(AuthorizeSteps, CallbackSteps):
     """Connect links, the authorize redirect and the callback, for one deployment.
 
     ``connect`` and ``callback`` take a typed :class:`Request` and answer an ``HttpResult``
-    whose ``outcome`` is an :class:`~qbo_connect.outcomes.Outcome`; ``create_link`` answers
+    whose ``outcome`` is an :class:`~qbo_connect.connect.outcomes.Outcome`; ``create_link`` answers
     the ``create_connect_link`` action.
     """
 
@@ -47,7 +47,7 @@ class ConnectFlow(AuthorizeSteps, CallbackSteps):
 
 
 def _flow() -> ConnectFlow:
-    from qbo_connect import runtime
+    from qbo_connect.wiring import vault as runtime
 
     return ConnectFlow(runtime.vault(), return_key=runtime.return_signing_key)
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from aws_lambda_powertools.shared.cookies import Cookie
 
-from qbo_connect import pages
-from qbo_connect.branding import Branding
-from qbo_connect.outcomes import Outcome
-from qbo_connect.pages import HttpResult
+from qbo_connect.connect import pages
+from qbo_connect.connect.branding import Branding
+from qbo_connect.connect.outcomes import Outcome
+from qbo_connect.connect.pages import HttpResult
 
 
 @dataclass

@@ -3,9 +3,9 @@
 A link token is ``secrets.token_urlsafe(32)`` (256 bits), stored only as its SHA-256
 (``LINK#<sha256>``) with the tenant, the scopes to request (``Scopes`` plus any extra scopes the
 caller asked for, each from ``AllowedExtraScopes``), the optional return_url (which must match
-``AllowedReturnUrls``, see ``qbo_connect.return_url``), the optional ``tenant_name`` shown on
-the landing page, and an expiry (``CONNECT_LINK_TTL_SECONDS``, 30 minutes). The answer also
-holds ``link_id``, which the signed return redirect repeats.
+``AllowedReturnUrls``, see ``qbo_connect.connect.return_url``), the optional ``tenant_name``
+shown on the landing page, and an expiry (``CONNECT_LINK_TTL_SECONDS``, 30 minutes). The
+answer also holds ``link_id``, which the signed return redirect repeats.
 
 The link is *not* consumed when the page opens, so a user who reloads is not locked out; it is
 consumed by a conditional write just before a connection is stored from it (``callback``), so
@@ -23,12 +23,12 @@ from typing import Any
 from urllib.parse import quote
 
 from qbo_connect import validation
-from qbo_connect.connect_flow.base import LINK, TOKEN_BYTES, FlowBase, logger
-from qbo_connect.connect_flow.request import now_iso, sha256
-from qbo_connect.connect_flow.results import Ending, Refusal
+from qbo_connect.connect.base import LINK, TOKEN_BYTES, FlowBase, logger
+from qbo_connect.connect.outcomes import Outcome
+from qbo_connect.connect.request import now_iso, sha256
+from qbo_connect.connect.results import Ending, Refusal
+from qbo_connect.connect.return_url import MAX_RETURN_URL, link_id_of, return_url_allowed
 from qbo_connect.errors import ConfigurationError, InvalidRequest
-from qbo_connect.outcomes import Outcome
-from qbo_connect.return_url import MAX_RETURN_URL, link_id_of, return_url_allowed
 
 MAX_TENANT_NAME = 100
 LINK_OUTCOMES = {

@@ -37,11 +37,11 @@ from urllib.parse import urlsplit
 
 from aws_lambda_powertools.shared.cookies import Cookie
 
-from qbo_connect.branding import Branding, text_color_on
 from qbo_connect.config import Settings
-from qbo_connect.copy_table import COPY, EN, SCOPE_WORDS, UI, render_text
+from qbo_connect.connect.branding import Branding, text_color_on
+from qbo_connect.connect.copy_table import COPY, EN, SCOPE_WORDS, UI, render_text
+from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.errors import ConfigurationError
-from qbo_connect.outcomes import Outcome
 
 # Small, readable on a phone down to 320 px, visible keyboard focus, respects dark mode. The
 # accent (the button) comes from AccentColor; the text on it is black or white, whichever

@@ -15,7 +15,6 @@ from aws_lambda_powertools import Logger
 
 from qbo_connect import events as lifecycle
 from qbo_connect import validation
-from qbo_connect.adopt import ACCOUNTING_SCOPE, GrantAdopter
 from qbo_connect.config import KNOWN_SCOPES
 from qbo_connect.errors import (
     ConfigurationError,
@@ -31,11 +30,12 @@ from qbo_connect.errors import (
     RefreshUnavailable,
     StoreContention,
 )
-from qbo_connect.health import VALUES as HEALTH_VALUES
-from qbo_connect.health import health_fields
-from qbo_connect.history import DEFAULT_LIMIT, IMPORT, MAX_LIMIT, OPERATOR, History
 from qbo_connect.store import REFRESH_RUN, STATUS_ACTIVE, STATUS_DISCONNECTED, Connection
-from qbo_connect.tokens import REFRESH_FIELD, TokenVault, owned_by
+from qbo_connect.vault.adoption import ACCOUNTING_SCOPE, GrantAdopter
+from qbo_connect.vault.health import VALUES as HEALTH_VALUES
+from qbo_connect.vault.health import health_fields
+from qbo_connect.vault.history import DEFAULT_LIMIT, IMPORT, MAX_LIMIT, OPERATOR, History
+from qbo_connect.vault.protocol import REFRESH_FIELD, TokenVault, owned_by
 
 logger = Logger(child=True)
 

@@ -31,8 +31,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from qbo_connect import pages
-from qbo_connect.connect_flow.base import (
+from qbo_connect.connect import pages
+from qbo_connect.connect.base import (
     OPEN_MODE_TENANT,
     STATE,
     TOKEN_BYTES,
@@ -40,18 +40,18 @@ from qbo_connect.connect_flow.base import (
     logger,
     misconfigured,
 )
-from qbo_connect.connect_flow.links import LinkSteps
-from qbo_connect.connect_flow.request import (
+from qbo_connect.connect.links import LinkSteps
+from qbo_connect.connect.outcomes import Outcome
+from qbo_connect.connect.pages import HttpResult
+from qbo_connect.connect.request import (
     ParameterError,
     Request,
     read_params,
     sha256,
     state_cookie,
 )
-from qbo_connect.connect_flow.results import Ending, Refusal
+from qbo_connect.connect.results import Ending, Refusal
 from qbo_connect.errors import ConfigurationError
-from qbo_connect.outcomes import Outcome
-from qbo_connect.pages import HttpResult
 
 CONNECT_PARAMS = {"session": 512, "go": 8}
 

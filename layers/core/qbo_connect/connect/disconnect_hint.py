@@ -45,10 +45,10 @@ from qbo_connect.errors import (
     NotConnected,
     RefreshUnavailable,
 )
-from qbo_connect.history import DISCONNECT_URL, History
 from qbo_connect.intuit import IntuitClient
 from qbo_connect.store import REFRESH_RUN, STATUS_DISCONNECTED, Connection
-from qbo_connect.tokens import ACCESS_FIELD, TokenVault
+from qbo_connect.vault.history import DISCONNECT_URL, History
+from qbo_connect.vault.protocol import ACCESS_FIELD, TokenVault
 
 logger = Logger(child=True)
 
@@ -204,7 +204,7 @@ def verify(realm_id: str | None, source_ip: str) -> str:
     The person has just disconnected (or someone forged the request): either way the page is
     the same, so a failure here is logged and the page still shows.
     """
-    from qbo_connect import runtime
+    from qbo_connect.wiring import vault as runtime
 
     try:
         verdict = DisconnectHints(runtime.vault()).handle(realm_id, source_ip)

@@ -1,0 +1,2 @@
+"""What operators and other workloads ask of ConnectionsFunction (list, get, refresh,
+import, disconnect, history)."""
