@@ -112,7 +112,8 @@ def run(reads: int, warmup: int) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message="No application metrics")
         get_token = load_handler("get_token")
         connections = load_handler("connections")
-        from qbo_connect.wiring import vault as runtime
+        from qbo_connect.wiring import aws as aws_wiring
+        from qbo_connect.wiring import vault as vault_wiring
 
         progress("importing one connection through ConnectionsFunction")
         issued = sim.issue_tokens(client_id=CLIENT_ID, realm_id=REALM_ID)
@@ -127,14 +128,14 @@ def run(reads: int, warmup: int) -> dict[str, Any]:
         )
         assert "connection" in imported, imported
         event = {"realm_id": REALM_ID, "min_valid_seconds": 300}
-        raw = runtime.aws_client("dynamodb")  # same endpoint, same client config as the vault
+        raw = aws_wiring.aws_client("dynamodb")  # same endpoint, same client config as the vault
         key = {"pk": {"S": f"REALM#{REALM_ID}"}, "sk": {"S": "CONNECTION"}}
 
         progress(f"warming up ({warmup} reads of each)")
         for _ in range(warmup):
             assert "access_token" in get_token.lambda_handler(event, context("GetTokenFunction"))
             raw.get_item(TableName=TABLE_NAME, Key=key, ConsistentRead=True)
-        cipher = runtime.cipher()
+        cipher = vault_wiring.cipher()
         kms_before = cipher.kms_calls
         moto.reset_counts()
 

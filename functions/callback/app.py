@@ -13,17 +13,17 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect.connect import flow as connect_flow
 from qbo_connect.connect.request import Request
 from qbo_connect.connect.web import HttpResponse, HttpRouter, respond
 from qbo_connect.telemetry import logger, metrics
+from qbo_connect.wiring import connect as wiring
 
-app = HttpRouter("Callback")
+app = HttpRouter("Callback", branding=wiring.branding)
 
 
 @app.get("/callback")
 def callback(event: Mapping[str, Any]) -> HttpResponse:
-    return respond(connect_flow.handle_callback(Request.from_raw(event)), route="Callback")
+    return respond(wiring.connect_flow().callback(Request.from_raw(event)), route="Callback")
 
 
 @logger.inject_lambda_context(

@@ -15,7 +15,6 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect.connect import disconnect_hint, pages
-from qbo_connect.connect import flow as connect_flow
 from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.connect.request import Request
 from qbo_connect.connect.web import (
@@ -27,28 +26,31 @@ from qbo_connect.connect.web import (
     source_ip,
 )
 from qbo_connect.telemetry import logger, metrics
+from qbo_connect.wiring import connect as wiring
 
-app = HttpRouter("Connect")
+app = HttpRouter("Connect", branding=wiring.branding)
 
 
 @app.get("/connect")
 def connect(event: Mapping[str, Any]) -> HttpResponse:
     return respond(
-        connect_flow.handle_connect(Request.from_raw(event), reconnect=False), route="Connect"
+        wiring.connect_flow().connect(Request.from_raw(event), reconnect=False), route="Connect"
     )
 
 
 @app.get("/reconnect")
 def reconnect(event: Mapping[str, Any]) -> HttpResponse:
     return respond(
-        connect_flow.handle_connect(Request.from_raw(event), reconnect=True), route="Connect"
+        wiring.connect_flow().connect(Request.from_raw(event), reconnect=True), route="Connect"
     )
 
 
 @app.get("/disconnected")
 def disconnected(event: Mapping[str, Any]) -> HttpResponse:
     disconnect_hint.verify(query_value(event, "realmId"), source_ip(event))
-    page = pages.outcome_page(Outcome.DISCONNECTED, language=language_of(event))
+    page = pages.outcome_page(
+        Outcome.DISCONNECTED, language=language_of(event), branding=wiring.branding()
+    )
     return respond(page, route="Disconnected")
 
 

@@ -11,21 +11,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect.errors import InvalidRequest
 from qbo_connect.invoke import require_object, respond
-from qbo_connect.operations.connections import ConnectionsService
 from qbo_connect.telemetry import logger, metrics
-from qbo_connect.wiring import vault as runtime
+from qbo_connect.wiring import operations as wiring
 
 
 def _create_connect_link(payload: Mapping[str, Any]) -> dict[str, Any]:
-    from qbo_connect.connect import flow as connect_flow
-
-    return connect_flow.create_connect_link_action(payload)
+    return wiring.connect_links().create_link(payload)
 
 
 def _dispatch(event: Any) -> Mapping[str, Any]:
     payload = require_object(event)
     action = payload.get("action")
-    service = ConnectionsService(runtime.vault())
+    service = wiring.connections_service()
     actions: dict[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]] = {
         "create_connect_link": _create_connect_link,
         "list_connections": service.list_connections,

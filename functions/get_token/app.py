@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from qbo_connect import validation
 from qbo_connect.invoke import require_object, respond
 from qbo_connect.telemetry import logger, metrics
-from qbo_connect.wiring import vault as runtime
+from qbo_connect.wiring import vault as wiring
 
 
 def _get_token(event: Any) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def _get_token(event: Any) -> dict[str, Any]:
     )
     tenant_id = validation.optional_tenant_id(payload)
     logger.append_keys(realm_id=realm_id)
-    return runtime.vault().get_token(realm_id, min_valid, tenant_id=tenant_id).to_response()
+    return wiring.vault().get_token(realm_id, min_valid, tenant_id=tenant_id).to_response()
 
 
 # log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.

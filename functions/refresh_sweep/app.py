@@ -19,11 +19,11 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect.sweep.sweeper import default_sweeper
 from qbo_connect.telemetry import logger
+from qbo_connect.wiring import sweep as wiring
 
 
 # log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.
 @logger.inject_lambda_context(clear_state=True, log_event=False)
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    return default_sweeper().run(remaining_ms=context.get_remaining_time_in_millis).as_dict()
+    return wiring.sweeper().run(remaining_ms=context.get_remaining_time_in_millis).as_dict()

@@ -9,12 +9,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect.sweep.worker import default_worker
 from qbo_connect.telemetry import logger, metrics
+from qbo_connect.wiring import sweep as wiring
 
 
 # log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.
 @logger.inject_lambda_context(clear_state=True, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    return default_worker().handle(event, context)
+    return wiring.worker().handle(event, context)

@@ -13,7 +13,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect.webhooks import gateway
+from qbo_connect.wiring import webhooks as wiring
 
 logger = Logger()
 metrics = Metrics()
@@ -34,7 +34,7 @@ OUTCOME_METRICS = {
 @logger.inject_lambda_context(clear_state=True, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    result = gateway.handle_default(event)
+    result = wiring.gateway_answer(event)
     metrics.add_metric(name="WebhookReceived", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name=OUTCOME_METRICS[result.outcome], unit=MetricUnit.Count, value=1)
     if result.changes:

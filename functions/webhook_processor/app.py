@@ -11,11 +11,11 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect.telemetry import logger, metrics
-from qbo_connect.webhooks.processor import default_processor
+from qbo_connect.wiring import webhooks as wiring
 
 
 # log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.
 @logger.inject_lambda_context(clear_state=True, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    return default_processor().handle(event, context)
+    return wiring.processor().handle(event, context)

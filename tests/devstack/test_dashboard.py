@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from devstack import template as tpl
-from qbo_connect.telemetry import FAILURE_CLASSES
+from qbo_connect.vault.observer import FAILURE_CLASSES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = REPO_ROOT / "layers" / "core" / "qbo_connect"
@@ -91,7 +91,7 @@ def test_every_plotted_metric_is_emitted_by_the_package(body):
 
 def test_log_widgets_read_the_fields_the_code_logs(body):
     queries = [w["properties"]["query"] for w in body["widgets"] if w["type"] == "log"]
-    source = "\n".join(p.read_text(encoding="utf-8") for p in PACKAGE.glob("*.py"))
+    source = "\n".join(p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py"))
     for query in queries:
         for message in re.findall(r"message = '([^']+)'", query):
             literal = message.replace("Callback answered", "{route} answered")

@@ -441,23 +441,9 @@ def LambdaContext(function_name: str) -> Any:
 
 def reset_runtime() -> None:
     """Forget every per-container cache, as a new Lambda container would."""
-    from aws_lambda_powertools.utilities import parameters
+    from qbo_connect import wiring
 
-    from qbo_connect import config
-    from qbo_connect.wiring import vault as runtime
-
-    config.get_settings.cache_clear()
-    for cached in (
-        runtime.boto_config,
-        runtime.aws_client,
-        runtime.store,
-        runtime.cipher,
-        runtime.events,
-    ):
-        cached.cache_clear()
-    runtime.vault.cache_clear()
-    runtime._intuit_clients.clear()
-    parameters.clear_caches()
+    wiring.reset()
 
 
 @dataclass

@@ -96,13 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     aws_calls.install_from_env()
     get_token = load_handler("get_token")
     connections = load_handler("connections")
-    from qbo_connect.wiring import vault as runtime
+    from qbo_connect.wiring import vault as wiring
 
     function = FUNCTION_OF_ACTION[args.action]
     # Warm up like a container that already served a request: clients built, secret cached.
     with aws_calls.attributed_to(function):
-        runtime.vault()
-        runtime.intuit()
+        wiring.vault()
+        wiring.intuit()
     if args.crash_at:
         install_crash_point(args.crash_at, args.out.with_suffix(".crashed"))
     args.out.with_suffix(".ready").write_text(str(os.getpid()))

@@ -678,8 +678,7 @@ def handlers(aws, sim, monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    from qbo_connect import config
-    from qbo_connect.wiring import vault as runtime
+    from qbo_connect import wiring
 
     root = Path(__file__).resolve().parents[2]
     env = {
@@ -693,13 +692,7 @@ def handlers(aws, sim, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
 
-    def reset() -> None:
-        config.get_settings.cache_clear()
-        for getter in (runtime.store, runtime.cipher, runtime.events, runtime.vault):
-            getter.cache_clear()
-        runtime.aws_client.cache_clear()
-        runtime._intuit_clients.clear()
-
+    reset = wiring.reset
     reset()
     modules = {}
     for name in ("connect", "callback"):
@@ -743,10 +736,10 @@ def test_sample_events_get_deliberate_pages(handlers, handler, event, status, te
 
 def test_handlers_run_the_whole_flow_and_answer_unknown_paths(handlers, sim):
     modules, events_dir = handlers
-    from qbo_connect.connect import flow as connect_flow
+    from qbo_connect.wiring import operations
 
     session = parse_qs(
-        urlsplit(connect_flow.create_connect_link_action({"tenant_id": "t-h"})["url"]).query
+        urlsplit(operations.connect_links().create_link({"tenant_id": "t-h"})["url"]).query
     )["session"][0]
     event = json.loads((events_dir / "connect.json").read_text())
     event["rawQueryString"] = f"session={session}&go=1"

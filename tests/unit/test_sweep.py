@@ -29,9 +29,10 @@ from qbo_connect.sweep.sweeper import (
     Sweeper,
 )
 from qbo_connect.sweep.worker import RefreshWorker, parse_message
-from qbo_connect.telemetry import metrics, refresh_observer
+from qbo_connect.telemetry import metrics
 from qbo_connect.vault import due as due_policy
 from qbo_connect.vault.history import History
+from qbo_connect.vault.observer import refresh_observer
 from qbo_connect.vault.protocol import TokenVault
 from tests.reliability.conftest import token_is_valid_at_intuit
 from tests.unit.builders import RecordingEvents, make_settings, make_vault
@@ -972,23 +973,9 @@ def _load_handler(name: str) -> Any:
 
 
 def _clear_runtime_caches() -> None:
-    from qbo_connect import config
-    from qbo_connect.sweep import sweeper as sweep
-    from qbo_connect.sweep import worker
-    from qbo_connect.wiring import vault as runtime
+    from qbo_connect import wiring
 
-    for cached in (
-        config.get_settings,
-        runtime.aws_client,
-        runtime.store,
-        runtime.cipher,
-        runtime.events,
-        runtime.vault,
-        sweep.default_sweeper,
-        worker.default_worker,
-    ):
-        cached.cache_clear()
-    runtime._intuit_clients.clear()
+    wiring.reset()
 
 
 @pytest.fixture

@@ -438,8 +438,7 @@ def test_every_handler_forces_event_logging_off():
 
 def test_import_event_is_not_logged_even_when_powertools_is_told_to(aws, sim, monkeypatch):
     from devstack.handlers import LambdaContext, load_handler
-    from qbo_connect import config, telemetry
-    from qbo_connect.wiring import vault as runtime
+    from qbo_connect import telemetry, wiring
 
     env = {
         "TABLE_NAME": aws["table_name"],
@@ -452,9 +451,7 @@ def test_import_event_is_not_logged_even_when_powertools_is_told_to(aws, sim, mo
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    caches = (config.get_settings, runtime.store, runtime.cipher, runtime.events, runtime.vault)
-    for cached in caches:
-        cached.cache_clear()
+    wiring.reset()
     # Everything the service's logger writes (its handlers' stream, wherever it pointed).
     captured = io.StringIO()
     handlers = [h for h in telemetry.logger._logger.handlers if isinstance(h, StreamHandler)]
@@ -472,8 +469,7 @@ def test_import_event_is_not_logged_even_when_powertools_is_told_to(aws, sim, mo
     finally:
         for handler, stream in zip(handlers, streams, strict=True):
             handler.setStream(stream)
-        for cached in caches:
-            cached.cache_clear()
+        wiring.reset()
     assert result["connection"]["realm_id"] == REALM_A
     logs = captured.getvalue()
     assert "connection imported" in logs  # the logs were captured

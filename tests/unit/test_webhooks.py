@@ -443,20 +443,9 @@ class Context:
 
 
 def _clear_caches() -> None:
-    from qbo_connect import config
-    from qbo_connect.webhooks import processor, settings
-    from qbo_connect.wiring import vault as runtime
+    from qbo_connect import wiring
 
-    for cached in (
-        config.get_settings,
-        runtime.aws_client,
-        runtime.store,
-        settings.get_webhook_settings,
-        processor.default_processor,
-    ):
-        cached.cache_clear()
-    gateway._verifier = None
-    gateway._queue = None
+    wiring.reset()
 
 
 def test_handlers_with_the_sample_events(aws, monkeypatch, capsys):
@@ -531,11 +520,15 @@ def test_an_unconfigured_verifier_answers_503_and_says_nothing_more(monkeypatch)
     def no_token() -> Any:
         raise ConfigurationError("the webhook verifier secret holds no token")
 
-    monkeypatch.setattr(gateway, "default_verifier", no_token)
     settings.get_webhook_settings.cache_clear()
     try:
         body = legacy_body([entity("1", "Customer", "1", "Create")])
-        result = gateway.handle_default(http_event(body, sign(body, "tok")))
+        result = gateway.answer(
+            http_event(body, sign(body, "tok")),
+            settings=settings.get_webhook_settings,
+            verifier=no_token,
+            queue=no_token,
+        )
     finally:
         settings.get_webhook_settings.cache_clear()
     assert (result.status, result.outcome, result.body) == (

@@ -41,7 +41,6 @@ from qbo_connect.config import Settings
 from qbo_connect.connect.branding import Branding, text_color_on
 from qbo_connect.connect.copy_table import COPY, EN, SCOPE_WORDS, UI, render_text
 from qbo_connect.connect.outcomes import Outcome
-from qbo_connect.errors import ConfigurationError
 
 # Small, readable on a phone down to 320 px, visible keyboard focus, respects dark mode. The
 # accent (the button) comes from AccentColor; the text on it is black or white, whichever
@@ -181,17 +180,6 @@ def branding_from(settings: Settings) -> Branding:
     )
 
 
-def current_branding() -> Branding:
-    """This container's branding; the neutral default if its settings cannot load (the page
-    that says so must still render)."""
-    from qbo_connect.config import get_settings
-
-    try:
-        return branding_from(get_settings())
-    except ConfigurationError:
-        return Branding()
-
-
 def render(
     *,
     status: int,
@@ -217,7 +205,7 @@ def render(
     of 400 or more also shows a reference id (logged with the answer, see ``web.respond``).
     """
     esc = html.escape
-    brand = branding or current_branding()
+    brand = branding or Branding()
     ui = UI[language]
     app = brand.app_name or ui["app"]
     header: list[str] = []
@@ -325,7 +313,7 @@ def outcome_page(
     ``retry`` is where "Try again" leads (shown only for outcomes whose row allows it);
     ``return_url`` adds "Return to <AppName>" (the connect link's return address).
     """
-    brand = branding or current_branding()
+    brand = branding or Branding()
     row = COPY[outcome]
     text = row.text(language)
     ui = UI[language]
@@ -373,7 +361,7 @@ def landing_page(
     ``outcome`` is LANDING, LANDING_RECONNECT or CROSS_SITE_REFUSED (the same page answered
     with 403 to a ``go=1`` that did not come from its own button).
     """
-    brand = branding or current_branding()
+    brand = branding or Branding()
     row = COPY[outcome]
     text = row.text(language)
     ui = UI[language]

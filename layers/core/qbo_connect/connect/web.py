@@ -23,6 +23,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from qbo_connect.connect import pages
+from qbo_connect.connect.branding import Branding
 from qbo_connect.connect.copy_table import choose_language
 from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.connect.pages import HttpResult
@@ -87,8 +88,9 @@ def language_of(event: Mapping[str, Any]) -> str:
 class HttpRouter:
     """The GET routes of one HTTP function; 404 and unexpected errors answer with our pages."""
 
-    def __init__(self, route: str) -> None:
+    def __init__(self, route: str, *, branding: Callable[[], Branding] = Branding) -> None:
         self.route = route
+        self.branding = branding
         self._routes: dict[tuple[str, str], RouteHandler] = {}
 
     def get(self, path: str) -> Callable[[RouteHandler], RouteHandler]:
@@ -101,11 +103,15 @@ class HttpRouter:
     def resolve(self, event: Mapping[str, Any], context: Any = None) -> HttpResponse:
         handler = self._routes.get((request_method(event), request_path(event)))
         if handler is None:
-            page = pages.outcome_page(Outcome.NOT_FOUND, language=language_of(event))
+            page = pages.outcome_page(
+                Outcome.NOT_FOUND, language=language_of(event), branding=self.branding()
+            )
             return respond(page, route=self.route)
         try:
             return handler(event)
         except Exception:
             logger.exception("unexpected failure")
-            page = pages.outcome_page(Outcome.INTERNAL_ERROR, language=language_of(event))
+            page = pages.outcome_page(
+                Outcome.INTERNAL_ERROR, language=language_of(event), branding=self.branding()
+            )
             return respond(page, route=self.route)

@@ -63,11 +63,10 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from qbo_connect.errors import ConfigurationError
@@ -448,23 +447,3 @@ class Sweeper:
         add(name="SweepIncomplete", unit=MetricUnit.Count, value=0 if result.complete else 1)
         add(name="SweepStoodAside", unit=MetricUnit.Count, value=int(result.stood_aside))
         metrics.flush_metrics()
-
-
-@lru_cache(maxsize=1)
-def default_sweeper() -> Sweeper:
-    """The container's sweeper, wired to the runtime's clients (built on first use)."""
-    from qbo_connect.config import get_settings
-    from qbo_connect.wiring import vault as runtime
-
-    settings = get_settings()
-    return Sweeper(
-        store=runtime.store(),
-        sqs=runtime.aws_client("sqs"),
-        queue_url=settings.refresh_queue_url,
-        shards=settings.due_shards,
-        requeue_seconds=settings.sweep_requeue_seconds,
-        # Its own metric set per run (not the process-wide Powertools registry): one EMF
-        # document per sweep, whatever else runs in the process (the local stack runs the
-        # worker's invocations in threads next to it).
-        metrics=EphemeralMetrics,
-    )

@@ -43,7 +43,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -261,12 +260,3 @@ class RefreshWorker:
     def _count(self, name: str) -> None:
         if self.metrics is not None:
             self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-
-
-@lru_cache(maxsize=1)
-def default_worker() -> RefreshWorker:
-    """The container's worker, wired to the runtime's vault (built on first use)."""
-    from qbo_connect.telemetry import metrics
-    from qbo_connect.wiring import vault as runtime
-
-    return RefreshWorker(vault=runtime.vault(), metrics=metrics)

@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.webhooks.payload import EntityChange, MalformedPayload, parse
+from qbo_connect.webhooks.settings import WebhookSettings
 from qbo_connect.webhooks.signature import SIGNATURE_HEADER, VerifierTokens
 
 #: Changes per queue message: keeps every message far below SQS's size limit.
@@ -195,64 +196,24 @@ def handle(
     return result
 
 
-# ----- the container's wiring ----------------------------------------------------------------
-# Built lazily and kept for the container's life. Deliberately not qbo_connect.wiring.vault: that
-# wires the token vault (KMS, the Intuit client, cryptography), which this cold path never uses.
-
-_verifier: VerifierTokens | None = None
-_queue: ChangeQueue | None = None
-
-
-def _client(service: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=1, read_timeout=2
-    )
-    return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
-
-
-def default_verifier() -> VerifierTokens:
-    global _verifier
-    if _verifier is None:
-        from qbo_connect.webhooks.settings import get_webhook_settings
-
-        settings = get_webhook_settings()
-        _verifier = VerifierTokens(
-            _client("secretsmanager"),
-            settings.verifier_secret_id,
-            overlap_seconds=settings.overlap_seconds,
-            max_age_seconds=settings.secret_max_age_seconds,
-        )
-    return _verifier
-
-
-def default_queue() -> ChangeQueue:
-    global _queue
-    if _queue is None:
-        from qbo_connect.webhooks.settings import get_webhook_settings
-
-        settings = get_webhook_settings()
-        _queue = ChangeQueue(_client("sqs"), settings.queue_url, settings.dead_letter_queue_url)
-    return _queue
-
-
-def handle_default(event: Mapping[str, Any]) -> GatewayResult:
-    """:func:`handle` with the container's settings, verifier and queue.
+def answer(
+    event: Mapping[str, Any],
+    *,
+    settings: Callable[[], WebhookSettings],
+    verifier: Callable[[], VerifierTokens],
+    queue: Callable[[], ChangeQueue],
+) -> GatewayResult:
+    """:func:`handle` with the container's collaborators (built by ``qbo_connect.wiring``).
 
     Configuration problems answer 503 (Intuit retries; the operator sees the logged error);
     anything unexpected answers 500. Neither says more than a code to the caller.
     """
-    from qbo_connect.webhooks.settings import get_webhook_settings
-
     try:
-        settings = get_webhook_settings()
         return handle(
             event,
-            verifier=default_verifier,
-            queue=default_queue,
-            max_body_bytes=settings.max_body_bytes,
+            verifier=verifier,
+            queue=queue,
+            max_body_bytes=settings().max_body_bytes,
         )
     except ConfigurationError as exc:
         _log.error("webhook configuration error", extra={"detail": exc.message})

@@ -32,7 +32,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -47,7 +46,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from qbo_connect.store import STATUS_DISCONNECTED, Connection, Store
 from qbo_connect.store.webhook_ledger import Ledger
 from qbo_connect.webhooks.payload import EntityChange, MalformedPayload
-from qbo_connect.webhooks.settings import DETAIL_TYPE, SOURCE, WebhookSettings
+from qbo_connect.webhooks.settings import DETAIL_TYPE, SOURCE
 
 logger = Logger(child=True)
 
@@ -272,34 +271,3 @@ class WebhookProcessor:
     def _count(self, name: str, value: int = 1) -> None:
         if self.metrics is not None and value:
             self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-
-
-def build_processor(settings: WebhookSettings, metrics: Any = None) -> WebhookProcessor:
-    """A processor wired to the container's AWS clients and ``settings``."""
-    from qbo_connect.wiring import vault as runtime
-
-    store = runtime.store()
-    return WebhookProcessor(
-        store=store,
-        ledger=Ledger(
-            store.table,
-            ttl_seconds=settings.dedup_ttl_seconds,
-            claim_seconds=settings.claim_seconds,
-        ),
-        events_client=runtime.aws_client("events"),
-        bus_name=settings.event_bus_name,
-        sqs_client=runtime.aws_client("sqs"),
-        queue_url=settings.queue_url,
-        retry_base_seconds=settings.retry_base_seconds,
-        retry_max_seconds=settings.retry_max_seconds,
-        metrics=metrics,
-    )
-
-
-@lru_cache(maxsize=1)
-def default_processor() -> WebhookProcessor:
-    """The container's processor (built on first use)."""
-    from qbo_connect.telemetry import metrics
-    from qbo_connect.webhooks.settings import get_webhook_settings
-
-    return build_processor(get_webhook_settings(), metrics=metrics)

@@ -1,0 +1,29 @@
+"""ConnectionsFunction's family: the operators' and workloads' actions on connections."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from qbo_connect.operations.connections import ConnectionsService
+from qbo_connect.wiring import vault
+
+if TYPE_CHECKING:
+    from qbo_connect.connect.flow import ConnectFlow
+
+
+@lru_cache(maxsize=1)
+def connections_service() -> ConnectionsService:
+    return ConnectionsService(vault.vault())
+
+
+def connect_links() -> ConnectFlow:
+    """Connect links are made by the connect flow (its rules: return URLs, scopes, TTL); the
+    pages and Intuit client it also holds are built only when a link is asked for."""
+    from qbo_connect.wiring import connect
+
+    return connect.connect_flow()
+
+
+def _reset() -> None:
+    connections_service.cache_clear()

@@ -1,0 +1,38 @@
+"""The sweep's family: the scheduled sweep over the DueIndex and the refresh worker."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from aws_lambda_powertools.metrics import EphemeralMetrics
+
+from qbo_connect.sweep.sweeper import Sweeper
+from qbo_connect.sweep.worker import RefreshWorker
+from qbo_connect.telemetry import metrics
+from qbo_connect.wiring import aws, vault
+
+
+@lru_cache(maxsize=1)
+def sweeper() -> Sweeper:
+    settings = aws.settings()
+    return Sweeper(
+        store=vault.store(),
+        sqs=aws.aws_client("sqs"),
+        queue_url=settings.refresh_queue_url,
+        shards=settings.due_shards,
+        requeue_seconds=settings.sweep_requeue_seconds,
+        # Its own metric set per run (not the process-wide Powertools registry): one EMF
+        # document per sweep, whatever else runs in the process (the local stack runs the
+        # worker's invocations in threads next to it).
+        metrics=EphemeralMetrics,
+    )
+
+
+@lru_cache(maxsize=1)
+def worker() -> RefreshWorker:
+    return RefreshWorker(vault=vault.vault(), metrics=metrics)
+
+
+def _reset() -> None:
+    for cached in (sweeper, worker):
+        cached.cache_clear()
