@@ -256,7 +256,9 @@ def seed(sim: Any, aws: dict[str, str], count: int) -> None:
 
     from qbo_connect.config import get_settings
     from qbo_connect.intuit import TokenSet
-    from qbo_connect.store import Store
+    from qbo_connect.store.connections import ConnectionRepository
+    from qbo_connect.store.fleet import FleetRepository
+    from qbo_connect.vault.breaker import InvalidGrantBreaker
     from qbo_connect.vault.protocol import TokenVault
     from qbo_connect.vault.sealing import TokenCipher
 
@@ -269,9 +271,11 @@ def seed(sim: Any, aws: dict[str, str], count: int) -> None:
         if not hasattr(local, "vault"):
             session = boto3.session.Session()
             # Its own cipher (and cache): the workers' cache must start cold, as in Lambda.
+            table = CollectingTable()
             local.vault = TokenVault(
                 settings=settings,
-                store=Store(CollectingTable(), due_shards=settings.due_shards),
+                connections=ConnectionRepository(table, due_shards=settings.due_shards),
+                breaker=InvalidGrantBreaker(FleetRepository(table), settings),
                 cipher=TokenCipher(session.client("kms"), aws["key"]),
                 intuit=lambda: None,  # type: ignore[arg-type,return-value]
             )
@@ -292,7 +296,7 @@ def seed(sim: Any, aws: dict[str, str], count: int) -> None:
         )
         v = vault()
         sealed = v.seal(realm_id, tokens)
-        v.store.create_connection(
+        v.connections.create_connection(
             realm_id=realm_id,
             tenant_id=f"bench-{index % 50}",
             environment="sandbox",
@@ -301,7 +305,7 @@ def seed(sim: Any, aws: dict[str, str], count: int) -> None:
             now=refreshed_at,
             due_at=now - 60,
         )
-        item = v.store.table.items.pop()
+        item = v.connections.table.items.pop()
         with lock:
             done["n"] += 1
             if done["n"] % 1000 == 0 or done["n"] == count:

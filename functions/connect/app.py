@@ -47,7 +47,7 @@ def reconnect(event: Mapping[str, Any]) -> HttpResponse:
 
 @app.get("/disconnected")
 def disconnected(event: Mapping[str, Any]) -> HttpResponse:
-    disconnect_hint.verify(query_value(event, "realmId"), source_ip(event))
+    disconnect_hint.verify(wiring.disconnect_hints, query_value(event, "realmId"), source_ip(event))
     page = pages.outcome_page(
         Outcome.DISCONNECTED, language=language_of(event), branding=wiring.branding()
     )

@@ -13,9 +13,10 @@ import boto3
 import requests
 
 from devstack.intuit_webhooks import cloudevents_body, legacy_body, sign
-from qbo_connect.store import SealedTokens, Store
+from qbo_connect.store.connections import SealedTokens
 from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION
 from tests.helpers.events import drain_events
+from tests.helpers.store import TableRepositories
 
 DETAIL_TYPE = "quickbooks.entity_changed"
 
@@ -71,7 +72,7 @@ def seed_connection(
     stack: Any, realm_id: str, tenant_id: str, *, environment: str = "sandbox"
 ) -> None:
     """Store a connection the way the service does (tokens are placeholders: never used)."""
-    store = Store(_resource(stack).Table(stack.endpoints["table"]))
+    store = TableRepositories(_resource(stack).Table(stack.endpoints["table"]))
     now = time.time()
     store.create_connection(
         realm_id=realm_id,
@@ -90,7 +91,9 @@ def seed_connection(
 
 
 def disconnect(stack: Any, realm_id: str) -> None:
-    Store(_resource(stack).Table(stack.endpoints["table"])).disconnect(realm_id, now=time.time())
+    TableRepositories(_resource(stack).Table(stack.endpoints["table"])).disconnect(
+        realm_id, now=time.time()
+    )
 
 
 class EventCollector:

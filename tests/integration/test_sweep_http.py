@@ -2,7 +2,8 @@
 
 500 connections of mixed due times are stored with tokens the stack's Intuit simulator really
 issued (``/_sim/issue-tokens``), sealed with the real ``TokenVault.seal`` under the stack's KMS
-key and written with the real ``Store.create_connection``. One sweep (the devstack's schedule
+key and written with the real ``ConnectionRepository.create_connection``. One sweep (the
+devstack's schedule
 endpoint runs RefreshSweepFunction now) must refresh exactly the due ones, each exactly once,
 counted at the simulator by refresh-token hash, and none of the others; a sweep right after
 must enqueue nothing (nor re-enqueue, while the queue holds messages) and a later one must find
@@ -27,12 +28,13 @@ import requests
 
 from qbo_connect.config import Settings, load_settings
 from qbo_connect.intuit import TokenSet
-from qbo_connect.store import Store, connection_key
+from qbo_connect.store.table import connection_key
 from qbo_connect.vault import due as due_policy
 from qbo_connect.vault.protocol import TokenVault
 from qbo_connect.vault.sealing import TokenCipher
 from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION, start_devstack
 from tests.helpers.events import drain_events
+from tests.helpers.store import TableRepositories, vault_over
 
 CLIENT_ID = "sweep-it-client"
 CLIENT_SECRET = "sweep-it-secret"
@@ -132,9 +134,9 @@ class Seeder:
         if vault is None:
             session = boto3.session.Session(region_name=REGION, **DUMMY_CREDENTIALS)
             resource = session.resource("dynamodb", endpoint_url=self.stack.aws)
-            vault = TokenVault(
+            vault = vault_over(
                 settings=self.settings,
-                store=Store(resource.Table(self.settings.table_name)),
+                store=TableRepositories(resource.Table(self.settings.table_name)),
                 cipher=TokenCipher(
                     session.client("kms", endpoint_url=self.stack.aws), self.settings.token_key_id
                 ),
@@ -178,7 +180,7 @@ class Seeder:
             refresh_hard_expires_at=sealed.refresh_hard_expires_at,
         )
         assert (due_at <= now + 1) == kind.due, (kind.name, due_at - now)
-        vault.store.create_connection(
+        vault.connections.create_connection(
             realm_id=realm_id,
             tenant_id=f"tenant-{kind.name}",
             environment="sandbox",
@@ -188,7 +190,7 @@ class Seeder:
             due_at=due_at,
         )
         if used_at is not None:
-            vault.store.touch_last_used(
+            vault.connections.touch_last_used(
                 realm_id, now=used_at, min_interval=0, due_at=due_at, seen_version=1
             )
         if kind.revoked:

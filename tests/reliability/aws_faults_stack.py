@@ -24,10 +24,11 @@ import requests
 from devstack.aws_faults import FaultProxy
 from qbo_connect.config import load_settings
 from qbo_connect.intuit import TokenSet
-from qbo_connect.store import Connection, Store, connection_key
-from qbo_connect.vault.protocol import TokenVault
+from qbo_connect.store.connections import Connection
+from qbo_connect.store.table import connection_key
 from qbo_connect.vault.sealing import TokenCipher
 from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION, DevstackProcess
+from tests.helpers.store import TableRepositories, vault_over
 
 CLIENT_ID = "faults-client"
 CLIENT_SECRET = "faults-secret"
@@ -73,9 +74,9 @@ class FaultStack:
         self.sqs = session.client("sqs", endpoint_url=self.moto_url)
         # The tests' own vault: seeds and reads, on the moto server directly; it never calls
         # Intuit (intuit=None), so every Intuit call the simulator counts is the service's.
-        self.vault = TokenVault(
+        self.vault = vault_over(
             settings=self.settings,
-            store=Store(self.table, due_shards=self.settings.due_shards),
+            store=TableRepositories(self.table, due_shards=self.settings.due_shards),
             cipher=TokenCipher(
                 session.client("kms", endpoint_url=self.moto_url), self.settings.token_key_id
             ),
@@ -138,7 +139,7 @@ class FaultStack:
             obtained_at=now - refreshed_ago,
         )
         sealed = self.vault.seal(realm_id, tokens)
-        self.vault.store.create_connection(
+        self.vault.connections.create_connection(
             realm_id=realm_id,
             tenant_id="tenant-faults",
             environment="sandbox",
@@ -150,7 +151,7 @@ class FaultStack:
         return realm_id, body
 
     def connection(self, realm_id: str) -> Connection:
-        conn = self.vault.store.get_connection(realm_id, consistent=True)
+        conn = self.vault.connections.get_connection(realm_id, consistent=True)
         assert conn is not None
         return conn
 

@@ -42,9 +42,10 @@ from devstack import aws_calls, handlers
 from qbo_connect.config import load_settings
 from qbo_connect.events import EventPublisher
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
-from qbo_connect.store import Connection, Store
-from qbo_connect.vault.protocol import ACCESS_FIELD, REFRESH_FIELD, TokenVault
+from qbo_connect.store.connections import Connection
+from qbo_connect.vault.protocol import ACCESS_FIELD, REFRESH_FIELD
 from qbo_connect.vault.sealing import TokenCipher
+from tests.helpers.store import TableRepositories, vault_over
 from tests.reliability.motoserver import MotoServerProcess, start_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -303,7 +304,7 @@ class Harness:
         self.env = service_env(aws, sim)
         self.settings = load_settings(self.env)
         self.table = aws.resource("dynamodb").Table(aws.table_name)
-        self.store = Store(self.table, due_shards=self.settings.due_shards)
+        self.store = TableRepositories(self.table, due_shards=self.settings.due_shards)
         self.cipher = TokenCipher(aws.client("kms"), aws.key_id)
         self.intuit_client = IntuitClient(
             self.settings.intuit,
@@ -312,7 +313,7 @@ class Harness:
             backoff_base=0.01,
             backoff_max=0.05,
         )
-        self.vault = TokenVault(
+        self.vault = vault_over(
             settings=self.settings,
             store=self.store,
             cipher=self.cipher,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from qbo_connect.store import TOKEN_ATTRIBUTES
+from qbo_connect.store.table import TOKEN_ATTRIBUTES
 from tests.reliability.conftest import ACCOUNTING, Harness, new_realm, token_is_valid_at_intuit
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")

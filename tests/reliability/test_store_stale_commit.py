@@ -19,7 +19,7 @@ import pytest
 
 from qbo_connect.errors import LeaseHeld, LeaseLost
 from qbo_connect.intuit import TokenSet
-from qbo_connect.store import SealedTokens
+from qbo_connect.store.connections import SealedTokens
 from tests.reliability.conftest import Harness, token_is_valid_at_intuit
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")

@@ -54,7 +54,7 @@ def context(function_name: str) -> LambdaContext:
 def install_crash_point(step: str, marker: Path) -> None:
     """Wrap the production method of ``step`` so the process dies right after it returns."""
     from qbo_connect.intuit import IntuitClient
-    from qbo_connect.store import Store
+    from qbo_connect.store.connections import ConnectionRepository
 
     def die() -> None:
         marker.write_text(step)
@@ -71,11 +71,11 @@ def install_crash_point(step: str, marker: Path) -> None:
         setattr(owner, name, wrapped)
 
     if step == "after_lease":
-        after(Store, "acquire_lease")
+        after(ConnectionRepository, "acquire_lease")
     elif step == "after_intuit":
         after(IntuitClient, "refresh")
     elif step == "after_commit":
-        after(Store, "commit_refresh")
+        after(ConnectionRepository, "commit_refresh")
     else:
         raise SystemExit(f"unknown crash point {step!r}; one of {CRASH_POINTS}")
 

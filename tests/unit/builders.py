@@ -9,9 +9,10 @@ import boto3
 
 from qbo_connect.config import IntuitEndpoints, Settings, load_settings
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
-from qbo_connect.store import Connection, Store
+from qbo_connect.store.connections import Connection
 from qbo_connect.vault.protocol import TokenVault
 from qbo_connect.vault.sealing import TokenCipher
+from tests.helpers.store import TableRepositories, vault_over
 
 
 def sim_endpoints(sim: Any) -> IntuitEndpoints:
@@ -54,7 +55,7 @@ class RecordingEvents:
 
 
 def make_vault(settings: Settings, **kwargs: Any) -> TokenVault:
-    store = Store(boto3.resource("dynamodb").Table(settings.table_name))
+    store = TableRepositories(boto3.resource("dynamodb").Table(settings.table_name))
     cipher = TokenCipher(boto3.client("kms"), settings.token_key_id)
     client = IntuitClient(
         settings.intuit,
@@ -64,7 +65,7 @@ def make_vault(settings: Settings, **kwargs: Any) -> TokenVault:
         backoff_base=settings.intuit_backoff_base_seconds,
         backoff_max=settings.intuit_backoff_max_seconds,
     )
-    return TokenVault(
+    return vault_over(
         settings=settings,
         store=store,
         cipher=cipher,
@@ -93,7 +94,7 @@ def connect(
         obtained_at=now,
     )
     sealed = vault.seal(realm_id, tokens)
-    conn = vault.store.create_connection(
+    conn = vault.connections.create_connection(
         realm_id=realm_id,
         tenant_id=tenant_id,
         environment="sandbox",

@@ -20,11 +20,11 @@ import requests
 from qbo_connect.connect import pages
 from qbo_connect.connect.base import OPEN_MODE_TENANT
 from qbo_connect.connect.copy_table import COPY
-from qbo_connect.connect.flow import ConnectFlow
 from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.connect.request import COOKIE_NAME, ParameterError, Request, read_params
 from qbo_connect.connect.return_url import return_url_allowed, sign, with_result
 from qbo_connect.errors import ConfigurationError, InvalidRequest
+from tests.helpers.store import connect_flow
 from tests.unit.builders import RecordingEvents, make_settings, make_vault
 
 BASE = "https://connect.example.test"
@@ -62,7 +62,7 @@ class Harness:
         self.events = RecordingEvents()
         self.vault = make_vault(self.settings, events=self.events)
         self.clock = Clock()
-        self.flow = ConnectFlow(self.vault, clock=self.clock, return_key=lambda: RETURN_KEY)
+        self.flow = connect_flow(self.vault, clock=self.clock, return_key=lambda: RETURN_KEY)
         self.table = boto3.resource("dynamodb").Table(aws["table_name"])
 
     def scan(self) -> list[dict[str, Any]]:
@@ -384,7 +384,7 @@ def test_open_mode_connects_the_default_tenant_without_a_link(aws, sim):
     assert "." not in cookie.split("=", 1)[1]
     result = h.callback(h.authorize(location), cookie)
     assert result.status == 200
-    assert h.vault.store.get_connection(REALM).tenant_id == OPEN_MODE_TENANT
+    assert h.vault.connections.get_connection(REALM).tenant_id == OPEN_MODE_TENANT
 
 
 # ----- GET /callback: success -------------------------------------------------------------------
@@ -401,7 +401,7 @@ def test_happy_path_stores_encrypted_tokens_and_shows_success(h):
     (cleared,) = result.cookies
     assert cleared.name == COOKIE_NAME and "Max-Age=0" in str(cleared)
     # and the connection is stored with tenant, realm, scopes, expiries and company name
-    conn = h.vault.store.get_connection(REALM)
+    conn = h.vault.connections.get_connection(REALM)
     assert conn.tenant_id == "tenant-a"
     assert conn.environment == "sandbox"
     assert set(conn.scopes) == set(h.settings.scopes)
@@ -450,10 +450,10 @@ def test_return_url_gets_the_realm_and_status(h):
 
 def test_reconnect_by_the_same_tenant_updates_in_place(h):
     assert h.connect().status == 200
-    before = h.vault.store.get_connection(REALM)
+    before = h.vault.connections.get_connection(REALM)
     result = h.connect(scopes=["com.intuit.quickbooks.payment"])
     assert result.status == 200 and "is reconnected" in result.body
-    after = h.vault.store.get_connection(REALM)
+    after = h.vault.connections.get_connection(REALM)
     assert after.version == before.version + 1
     assert after.connected_at == before.connected_at
     assert after.refresh_token_enc != before.refresh_token_enc
@@ -469,7 +469,7 @@ def test_realm_of_another_tenant_is_refused_and_nothing_changes(h):
     result = h.callback(h.authorize(location), cookie)
     assert result.status == 403
     assert "connected to another account" in result.body
-    conn = h.vault.store.get_connection(REALM)
+    conn = h.vault.connections.get_connection(REALM)
     assert conn.tenant_id == "tenant-a" and conn.version == 1
     assert [i for i in h.scan() if i["sk"] == "CONNECTION"] == [
         i for i in before if i["sk"] == "CONNECTION"
@@ -485,14 +485,14 @@ def test_realm_of_another_tenant_is_refused_and_nothing_changes(h):
 def test_company_name_falls_back_to_userinfo(h):
     h.sim.set_faults(status_5xx=5, endpoints=["companyinfo"])
     assert h.connect().status == 200
-    assert h.vault.store.get_connection(REALM).company_name == "Sim User"
+    assert h.vault.connections.get_connection(REALM).company_name == "Sim User"
 
 
 def test_company_name_failures_never_lose_the_tokens(h):
     h.sim.set_faults(status_5xx=5, endpoints=["companyinfo", "userinfo"])
     result = h.connect()
     assert result.status == 200 and "(ID 9130357766042906)" in result.body
-    assert h.vault.store.get_connection(REALM).company_name is None
+    assert h.vault.connections.get_connection(REALM).company_name is None
 
 
 def test_company_name_is_escaped(h):
@@ -554,7 +554,7 @@ def test_expired_state_is_410(h):
     result = h.callback(query, cookie)
     assert (result.status, result.outcome) == (410, "state_expired")
     assert intuit_calls(h.sim) == 0
-    assert h.vault.store.get_connection(REALM) is None
+    assert h.vault.connections.get_connection(REALM) is None
 
 
 @pytest.mark.parametrize(
@@ -573,7 +573,7 @@ def test_missing_or_wrong_cookie_is_403_and_does_not_burn_the_state(h, cookie):
     assert result.status == 403
     assert "cannot be verified" in result.body
     assert intuit_calls(h.sim) == 0
-    assert h.vault.store.get_connection(REALM) is None
+    assert h.vault.connections.get_connection(REALM) is None
     # The right browser can still finish: the refused request did not consume the state.
     assert h.callback(query, good).status == 200
 
@@ -602,8 +602,8 @@ def test_realm_must_match_the_id_token_else_the_tokens_are_revoked(h):
     result = h.callback(query, cookie)
     assert (result.status, result.outcome) == (403, "realm_not_proven")
     assert "Nothing was saved" in result.body
-    assert h.vault.store.get_connection("123") is None
-    assert h.vault.store.get_connection(REALM) is None
+    assert h.vault.connections.get_connection("123") is None
+    assert h.vault.connections.get_connection(REALM) is None
     assert [g["revoked"] for g in h.sim.grants()] == [True]
 
 
@@ -628,7 +628,7 @@ def test_intuit_errors_give_a_friendly_page_with_try_again(h, error, status, tex
     assert f'href="connect?session={session}"' in result.body
     assert "Try again" in result.body
     assert intuit_calls(h.sim) == 0
-    assert h.vault.store.get_connection(REALM) is None
+    assert h.vault.connections.get_connection(REALM) is None
     # The state is spent; trying again works.
     assert h.callback(f"error={error}&state={state}", cookie).status == 410
     assert h.get(f"session={session}").status == 200
@@ -648,7 +648,7 @@ def test_exchange_invalid_grant_is_502(h):
     h.sim.set_faults(invalid_grant=1, endpoints=["token.authorization_code"])
     result = h.connect()
     assert (result.status, result.outcome) == (502, "exchange_refused")
-    assert h.vault.store.get_connection(REALM) is None
+    assert h.vault.connections.get_connection(REALM) is None
 
 
 def test_nothing_secret_is_logged(h, caplog, capsys):

@@ -7,9 +7,9 @@ import time
 import boto3
 import pytest
 
-from qbo_connect.store import Store
 from qbo_connect.vault import health
 from qbo_connect.vault.history import History
+from tests.helpers.store import TableRepositories
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -72,13 +72,13 @@ def test_health_fields_say_what_failed_when_and_the_intuit_tid():
 
 
 @pytest.fixture
-def store(aws) -> Store:
-    return Store(boto3.resource("dynamodb").Table(aws["table_name"]))
+def store(aws) -> TableRepositories:
+    return TableRepositories(boto3.resource("dynamodb").Table(aws["table_name"]))
 
 
 def test_history_keeps_the_newest_first_and_reads_only_n(store):
     clock = iter(NOW + i for i in range(100))
-    history = History(store, clock=lambda: next(clock))
+    history = History(store.history, clock=lambda: next(clock))
     for i in range(30):
         history.record("123", source="sweep", outcome="refreshed", version=i + 1)
     history.record("123", source="get_token", outcome="invalid_grant", intuit_tid="1-tid")
@@ -98,9 +98,11 @@ def test_history_keeps_the_newest_first_and_reads_only_n(store):
 
 
 def test_history_items_expire_and_stay_out_of_the_indexes(store, aws):
-    history = History(store, clock=lambda: time.time() - 40 * DAY, retention_days=30)
+    history = History(store.history, clock=lambda: time.time() - 40 * DAY, retention_days=30)
     history.record("123", source="operator", outcome="disconnected")
-    assert History(store).entries("123") == []  # past its TTL: gone, even before DynamoDB acts
+    assert (
+        History(store.history).entries("123") == []
+    )  # past its TTL: gone, even before DynamoDB acts
     item = boto3.client("dynamodb").scan(TableName=aws["table_name"])["Items"][0]
     assert item["sk"]["S"].startswith("HISTORY#")
     assert not {"tenant_id", "due_shard", "realm_id"} & set(item)

@@ -10,7 +10,11 @@ import pytest
 from qbo_connect.errors import AlreadyConsumed, AlreadyExists, LeaseHeld, LeaseLost, NotFound
 from qbo_connect.events import NEEDS_REAUTHORIZATION as NEEDS_REAUTH
 from qbo_connect.events import PendingEvent
-from qbo_connect.store import SealedTokens, ShardMark, Store, due_shard_for
+from qbo_connect.store.connections import SealedTokens
+from qbo_connect.store.single_use import SingleUseRepository
+from qbo_connect.store.sweep_state import ShardMark
+from qbo_connect.store.table import due_shard_for
+from tests.helpers.store import TableRepositories
 
 
 def sealed(tag: bytes) -> SealedTokens:
@@ -24,11 +28,11 @@ def sealed(tag: bytes) -> SealedTokens:
 
 
 @pytest.fixture
-def store(aws) -> Store:
-    return Store(boto3.resource("dynamodb").Table(aws["table_name"]))
+def store(aws) -> TableRepositories:
+    return TableRepositories(boto3.resource("dynamodb").Table(aws["table_name"]))
 
 
-def create(store: Store, realm: str = "123", tenant: str = "t1"):
+def create(store: TableRepositories, realm: str = "123", tenant: str = "t1"):
     return store.create_connection(
         realm_id=realm,
         tenant_id=tenant,
@@ -264,7 +268,7 @@ def test_single_use_items_are_consumed_exactly_once_and_expire(store):
     with pytest.raises(AlreadyConsumed):  # expired: TTL is lazy, the condition is not
         store.consume_single_use("STATE", "old", now=now)
     raw = store.table.get_item(
-        Key={"pk": f"STATE#{Store.hash_secret('secret-value')}", "sk": "STATE"}
+        Key={"pk": f"STATE#{SingleUseRepository.hash_secret('secret-value')}", "sk": "STATE"}
     )["Item"]
     assert "secret-value" not in str(raw)
 

@@ -22,7 +22,8 @@ from botocore.exceptions import ClientError
 
 from qbo_connect.config import Settings
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
-from qbo_connect.store import Connection, connection_key, due_shard_for
+from qbo_connect.store.connections import Connection
+from qbo_connect.store.table import connection_key, due_shard_for
 from qbo_connect.sweep.sweeper import (
     DEFAULT_REQUEUE_SECONDS,
     DEFAULT_STALE_FORCE_SECONDS,
@@ -34,6 +35,7 @@ from qbo_connect.vault import due as due_policy
 from qbo_connect.vault.history import History
 from qbo_connect.vault.observer import refresh_observer
 from qbo_connect.vault.protocol import TokenVault
+from tests.helpers.store import TableRepositories
 from tests.reliability.conftest import token_is_valid_at_intuit
 from tests.unit.builders import RecordingEvents, make_settings, make_vault
 
@@ -102,7 +104,7 @@ def seed(
         last_used_at=used_at,
         refresh_hard_expires_at=sealed.refresh_hard_expires_at,
     )
-    vault.store.create_connection(
+    vault.connections.create_connection(
         realm_id=realm_id,
         tenant_id=tenant_id,
         environment="sandbox",
@@ -112,10 +114,10 @@ def seed(
         due_at=due_at,
     )
     if used_at is not None:
-        vault.store.touch_last_used(
+        vault.connections.touch_last_used(
             realm_id, now=used_at, min_interval=0, due_at=due_at, seen_version=1
         )
-    conn = vault.store.get_connection(realm_id)
+    conn = vault.connections.get_connection(realm_id)
     assert conn is not None
     return conn
 
@@ -128,7 +130,9 @@ class Harness:
         self.events = RecordingEvents()
         self.settings = make_settings(aws, sim, **settings)
         self.vault = make_vault(self.settings, events=self.events, observer=refresh_observer())
-        self.store = self.vault.store
+        self.store = TableRepositories(
+            self.vault.connections.table, due_shards=self.settings.due_shards
+        )
         self.sqs = boto3.client("sqs")
         self.queue_url = self.sqs.create_queue(
             QueueName=f"refresh-{uuid.uuid4().hex[:8]}", Attributes={"VisibilityTimeout": "60"}
@@ -143,12 +147,13 @@ class Harness:
             "before-call.dynamodb.*",
             lambda model, **_: self.dynamodb_ops.append(model.name),
         )
-        self.worker = RefreshWorker(vault=self.vault, metrics=metrics)
+        self.worker = RefreshWorker(vault=self.vault, settings=self.settings, metrics=metrics)
 
     def sweeper(self, **kwargs: Any) -> Sweeper:
         kwargs.setdefault("sqs", self.sqs)
         return Sweeper(
-            store=self.store,
+            connections=self.store.connections,
+            sweep_state=self.store.sweep_state,
             queue_url=self.queue_url,
             shards=self.settings.due_shards,
             metrics=kwargs.pop("metrics", lambda: metrics),
@@ -416,7 +421,7 @@ class AtomicTable:
 
 def test_a_concurrent_run_stands_aside_and_nothing_is_enqueued_twice(h):
     connections = [seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR) for _ in range(30)]
-    h.store.table = AtomicTable(h.store.table)
+    h.store = TableRepositories(AtomicTable(h.store.table), due_shards=h.settings.due_shards)
     # Given a run that is still sending when a second one starts (a schedule event delivered
     # twice, or a run that outlived the interval)
     sending = threading.Event()
@@ -584,7 +589,7 @@ def test_a_shard_whose_query_failed_keeps_its_state_and_the_next_run_reads_it(h)
         seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR, realm_id=realm_id)
         for realm_id in realms_in_one_shard(6, "DUE#04")
     ]
-    real_query = h.store.query_due_after
+    real_query = h.store.connections.query_due_after
     failures = {"left": 1}
 
     def query(shard: str, **kwargs: Any) -> Any:
@@ -596,7 +601,7 @@ def test_a_shard_whose_query_failed_keeps_its_state_and_the_next_run_reads_it(h)
             )
         return real_query(shard, **kwargs)
 
-    h.store.query_due_after = query  # type: ignore[method-assign]
+    h.store.connections.query_due_after = query  # type: ignore[method-assign]
     # (a minute after they became due: a watermark moved to "now" would leave them behind)
     clock = Clock(time.time() + 60)
     first = h.sweep(clock=clock)
@@ -658,7 +663,7 @@ def test_duplicate_and_stale_messages_are_acknowledged_without_calling_intuit(h)
     assert h.worker.process(body) == "refreshed"
     assert h.worker.process(body) == "skipped_not_due"
     # a message for a connection that is gone, or was never stored
-    h.vault.store.disconnect(conn.realm_id, now=time.time())
+    h.vault.connections.disconnect(conn.realm_id, now=time.time())
     assert h.worker.process(body) == "skipped_gone"
     assert h.worker.process(json.dumps({"realm_id": "4242"})) == "skipped_gone"
     assert h.sim.counters()["token.refresh_token"] == 1
@@ -841,7 +846,7 @@ def test_sweep_and_worker_metrics_are_emitted(h, capsys):
 def test_a_sweep_refresh_costs_two_writes_and_no_read(h):
     """The worker's whole DynamoDB cost for a routine refresh: the lease write (which checks the
     connection is due and returns it) and the commit (which also carries the history run)."""
-    h.vault.history = History(h.store)
+    h.vault.history = History(h.store.history)
     conns = [seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR) for _ in range(3)]
     h.sweep()
     messages = h.receive_all()
@@ -910,7 +915,7 @@ def test_an_idle_keep_alive_stores_no_access_token_and_a_reader_refreshes_inline
 
 
 def test_routine_refreshes_are_one_history_row_until_a_failure_ends_the_run(h):
-    h.vault.history = History(h.store)
+    h.vault.history = History(h.store.history)
     conn = seed(h.vault, h.sim, refreshed_ago=KEEP_ALIVE + HOUR)
     # When the sweep refreshes it three times (made due again in between)
     for _ in range(3):

@@ -23,9 +23,9 @@ from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.connect.request import Request
 from qbo_connect.connect.return_url import return_url_allowed
 from qbo_connect.errors import NotConnected
-from qbo_connect.operations.connections import ConnectionsService
 from qbo_connect.vault.protocol import REFRESH_FIELD
 from qbo_connect.vault.sealing import DecryptionError
+from tests.helpers.store import connections_service
 from tests.unit.builders import connect
 from tests.unit.test_connect_flow import RETURN_KEY, Harness, q
 
@@ -120,7 +120,7 @@ def test_realm_id_must_be_digits_and_nothing_else(h, realm):
 
 
 def test_invoke_realm_ids_with_a_trailing_newline_are_refused(h):
-    service = ConnectionsService(h.vault)
+    service = connections_service(h.vault)
     for payload in ({"realm_id": "5151\n"}, {"realm_id": " 5151"}, {"realm_id": "5151\r\n"}):
         with pytest.raises(Exception, match="digits only"):
             service.get_connection(payload)
@@ -130,7 +130,7 @@ def test_invoke_realm_ids_with_a_trailing_newline_are_refused(h):
 
 
 def test_import_of_realm_a_token_as_realm_b_is_refused_revoked_and_stores_nothing(h):
-    service = ConnectionsService(h.vault)
+    service = connections_service(h.vault)
     foreign = h.sim.issue_tokens(client_id="test-client", realm_id=REALM_A)
     h.sim.reset_counters()
     result = _invoke(
@@ -147,7 +147,7 @@ def test_import_of_realm_a_token_as_realm_b_is_refused_revoked_and_stores_nothin
 
 
 def test_import_as_the_right_realm_works(h):
-    service = ConnectionsService(h.vault)
+    service = connections_service(h.vault)
     foreign = h.sim.issue_tokens(client_id="test-client", realm_id=REALM_A)
     result = service.import_connection(
         {"realm_id": REALM_A, "tenant_id": "tenant-a", "refresh_token": foreign["refresh_token"]}
@@ -159,7 +159,7 @@ def test_import_as_the_right_realm_works(h):
 
 
 def test_import_fails_closed_when_companyinfo_is_unavailable(h):
-    service = ConnectionsService(h.vault)
+    service = connections_service(h.vault)
     foreign = h.sim.issue_tokens(client_id="test-client", realm_id=REALM_A)
     h.sim.set_faults(status_5xx=1, endpoints=["companyinfo"])
     result = _invoke(
@@ -172,7 +172,7 @@ def test_import_fails_closed_when_companyinfo_is_unavailable(h):
 
 
 def test_import_dry_run_stores_nothing_and_calls_nothing_at_intuit(h):
-    service = ConnectionsService(h.vault)
+    service = connections_service(h.vault)
     connect(h.vault, h.sim, realm_id=REALM_A, tenant_id="tenant-owner")
     foreign = h.sim.issue_tokens(client_id="test-client", realm_id=REALM_B)
     h.sim.reset_counters()
@@ -298,7 +298,7 @@ def test_get_token_with_another_tenants_id_answers_not_connected(h):
 
 
 def test_every_realm_action_applies_the_tenant_guard(h):
-    service = ConnectionsService(h.vault)
+    service = connections_service(h.vault)
     connect(h.vault, h.sim, realm_id=REALM_A, tenant_id="tenant-a")
     h.sim.reset_counters()
     before = h.scan()
@@ -316,8 +316,8 @@ def test_every_realm_action_applies_the_tenant_guard(h):
 def test_disconnect_never_disconnects_a_connection_that_changed_hands(h):
     connect(h.vault, h.sim, realm_id=REALM_A, tenant_id="tenant-b")
     with pytest.raises(Exception, match="condition failed"):
-        h.vault.store.disconnect(REALM_A, now=time.time(), tenant_id="tenant-a")
-    assert h.vault.store.get_connection(REALM_A).status == "active"
+        h.vault.connections.disconnect(REALM_A, now=time.time(), tenant_id="tenant-a")
+    assert h.vault.connections.get_connection(REALM_A).status == "active"
 
 
 def readme_snippet() -> str:

@@ -48,7 +48,7 @@ def test_expired_access_token_is_refreshed_once_and_rotation_is_stored(aws, stri
     _, body = connect(vault, strict_sim, access_expires_in=10)
     token = vault.get_token(REALM, 300)
     assert token.access_token != body["access_token"]
-    conn = vault.store.get_connection(REALM)
+    conn = vault.connections.get_connection(REALM)
     assert conn.version == 2
     assert conn.previous_refresh_token_enc is None  # the superseded token is not kept
     # and the rotated refresh token works (strict mode: the old one would not)
@@ -85,11 +85,11 @@ def test_concurrent_readers_cause_exactly_one_refresh(aws, strict_sim):
 def test_transient_failures_leave_tokens_untouched(aws, strict_sim):
     vault = make_vault(make_settings(aws, strict_sim))
     connect(vault, strict_sim, access_expires_in=0)
-    before = vault.store.get_connection(REALM)
+    before = vault.connections.get_connection(REALM)
     strict_sim.set_faults(status_5xx=10)
     with pytest.raises(RefreshUnavailable):
         vault.get_token(REALM, 300)
-    after = vault.store.get_connection(REALM)
+    after = vault.connections.get_connection(REALM)
     assert (after.version, after.refresh_token_enc) == (before.version, before.refresh_token_enc)
     assert after.status == "active" and after.lease_owner is None
     strict_sim.clear_faults()
@@ -106,12 +106,12 @@ def test_invalid_grant_burst_during_an_outage_does_not_kill_the_connection(aws, 
     for _ in range(5):
         with pytest.raises(RefreshUnavailable):
             vault.get_token(REALM, 300)
-    conn = vault.store.get_connection(REALM)
+    conn = vault.connections.get_connection(REALM)
     assert conn.status == "active" and conn.invalid_grant_count == 5
     assert events.of("connection.needs_reauthorization") == []
     strict_sim.clear_faults()
     vault.get_token(REALM, 300)
-    assert vault.store.get_connection(REALM).invalid_grant_count == 0
+    assert vault.connections.get_connection(REALM).invalid_grant_count == 0
 
 
 def test_revoked_token_ends_in_needs_reauthorization_with_one_event(aws, strict_sim):
@@ -131,7 +131,7 @@ def test_revoked_token_ends_in_needs_reauthorization_with_one_event(aws, strict_
     with pytest.raises(NeedsReauthorization):
         vault.get_token(REALM, 300)
     assert len(events.of("connection.needs_reauthorization")) == 1
-    conn = vault.store.get_connection(REALM)
+    conn = vault.connections.get_connection(REALM)
     assert conn.status == "needs_reauthorization"
     assert conn.refresh_token_enc is not None  # kept for forensics; never used again
 
@@ -140,7 +140,7 @@ def test_refresh_token_past_its_expiry_is_dead_at_once(aws, strict_sim):
     events = RecordingEvents()
     vault = make_vault(make_settings(aws, strict_sim), events=events)
     connect(vault, strict_sim, access_expires_in=0)
-    vault.store.table.update_item(
+    vault.connections.table.update_item(
         Key={"pk": f"REALM#{REALM}", "sk": "CONNECTION"},
         UpdateExpression="SET refresh_expires_at = :t",
         ExpressionAttributeValues={":t": int(time.time()) - 1},
@@ -160,7 +160,7 @@ def test_wrong_client_credentials_are_a_configuration_error(aws, strict_sim):
     vault.intuit_client = lambda: bad
     with pytest.raises(ConfigurationError):
         vault.get_token(REALM, 300)
-    assert vault.store.get_connection(REALM).status == "active"
+    assert vault.connections.get_connection(REALM).status == "active"
 
 
 def test_unknown_realm_and_bad_input(aws, strict_sim):
@@ -190,7 +190,7 @@ def test_waiters_do_not_retry_intuit_after_the_leader_failed(aws, strict_sim):
     leader = threading.Thread(target=read)
     leader.start()
     deadline = time.time() + 5
-    while not vault.store.get_connection(REALM).lease_owner:
+    while not vault.connections.get_connection(REALM).lease_owner:
         assert time.time() < deadline, "the leader never took the lease"
         time.sleep(0.01)
     followers = [threading.Thread(target=read) for _ in range(9)]
@@ -270,7 +270,7 @@ def test_kms_throttled_under_the_lease_releases_it_and_the_next_caller_refreshes
         vault.get_token(REALM, 300)
     # Then the lease is released (not leaked for the whole lease), the tokens are untouched,
     # the failure is recorded, and the connection is due again after a short backoff
-    conn = vault.store.get_connection(REALM)
+    conn = vault.connections.get_connection(REALM)
     assert (conn.lease_owner, conn.version, conn.last_error) == (
         None,
         1,
@@ -288,7 +288,7 @@ def test_undecryptable_tokens_are_flagged_once_with_an_event(aws, strict_sim):
     vault = make_vault(make_settings(aws, strict_sim), events=events)
     conn, _ = connect(vault, strict_sim, access_expires_in=0)
     damaged = conn.refresh_token_enc[:-1] + bytes([conn.refresh_token_enc[-1] ^ 1])
-    vault.store.table.update_item(
+    vault.connections.table.update_item(
         Key={"pk": f"REALM#{REALM}", "sk": "CONNECTION"},
         UpdateExpression="SET refresh_token_enc = :b",
         ExpressionAttributeValues={":b": damaged},
@@ -300,7 +300,7 @@ def test_undecryptable_tokens_are_flagged_once_with_an_event(aws, strict_sim):
             vault.get_token(REALM, 300)
         assert info.value.details["reason"] == "tokens_undecryptable"
     # Then it was flagged once, with one event, no lease left, out of the sweep's index
-    conn = vault.store.get_connection(REALM)
+    conn = vault.connections.get_connection(REALM)
     assert (conn.status, conn.reauth_reason, conn.lease_owner, conn.due_at) == (
         "needs_reauthorization",
         "tokens_undecryptable",
@@ -338,11 +338,11 @@ def test_a_commit_failing_transiently_is_retried_within_the_lease(aws, strict_si
     # Given DynamoDB refuses the commit twice (each after boto3's own retries), no grace
     vault = make_vault(make_settings(aws, strict_sim), sleep=lambda s: None)
     connect(vault, strict_sim, access_expires_in=0)
-    vault.store.table = FlakyTable(vault.store.table, "committed_by", times=2)
+    vault.connections.table = FlakyTable(vault.connections.table, "committed_by", times=2)
     strict_sim.reset_counters()
     # When a caller asks / Then the rotation Intuit made is stored, not thrown away
     token = vault.get_token(REALM, 300)
-    conn = vault.store.get_connection(REALM)
+    conn = vault.connections.get_connection(REALM)
     assert (conn.version, conn.lease_owner) == (2, None)
     assert strict_sim.counters()["token.refresh_token"] == 1
     # and the stored refresh token is Intuit's current one (strict mode)
@@ -363,25 +363,25 @@ def test_a_holder_whose_lease_lapsed_unchallenged_keeps_its_tokens(aws, strict_s
             def refresh(self, token):
                 tokens = client.refresh(token)
                 # the lease lapses: someone else's acquire would succeed now
-                vault.store.table.update_item(
+                vault.connections.table.update_item(
                     Key={"pk": f"REALM#{REALM}", "sk": "CONNECTION"},
                     UpdateExpression="SET lease_until = :t",
                     ExpressionAttributeValues={":t": 0},
                 )
-                vault.store.release_lease(REALM, owner=vault_owner(), now=time.time())
+                vault.connections.release_lease(REALM, owner=vault_owner(), now=time.time())
                 return tokens
 
         return Late()
 
     def vault_owner():
-        return vault.store.get_connection(REALM).lease_owner
+        return vault.connections.get_connection(REALM).lease_owner
 
     vault.intuit_client = slow_refresh
     strict_sim.reset_counters()
     # When its commit meets LeaseLost with the version unchanged
     token = vault.get_token(REALM, 300)
     # Then the new tokens are committed late, not thrown away: one rotation, and it works
-    conn = vault.store.get_connection(REALM)
+    conn = vault.connections.get_connection(REALM)
     assert conn.version == 2
     assert strict_sim.counters()["token.refresh_token"] == 1
     vault.intuit_client = original
@@ -401,7 +401,7 @@ def test_a_missing_client_secret_under_the_lease_releases_it(aws, strict_sim):
     # When a caller asks / Then it learns the configuration is wrong and the lease is free
     with pytest.raises(ConfigurationError):
         vault.get_token(REALM, 300)
-    conn = vault.store.get_connection(REALM)
+    conn = vault.connections.get_connection(REALM)
     assert (conn.lease_owner, conn.version, conn.last_error) == (
         None,
         1,

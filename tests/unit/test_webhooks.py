@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devstack.intuit_webhooks import cloudevents_body, legacy_body
-from qbo_connect.store import SealedTokens, Store
+from qbo_connect.store.connections import ConnectionRepository, SealedTokens
 from qbo_connect.store.webhook_ledger import Ledger
 from qbo_connect.webhooks import gateway
 from qbo_connect.webhooks.payload import MalformedPayload, legacy_event_id, parse
@@ -27,6 +27,7 @@ from qbo_connect.webhooks.signature import (
     signature_matches,
     token_from_secret,
 )
+from tests.helpers.store import TableRepositories
 from tests.helpers.webhooks import change as entity
 
 # ----------------------------------------------------------------------------- payload shapes
@@ -250,7 +251,7 @@ class FlakyEvents:
 
 def seed(table: Any, realm: str, tenant: str) -> None:
     now = time.time()
-    Store(table).create_connection(
+    TableRepositories(table).create_connection(
         realm_id=realm,
         tenant_id=tenant,
         environment="sandbox",
@@ -269,7 +270,7 @@ def test_processor_publishes_per_tenant_drops_unknown_realms_and_skips_duplicate
     seed(table, "100", "tenant-x")
     events = FlakyEvents()
     processor = WebhookProcessor(
-        store=Store(table),
+        connections=ConnectionRepository(table),
         ledger=Ledger(table, ttl_seconds=3600, claim_seconds=60),
         events_client=events,
         bus_name="default",
@@ -295,7 +296,7 @@ def test_a_refused_event_fails_the_message_and_only_it_goes_out_again(table):
     events = FlakyEvents()
     events.refuse = {"2"}
     processor = WebhookProcessor(
-        store=Store(table),
+        connections=ConnectionRepository(table),
         ledger=Ledger(table, ttl_seconds=3600, claim_seconds=60),
         events_client=events,
         bus_name="default",
@@ -320,7 +321,7 @@ def test_a_refused_event_fails_the_message_and_only_it_goes_out_again(table):
 
 def test_backoff_doubles_and_is_capped():
     processor = WebhookProcessor(
-        store=None,  # type: ignore[arg-type]
+        connections=None,  # type: ignore[arg-type]
         ledger=None,  # type: ignore[arg-type]
         events_client=None,
         bus_name="default",

@@ -148,7 +148,7 @@ class AuthorizeSteps(LinkSteps, FlowBase):
         if return_url:
             attributes["return_url"] = return_url
         ttl = self.settings.state_ttl_seconds
-        self.store.put_single_use(STATE, state, attributes, expires_at=now + ttl)
+        self.single_use.put_single_use(STATE, state, attributes, expires_at=now + ttl)
         cookie_value = f"{nonce}.{session}" if session else nonce
         logger.info("redirecting to Intuit", extra={"tenant_id": tenant_id, "scopes": scopes})
         ending = Ending(

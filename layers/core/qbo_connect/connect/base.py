@@ -20,9 +20,9 @@ from qbo_connect.connect.request import Request
 from qbo_connect.connect.results import Ending, present
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.intuit import IntuitClient
-from qbo_connect.store import Store
+from qbo_connect.store.single_use import SingleUseRepository
 from qbo_connect.vault.adoption import GrantAdopter
-from qbo_connect.vault.protocol import TokenVault
+from qbo_connect.vault.history import History
 
 logger = Logger(child=True)
 
@@ -33,9 +33,9 @@ OPEN_MODE_TENANT = "default"
 
 
 class FlowBase:
-    vault: TokenVault
     settings: Settings
-    store: Store
+    single_use: SingleUseRepository
+    history: History
     adopter: GrantAdopter
     branding: Branding
     _intuit: Callable[[], IntuitClient]

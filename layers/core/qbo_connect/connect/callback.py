@@ -67,7 +67,7 @@ from qbo_connect.errors import (
 )
 from qbo_connect.intuit import IntuitClient, TokenSet
 from qbo_connect.vault.adoption import Adoption
-from qbo_connect.vault.history import CALLBACK, History
+from qbo_connect.vault.history import CALLBACK
 
 CALLBACK_PARAMS = {"code": 512, "state": 512, "realmId": 32, "error": 64, "error_description": 2048}
 REALM_SCOPES = frozenset({"com.intuit.quickbooks.accounting", "com.intuit.quickbooks.payment"})
@@ -130,7 +130,7 @@ class CallbackSteps(LinkSteps, FlowBase):
         link_token = self._check_cookie(request, record)
         return_url = self._return_url_of(record)
         try:
-            self.store.consume_single_use(STATE, state, now=now)
+            self.single_use.consume_single_use(STATE, state, now=now)
         except AlreadyConsumed:
             raise Refusal(Ending(Outcome.STATE_USED, return_url=return_url)) from None
         tenant_id = str(record["tenant_id"])
@@ -142,7 +142,7 @@ class CallbackSteps(LinkSteps, FlowBase):
         if REALM_SCOPES & set(scopes) and realm_id is None:
             raise ctx.refuse(Outcome.REALM_MISSING)
         if link_token is not None:
-            link = self.store.peek_single_use(LINK, link_token)
+            link = self.single_use.peek_single_use(LINK, link_token)
             if link is not None and link.get("used_at"):
                 raise ctx.refuse(Outcome.LINK_USED)
 
@@ -160,7 +160,7 @@ class CallbackSteps(LinkSteps, FlowBase):
             "connection stored",
             extra={"realm_id": realm_id, "tenant_id": tenant_id, "outcome": outcome.value},
         )
-        history = self.vault.history or History(self.store, clock=self._clock)
+        history = self.history
         history.record(
             realm_id,
             source=CALLBACK,
@@ -203,7 +203,7 @@ class CallbackSteps(LinkSteps, FlowBase):
                 # Spent before anything is stored: of two callbacks racing on one link, exactly
                 # one gets past this conditional write, so one link makes at most one connection.
                 try:
-                    self.store.consume_single_use(LINK, link_token, now=self._clock())
+                    self.single_use.consume_single_use(LINK, link_token, now=self._clock())
                 except AlreadyConsumed:
                     raise ctx.refuse(Outcome.LINK_USED) from None
             if company_name is None:

@@ -38,6 +38,7 @@ from aws_lambda_powertools import Logger
 
 from qbo_connect import events as lifecycle
 from qbo_connect import validation
+from qbo_connect.config import Settings
 from qbo_connect.errors import (
     ConfigurationError,
     IntuitError,
@@ -46,9 +47,12 @@ from qbo_connect.errors import (
     RefreshUnavailable,
 )
 from qbo_connect.intuit import IntuitClient
-from qbo_connect.store import REFRESH_RUN, STATUS_DISCONNECTED, Connection
+from qbo_connect.store.connections import Connection, ConnectionRepository
+from qbo_connect.store.rate_slots import RateSlots
+from qbo_connect.store.table import REFRESH_RUN, STATUS_DISCONNECTED
 from qbo_connect.vault.history import DISCONNECT_URL, History
 from qbo_connect.vault.protocol import ACCESS_FIELD, TokenVault
+from qbo_connect.vault.sealing import TokenCipher
 
 logger = Logger(child=True)
 
@@ -67,10 +71,25 @@ def source_key(source_ip: str) -> str:
 class DisconnectHints:
     """Verifies a Disconnect URL hint for one realm and acts only on Intuit's confirmation."""
 
-    def __init__(self, vault: TokenVault, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        vault: TokenVault,
+        *,
+        connections: ConnectionRepository,
+        rate_slots: RateSlots,
+        settings: Settings,
+        cipher: TokenCipher,
+        intuit: Callable[[], IntuitClient],
+        history: History,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.vault = vault
-        self.store = vault.store
-        self.settings = vault.settings
+        self.connections = connections
+        self.rate_slots = rate_slots
+        self.settings = settings
+        self.cipher = cipher
+        self.intuit = intuit
+        self.history = history
         self._clock = clock
 
     def handle(self, realm_id: str | None, source_ip: str) -> str:
@@ -79,21 +98,21 @@ class DisconnectHints:
             return "invalid_realm"
         now = self._clock()
         settings = self.settings
-        if not self.store.take_rate_slot(
+        if not self.rate_slots.take_rate_slot(
             f"DISCONNECT_HINT#SOURCE#{source_key(source_ip)}",
             now=now,
             window_seconds=settings.disconnect_hint_source_window_seconds,
             limit=settings.disconnect_hint_source_limit,
         ):
             return "source_rate_limited"
-        if not self.store.take_rate_slot(
+        if not self.rate_slots.take_rate_slot(
             f"DISCONNECT_HINT#REALM#{realm_id}",
             now=now,
             window_seconds=settings.disconnect_hint_realm_interval_seconds,
             limit=1,
         ):
             return "realm_rate_limited"
-        conn = self.store.get_connection(realm_id, consistent=True)
+        conn = self.connections.get_connection(realm_id, consistent=True)
         if conn is None or conn.status == STATUS_DISCONNECTED:
             return "not_connected"
         probe = self._probe(conn, now)
@@ -106,7 +125,7 @@ class DisconnectHints:
             return "not_connected"
         except (RefreshUnavailable, NeedsReauthorization):
             pass
-        latest = self.store.get_connection(realm_id, consistent=True)
+        latest = self.connections.get_connection(realm_id, consistent=True)
         if latest is None or latest.status == STATUS_DISCONNECTED:
             return "not_connected"
         refused = latest.last_error == "invalid_grant" or latest.status != conn.status
@@ -127,10 +146,10 @@ class DisconnectHints:
         ):
             return UNKNOWN
         try:
-            token = self.vault.cipher.open(
+            token = self.cipher.open(
                 conn.realm_id, conn.data_key, ACCESS_FIELD, conn.access_token_enc
             )
-            client = self.vault.intuit_client()
+            client = self.intuit()
         except ConfigurationError:
             raise
         except Exception as exc:
@@ -166,7 +185,7 @@ class DisconnectHints:
             {"realm_id": conn.realm_id, "tenant_id": conn.tenant_id, "reason": REASON},
             now=now,
         )
-        before = self.store.mark_disconnected_by_intuit(
+        before = self.connections.mark_disconnected_by_intuit(
             conn.realm_id,
             seen_version=conn.version,
             reason=REASON,
@@ -184,11 +203,10 @@ class DisconnectHints:
             "connection disconnected in QuickBooks (confirmed by Intuit)",
             extra={"realm_id": conn.realm_id, "tenant_id": before.tenant_id},
         )
-        after = self.store.get_connection(conn.realm_id, consistent=True)
+        after = self.connections.get_connection(conn.realm_id, consistent=True)
         if after is not None:
             self.vault.flush_events(after)
-        history = self.vault.history or History(self.store, clock=self._clock)
-        history.record(
+        self.history.record(
             conn.realm_id,
             source=DISCONNECT_URL,
             outcome=STATUS_DISCONNECTED,
@@ -198,16 +216,14 @@ class DisconnectHints:
         return "disconnected"
 
 
-def verify(realm_id: str | None, source_ip: str) -> str:
+def verify(hints: Callable[[], DisconnectHints], realm_id: str | None, source_ip: str) -> str:
     """The handler's entry: verify with this container's vault; never fails the page.
 
     The person has just disconnected (or someone forged the request): either way the page is
     the same, so a failure here is logged and the page still shows.
     """
-    from qbo_connect.wiring import vault as runtime
-
     try:
-        verdict = DisconnectHints(runtime.vault()).handle(realm_id, source_ip)
+        verdict = hints().handle(realm_id, source_ip)
     except Exception:
         logger.exception("disconnect hint not verified")
         verdict = "failed"

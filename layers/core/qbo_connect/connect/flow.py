@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from qbo_connect.config import Settings
 from qbo_connect.connect.authorize import AuthorizeSteps
 from qbo_connect.connect.callback import CallbackSteps
 from qbo_connect.connect.pages import branding_from
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.intuit import IntuitClient
+from qbo_connect.store.single_use import SingleUseRepository
 from qbo_connect.vault.adoption import GrantAdopter
-from qbo_connect.vault.protocol import TokenVault
+from qbo_connect.vault.history import History
 
 
 def _no_return_key() -> bytes:
@@ -28,17 +30,20 @@ class ConnectFlow(AuthorizeSteps, CallbackSteps):
 
     def __init__(
         self,
-        vault: TokenVault,
         *,
-        intuit: Callable[[], IntuitClient] | None = None,
+        settings: Settings,
+        single_use: SingleUseRepository,
+        adopter: GrantAdopter,
+        history: History,
+        intuit: Callable[[], IntuitClient],
         return_key: Callable[[], bytes] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.vault = vault
-        self.settings = vault.settings
-        self.store = vault.store
-        self.adopter = GrantAdopter(vault, clock=clock)
-        self.branding = branding_from(vault.settings)
-        self._intuit = intuit or vault.intuit_client
+        self.settings = settings
+        self.single_use = single_use
+        self.adopter = adopter
+        self.history = history
+        self.branding = branding_from(settings)
+        self._intuit = intuit
         self._return_key = return_key or _no_return_key
         self._clock = clock

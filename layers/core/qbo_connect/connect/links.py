@@ -90,7 +90,7 @@ class LinkSteps(FlowBase):
             attributes["return_url"] = return_url
         if tenant_name is not None:
             attributes["tenant_name"] = tenant_name
-        self.store.put_single_use(LINK, token, attributes, expires_at=expires_at)
+        self.single_use.put_single_use(LINK, token, attributes, expires_at=expires_at)
         link_id = link_id_of(sha256(token))
         logger.info(
             "connect link created",
@@ -114,10 +114,10 @@ class LinkSteps(FlowBase):
         """
         if not _TOKEN_RE.match(secret):
             return "unknown", {}
-        item = self.store.get_single_use(kind, secret, now=now)
+        item = self.single_use.get_single_use(kind, secret, now=now)
         if item is not None:
             return "live", item
-        item = self.store.peek_single_use(kind, secret)
+        item = self.single_use.peek_single_use(kind, secret)
         if item is None:
             return "unknown", {}
         return ("used" if item.get("used_at") else "expired"), item
@@ -145,7 +145,7 @@ class LinkSteps(FlowBase):
     def _retry_link(self, link_token: str | None, now: float) -> str | None:
         """Where "Try again" leads: the same link while it is unused, ``connect`` in open mode."""
         if link_token is not None:
-            if self.store.get_single_use(LINK, link_token, now=now) is None:
+            if self.single_use.get_single_use(LINK, link_token, now=now) is None:
                 return None
             return f"connect?session={quote(link_token, safe='')}"
         if self.settings.connect_mode == "open":

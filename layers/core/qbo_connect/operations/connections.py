@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger
 
 from qbo_connect import events as lifecycle
 from qbo_connect import validation
-from qbo_connect.config import KNOWN_SCOPES
+from qbo_connect.config import KNOWN_SCOPES, Settings
 from qbo_connect.errors import (
     ConfigurationError,
     Conflict,
@@ -30,12 +30,15 @@ from qbo_connect.errors import (
     RefreshUnavailable,
     StoreContention,
 )
-from qbo_connect.store import REFRESH_RUN, STATUS_ACTIVE, STATUS_DISCONNECTED, Connection
+from qbo_connect.intuit import IntuitClient
+from qbo_connect.store.connections import Connection, ConnectionRepository
+from qbo_connect.store.table import REFRESH_RUN, STATUS_ACTIVE, STATUS_DISCONNECTED
 from qbo_connect.vault.adoption import ACCOUNTING_SCOPE, GrantAdopter
 from qbo_connect.vault.health import VALUES as HEALTH_VALUES
 from qbo_connect.vault.health import health_fields
 from qbo_connect.vault.history import DEFAULT_LIMIT, IMPORT, MAX_LIMIT, OPERATOR, History
 from qbo_connect.vault.protocol import REFRESH_FIELD, TokenVault, owned_by
+from qbo_connect.vault.sealing import TokenCipher
 
 logger = Logger(child=True)
 
@@ -65,12 +68,26 @@ def _decode_cursor(cursor: str | None) -> dict[str, Any] | None:
 class ConnectionsService:
     """Actions on stored connections. Tokens never leave this class except to Intuit."""
 
-    def __init__(self, vault: TokenVault, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        vault: TokenVault,
+        *,
+        connections: ConnectionRepository,
+        settings: Settings,
+        history: History,
+        cipher: TokenCipher,
+        intuit: Callable[[], IntuitClient],
+        adopter: GrantAdopter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.vault = vault
-        self.store = vault.store
-        self.settings = vault.settings
+        self.connections = connections
+        self.settings = settings
+        self.history = history
+        self.cipher = cipher
+        self.intuit = intuit
+        self.adopter = adopter
         self._clock = clock
-        self.history = vault.history or History(self.store, clock=clock)
 
     def describe(self, conn: Connection) -> dict[str, Any]:
         """A connection's metadata with its health (never token material)."""
@@ -82,7 +99,7 @@ class ConnectionsService:
 
     def get_connection(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         realm_id, tenant_id = self._owned(payload)
-        conn = owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id)
+        conn = owned_by(self.connections.get_connection(realm_id, consistent=True), tenant_id)
         if conn is None:
             raise NotConnected(f"realm {realm_id} is not connected")
         return {"connection": self.describe(conn)}
@@ -101,7 +118,7 @@ class ConnectionsService:
             raise InvalidRequest(f"health must be one of: {', '.join(HEALTH_VALUES)}")
         found: list[dict[str, Any]] = []
         for _ in range(MAX_FILTERED_PAGES if health else 1):
-            items, cursor = self.store.list_connections(
+            items, cursor = self.connections.list_connections(
                 tenant_id, limit=limit - len(found), cursor=cursor
             )
             described = [self.describe(c) for c in items]
@@ -120,7 +137,7 @@ class ConnectionsService:
             minimum=1,
             maximum=MAX_LIMIT,
         )
-        conn = owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id)
+        conn = owned_by(self.connections.get_connection(realm_id, consistent=True), tenant_id)
         if conn is None:
             raise NotConnected(f"realm {realm_id} is not connected")
         entries = self.history.entries(realm_id, limit=limit, conn=conn)
@@ -134,16 +151,16 @@ class ConnectionsService:
     def disconnect(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Revoke at Intuit, then disconnect locally whatever Intuit said, and say which."""
         realm_id, tenant_id = self._owned(payload)
-        conn = owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id)
+        conn = owned_by(self.connections.get_connection(realm_id, consistent=True), tenant_id)
         if conn is None or conn.status == STATUS_DISCONNECTED:
             raise NotConnected(f"realm {realm_id} is not connected")
         revoked, revoke_error = False, None
         if conn.data_key and conn.refresh_token_enc:
             try:
-                token = self.vault.cipher.open(
+                token = self.cipher.open(
                     realm_id, conn.data_key, REFRESH_FIELD, conn.refresh_token_enc
                 )
-                self.vault.intuit_client().revoke(token)
+                self.intuit().revoke(token)
                 revoked = True
             except IntuitError as exc:
                 revoke_error = f"Intuit revoke failed ({exc.error or exc.status or 'network'})"
@@ -170,10 +187,12 @@ class ConnectionsService:
         try:
             # Conditioned on the owner read: the connection whose owner was checked is the one
             # disconnected, never one that changed hands in between.
-            before = self.store.disconnect(realm_id, now=now, event=event, tenant_id=conn.tenant_id)
+            before = self.connections.disconnect(
+                realm_id, now=now, event=event, tenant_id=conn.tenant_id
+            )
         except NotFound:
             raise NotConnected(f"realm {realm_id} is not connected") from None
-        after = self.store.get_connection(realm_id, consistent=True)
+        after = self.connections.get_connection(realm_id, consistent=True)
         if after is not None:
             self.vault.flush_events(after)
         self.history.record(
@@ -215,7 +234,7 @@ class ConnectionsService:
             raise InvalidRequest(
                 f"environment must be {self.settings.intuit.environment!r} for this deployment"
             )
-        adopter = GrantAdopter(self.vault, clock=self._clock)
+        adopter = self.adopter
         try:
             existing = adopter.existing_for(realm_id, tenant_id)
         except HeldByOtherTenant as exc:
@@ -244,7 +263,7 @@ class ConnectionsService:
             outcome = "created" if adopter.would_create(existing, tenant_id) else "reconnected"
             return _dry_run(realm_id, tenant_id, outcome)
 
-        client = self.vault.intuit_client()
+        client = self.intuit()
         try:
             tokens = client.refresh(refresh_token)
         except InvalidGrant:

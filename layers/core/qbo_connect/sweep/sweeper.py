@@ -70,7 +70,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from qbo_connect.errors import ConfigurationError
-from qbo_connect.store import ShardMark, Store
+from qbo_connect.store.connections import ConnectionRepository
+from qbo_connect.store.sweep_state import ShardMark, SweepStateRepository
 
 logger = Logger(child=True)
 
@@ -154,7 +155,8 @@ class Sweeper:
     def __init__(
         self,
         *,
-        store: Store,
+        connections: ConnectionRepository,
+        sweep_state: SweepStateRepository,
         sqs: Any,
         queue_url: str,
         shards: int,
@@ -172,7 +174,8 @@ class Sweeper:
     ) -> None:
         if not queue_url:
             raise ConfigurationError("REFRESH_QUEUE_URL is not set")
-        self.store = store
+        self.connections = connections
+        self.sweep_state = sweep_state
         self.sqs = sqs
         self.queue_url = queue_url
         self.shards = max(1, shards)
@@ -201,7 +204,7 @@ class Sweeper:
         deadline = started + max(0.0, budget_ms - margin_ms) / 1000.0
         now = self._clock()
         run_id = uuid.uuid4().hex
-        state = self.store.begin_sweep_run(
+        state = self.sweep_state.begin_sweep_run(
             owner=run_id, now=now, until=now + budget_ms / 1000.0 + RUN_LEASE_MARGIN_SECONDS
         )
         if state is None:
@@ -235,7 +238,7 @@ class Sweeper:
         result.complete = all(v.read_to_end for v in visits)
         marks = self._new_marks(visits, now)
         try:
-            saved = self.store.end_sweep_run(owner=run_id, now=now, shards=marks)
+            saved = self.sweep_state.end_sweep_run(owner=run_id, now=now, shards=marks)
         except (ClientError, BotoCoreError):
             logger.exception("sweep state not saved; the next run may enqueue some again")
         else:
@@ -294,7 +297,7 @@ class Sweeper:
                         visit.hold(last_seen)
                     return
                 try:
-                    entries, cursor = self.store.query_due_after(
+                    entries, cursor = self.connections.query_due_after(
                         visit.shard, after=after, now=now, limit=self.page_size, cursor=cursor
                     )
                 except (ClientError, BotoCoreError):

@@ -64,7 +64,7 @@ from qbo_connect.errors import (
     NotConnected,
     RefreshUnavailable,
 )
-from qbo_connect.store import Connection
+from qbo_connect.store.connections import Connection
 from qbo_connect.vault.due import DAY, EXPIRING_THRESHOLDS_DAYS
 from qbo_connect.vault.protocol import ExpiringNotice, TokenVault
 
@@ -135,16 +135,16 @@ class RefreshWorker:
         self,
         *,
         vault: TokenVault,
-        clock: Callable[[], float] | None = None,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
         metrics: Any = None,
         min_remaining_ms: int | None = None,
     ) -> None:
         self.vault = vault
-        self.store = vault.store
-        self._clock = clock or vault._clock
+        self._clock = clock
         self.metrics = metrics
         self.min_remaining_ms = (
-            worst_case_refresh_ms(vault.settings) if min_remaining_ms is None else min_remaining_ms
+            worst_case_refresh_ms(settings) if min_remaining_ms is None else min_remaining_ms
         )
 
     # ----- the batch -------------------------------------------------------------------------

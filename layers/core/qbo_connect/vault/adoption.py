@@ -43,6 +43,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from qbo_connect import events as lifecycle
+from qbo_connect.config import Settings
 from qbo_connect.errors import (
     AlreadyExists,
     HeldByOtherTenant,
@@ -54,7 +55,8 @@ from qbo_connect.errors import (
     VersionConflict,
 )
 from qbo_connect.intuit import IntuitClient, TokenSet
-from qbo_connect.store import STATUS_DISCONNECTED, Connection
+from qbo_connect.store.connections import Connection, ConnectionRepository
+from qbo_connect.store.table import STATUS_DISCONNECTED
 from qbo_connect.vault.protocol import TokenVault
 
 logger = Logger(child=True)
@@ -75,17 +77,24 @@ class Adoption:
 class GrantAdopter:
     """Proves, checks ownership of and stores a grant, for one deployment."""
 
-    def __init__(self, vault: TokenVault, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        vault: TokenVault,
+        *,
+        connections: ConnectionRepository,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.vault = vault
-        self.store = vault.store
-        self.settings = vault.settings
+        self.connections = connections
+        self.settings = settings
         self._clock = clock
 
     # ----- ownership ---------------------------------------------------------------------
 
     def existing_for(self, realm_id: str, tenant_id: str) -> Connection | None:
         """The stored connection of the realm, or None; refuses one held by another tenant."""
-        existing = self.store.get_connection(realm_id, consistent=True)
+        existing = self.connections.get_connection(realm_id, consistent=True)
         if (
             existing is not None
             and existing.tenant_id != tenant_id
@@ -243,7 +252,7 @@ class GrantAdopter:
             )
             try:
                 if existing is None:
-                    conn = self.store.create_connection(
+                    conn = self.connections.create_connection(
                         realm_id=realm_id,
                         tenant_id=tenant_id,
                         environment=environment,
@@ -255,7 +264,7 @@ class GrantAdopter:
                         event=event,
                     )
                 else:
-                    conn = self.store.reconnect_connection(
+                    conn = self.connections.reconnect_connection(
                         realm_id=realm_id,
                         tenant_id=tenant_id,
                         seen_version=existing.version,

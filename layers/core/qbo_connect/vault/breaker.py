@@ -36,7 +36,7 @@ from aws_lambda_powertools import Logger
 from qbo_connect.config import Settings
 
 if TYPE_CHECKING:
-    from qbo_connect.store import Store
+    from qbo_connect.store.fleet import FleetRepository
 
 logger = Logger(child=True)
 
@@ -45,9 +45,9 @@ class InvalidGrantBreaker:
     """Fleet-wide view of invalid_grant answers, shared through the table."""
 
     def __init__(
-        self, store: Store, settings: Settings, *, clock: Callable[[], float] = time.time
+        self, fleet: FleetRepository, settings: Settings, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.store = store
+        self.fleet = fleet
         self.threshold = max(1, settings.invalid_grant_breaker_threshold)
         self.window = max(1, settings.invalid_grant_breaker_window_seconds)
         self._clock = clock
@@ -64,7 +64,7 @@ class InvalidGrantBreaker:
             self._saw_rejections = True
         bucket = self._bucket(now)
         try:
-            self.store.record_fleet_invalid_grant(
+            self.fleet.record_fleet_invalid_grant(
                 realm_id, now=now, bucket=bucket, ttl=int((bucket + 3) * self.window)
             )
         except Exception as exc:
@@ -77,7 +77,7 @@ class InvalidGrantBreaker:
                 return
             self._saw_rejections = False
         try:
-            self.store.clear_breaker(now=self._clock())
+            self.fleet.clear_breaker(now=self._clock())
         except Exception as exc:
             with self._lock:
                 self._saw_rejections = True  # try again at the next success
@@ -86,9 +86,9 @@ class InvalidGrantBreaker:
     def rejected_connections(self) -> int:
         """Distinct connections rejected within the window and since the last success."""
         now = self._clock()
-        since = max(now - self.window, self.store.breaker_cleared_at())
+        since = max(now - self.window, self.fleet.breaker_cleared_at())
         bucket = self._bucket(now)
-        seen = self.store.fleet_invalid_grants((bucket - 1, bucket))
+        seen = self.fleet.fleet_invalid_grants((bucket - 1, bucket))
         return sum(1 for at in seen.values() if at >= since)
 
     def is_open(self) -> bool:

@@ -36,7 +36,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from qbo_connect.store import REFRESH_RUN, Connection, Store
+from qbo_connect.store.connections import Connection
+from qbo_connect.store.history import HistoryRepository
+from qbo_connect.store.table import REFRESH_RUN
 
 logger = Logger(child=True)
 
@@ -86,16 +88,16 @@ def run_entry(run: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class History:
-    """Records and reads history entries through the store."""
+    """Records and reads history entries through the history repository."""
 
     def __init__(
         self,
-        store: Store,
+        repository: HistoryRepository,
         *,
         clock: Callable[[], float] = time.time,
         retention_days: float = RETENTION_DAYS,
     ) -> None:
-        self.store = store
+        self.repository = repository
         self._clock = clock
         self.retention_seconds = retention_days * 86400
 
@@ -130,7 +132,7 @@ class History:
         self, realm_id: str, entry: Mapping[str, Any], now: float, *, source: str, outcome: str
     ) -> None:
         try:
-            self.store.put_history(realm_id, entry, ttl=now + self.retention_seconds)
+            self.repository.put_history(realm_id, entry, ttl=now + self.retention_seconds)
         except Exception:
             logger.warning(
                 "history entry not recorded",
@@ -144,7 +146,7 @@ class History:
 
         ``conn`` (the connection item) adds its open run of sweep refreshes as one row.
         """
-        items = self.store.get_history(realm_id, limit=limit, now=self._clock())
+        items = self.repository.get_history(realm_id, limit=limit, now=self._clock())
         run = (conn.raw.get(REFRESH_RUN) if conn is not None else None) or None
         if run and run.get("since") is not None:
             items.append(run_entry(run))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from qbo_connect.store import Connection
+from qbo_connect.store.connections import Connection
 from qbo_connect.telemetry import metrics
 from qbo_connect.vault import health
 from qbo_connect.vault.protocol import RefreshObserver

@@ -84,14 +84,8 @@ from qbo_connect.errors import (
     ServiceError,
 )
 from qbo_connect.intuit import IntuitClient, TokenSet
-from qbo_connect.store import (
-    REFRESH_RUN,
-    STATUS_ACTIVE,
-    STATUS_NEEDS_REAUTHORIZATION,
-    Connection,
-    SealedTokens,
-    Store,
-)
+from qbo_connect.store.connections import Connection, ConnectionRepository, SealedTokens
+from qbo_connect.store.table import REFRESH_RUN, STATUS_ACTIVE, STATUS_NEEDS_REAUTHORIZATION
 from qbo_connect.vault.breaker import InvalidGrantBreaker
 from qbo_connect.vault.due import next_due_at
 from qbo_connect.vault.health import health_of
@@ -178,25 +172,25 @@ class TokenVault:
         self,
         *,
         settings: Settings,
-        store: Store,
+        connections: ConnectionRepository,
         cipher: TokenCipher,
         intuit: Callable[[], IntuitClient],
         events: lifecycle.EventPublisher | None = None,
+        breaker: InvalidGrantBreaker,
+        history: History | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         observer: RefreshObserver | None = None,
-        breaker: InvalidGrantBreaker | None = None,
-        history: History | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.connections = connections
         self.cipher = cipher
         self.intuit_client = intuit  # a factory: credentials may rotate between calls
         self.events = events
         self._clock = clock
         self._sleep = sleep
         self.observer = observer or RefreshObserver()
-        self.breaker = breaker or InvalidGrantBreaker(store, settings, clock=clock)
+        self.breaker = breaker
         self.history = history
 
     # ----- sealing ---------------------------------------------------------------------------
@@ -271,7 +265,7 @@ class TokenVault:
                 delivered = False
                 continue
             try:
-                self.store.clear_event(conn.realm_id, event.event_id)
+                self.connections.clear_event(conn.realm_id, event.event_id)
             except Exception:
                 # Published but still recorded: the next visit publishes it again, with the
                 # same event_id (at least once; consumers deduplicate).
@@ -279,7 +273,7 @@ class TokenVault:
                 delivered = False
         if delivered and conn.status != STATUS_ACTIVE and conn.due_at is not None:
             try:
-                self.store.drop_due(conn.realm_id, seen_due_at=conn.due_at)
+                self.connections.drop_due(conn.realm_id, seen_due_at=conn.due_at)
             except Exception:
                 logger.warning("not taken out of the due index", extra={"realm_id": conn.realm_id})
         return delivered
@@ -311,7 +305,8 @@ class TokenVault:
             raise InvalidRequest(f"min_valid_seconds must be between 0 and {MAX_MIN_VALID_SECONDS}")
 
         conn = self._require_usable(
-            owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id), realm_id
+            owned_by(self.connections.get_connection(realm_id, consistent=True), tenant_id),
+            realm_id,
         )
         started_version = conn.version
 
@@ -357,7 +352,7 @@ class TokenVault:
             return
         conn.last_used_at = now
         try:
-            self.store.touch_last_used(
+            self.connections.touch_last_used(
                 conn.realm_id,
                 now=now,
                 min_interval=interval,
@@ -378,7 +373,7 @@ class TokenVault:
         """
         with _running_as(source):
             conn = self._require_usable(
-                owned_by(self.store.get_connection(realm_id, consistent=True), tenant_id),
+                owned_by(self.connections.get_connection(realm_id, consistent=True), tenant_id),
                 realm_id,
             )
             seen = conn.version
@@ -430,7 +425,7 @@ class TokenVault:
         now = self._clock()
         owner = uuid.uuid4().hex
         try:
-            leased, found = self.store.lease_if_due(
+            leased, found = self.connections.lease_if_due(
                 realm_id,
                 owner=owner,
                 now=now,
@@ -483,7 +478,7 @@ class TokenVault:
         """
         now = self._clock()
         try:
-            self.store.release_lease(
+            self.connections.release_lease(
                 realm_id,
                 owner=owner,
                 now=now,
@@ -571,7 +566,7 @@ class TokenVault:
         """Take the lease; the connection becomes due just after it expires (crash recovery)."""
         until = now + self.settings.lease_duration
         try:
-            return self.store.acquire_lease(
+            return self.connections.acquire_lease(
                 conn.realm_id,
                 seen_version=conn.version,
                 owner=owner,
@@ -588,7 +583,9 @@ class TokenVault:
             ) from None
 
     def _reread(self, realm_id: str) -> Connection:
-        return self._require_usable(self.store.get_connection(realm_id, consistent=True), realm_id)
+        return self._require_usable(
+            self.connections.get_connection(realm_id, consistent=True), realm_id
+        )
 
     def _refresh_holding_lease(
         self, conn: Connection, owner: str, *, notice: ExpiringNotice | None = None
@@ -728,7 +725,7 @@ class TokenVault:
             now=now,
         )
         try:
-            marked = self.store.mark_needs_reauthorization(
+            marked = self.connections.mark_needs_reauthorization(
                 realm_id,
                 seen_version=conn.version,
                 owner=owner,
@@ -796,7 +793,7 @@ class TokenVault:
             preview.refresh_hard_expires_at = sealed.refresh_hard_expires_at
             preview.expiring_notified = tuple(sorted({*conn.expiring_notified, *notice_days}))
             try:
-                committed = self.store.commit_refresh(
+                committed = self.connections.commit_refresh(
                     realm_id,
                     seen_version=conn.version,
                     owner=owner,
@@ -814,7 +811,7 @@ class TokenVault:
                 )
                 break
             except LeaseLost:
-                latest = self.store.get_connection(realm_id, consistent=True)
+                latest = self.connections.get_connection(realm_id, consistent=True)
                 if (
                     late
                     or latest is None
@@ -936,7 +933,7 @@ class TokenVault:
         """
         now = self._clock()
         try:
-            released = self.store.release_lease(
+            released = self.connections.release_lease(
                 conn.realm_id,
                 owner=owner,
                 now=now,
@@ -959,7 +956,7 @@ class TokenVault:
         self, conn: Connection, owner: str, exc: InvalidGrant
     ) -> Connection | None:
         realm_id = conn.realm_id
-        latest = self.store.get_connection(realm_id, consistent=True)
+        latest = self.connections.get_connection(realm_id, consistent=True)
         if latest is not None and (
             latest.version != conn.version or latest.refresh_token_enc != conn.refresh_token_enc
         ):

@@ -2,7 +2,7 @@
 
 Per message (``{"v": 1, "received_at", "changes": [...]}`` from the gateway), for each change:
 
-- The realm's connection is read through :class:`~qbo_connect.store.Store` (once per realm per
+- The realm's connection is read through the connection repository (once per realm per
   batch). A realm with no connection, or a disconnected one, is dropped and counted
   (``WebhookDropped``): its changes are never published, because no tenant may see a company
   that is not connected to it. Connections that need reauthorization still belong to their
@@ -43,7 +43,8 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from qbo_connect.store import STATUS_DISCONNECTED, Connection, Store
+from qbo_connect.store.connections import Connection, ConnectionRepository
+from qbo_connect.store.table import STATUS_DISCONNECTED
 from qbo_connect.store.webhook_ledger import Ledger
 from qbo_connect.webhooks.payload import EntityChange, MalformedPayload
 from qbo_connect.webhooks.settings import DETAIL_TYPE, SOURCE
@@ -103,7 +104,7 @@ class WebhookProcessor:
     def __init__(
         self,
         *,
-        store: Store,
+        connections: ConnectionRepository,
         ledger: Ledger,
         events_client: Any,
         bus_name: str,
@@ -114,7 +115,7 @@ class WebhookProcessor:
         clock: Callable[[], float] = time.time,
         metrics: Any = None,
     ) -> None:
-        self.store = store
+        self.connections = connections
         self.ledger = ledger
         self.events = events_client
         self.bus_name = bus_name
@@ -206,7 +207,7 @@ class WebhookProcessor:
 
     def _connection(self, realm_id: str, batch: _Batch) -> Connection | None:
         if realm_id not in batch.connections:
-            conn = self.store.get_connection(realm_id)
+            conn = self.connections.get_connection(realm_id)
             if conn is not None and (conn.status == STATUS_DISCONNECTED or not conn.tenant_id):
                 conn = None
             batch.connections[realm_id] = conn

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from qbo_connect.operations.connections import ConnectionsService
-from qbo_connect.wiring import vault
+from qbo_connect.wiring import aws, vault
 
 if TYPE_CHECKING:
     from qbo_connect.connect.flow import ConnectFlow
@@ -14,7 +14,15 @@ if TYPE_CHECKING:
 
 @lru_cache(maxsize=1)
 def connections_service() -> ConnectionsService:
-    return ConnectionsService(vault.vault())
+    return ConnectionsService(
+        vault.vault(),
+        connections=vault.connections(),
+        settings=aws.settings(),
+        history=vault.history(),
+        cipher=vault.cipher(),
+        intuit=vault.intuit,
+        adopter=vault.adopter(),
+    )
 
 
 def connect_links() -> ConnectFlow:

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import EphemeralMetrics
 
+from qbo_connect.store.sweep_state import SweepStateRepository
 from qbo_connect.sweep.sweeper import Sweeper
 from qbo_connect.sweep.worker import RefreshWorker
 from qbo_connect.telemetry import metrics
@@ -16,7 +17,8 @@ from qbo_connect.wiring import aws, vault
 def sweeper() -> Sweeper:
     settings = aws.settings()
     return Sweeper(
-        store=vault.store(),
+        connections=vault.connections(),
+        sweep_state=SweepStateRepository(aws.table()),
         sqs=aws.aws_client("sqs"),
         queue_url=settings.refresh_queue_url,
         shards=settings.due_shards,
@@ -30,7 +32,7 @@ def sweeper() -> Sweeper:
 
 @lru_cache(maxsize=1)
 def worker() -> RefreshWorker:
-    return RefreshWorker(vault=vault.vault(), metrics=metrics)
+    return RefreshWorker(vault=vault.vault(), settings=aws.settings(), metrics=metrics)
 
 
 def _reset() -> None:

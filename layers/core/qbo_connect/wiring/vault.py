@@ -12,7 +12,11 @@ from functools import lru_cache
 
 from qbo_connect.events import EventPublisher
 from qbo_connect.intuit import ClientCredentials, IntuitClient
-from qbo_connect.store import Store
+from qbo_connect.store.connections import ConnectionRepository
+from qbo_connect.store.fleet import FleetRepository
+from qbo_connect.store.history import HistoryRepository
+from qbo_connect.vault.adoption import GrantAdopter
+from qbo_connect.vault.breaker import InvalidGrantBreaker
 from qbo_connect.vault.history import History
 from qbo_connect.vault.protocol import TokenVault
 from qbo_connect.vault.sealing import TokenCipher
@@ -23,8 +27,8 @@ _intuit_clients: dict[ClientCredentials, IntuitClient] = {}
 
 
 @lru_cache(maxsize=1)
-def store() -> Store:
-    return Store(aws.table(), due_shards=aws.settings().due_shards)
+def connections() -> ConnectionRepository:
+    return ConnectionRepository(aws.table(), due_shards=aws.settings().due_shards)
 
 
 @lru_cache(maxsize=1)
@@ -49,7 +53,12 @@ def events() -> EventPublisher:
 
 @lru_cache(maxsize=1)
 def history() -> History:
-    return History(store())
+    return History(HistoryRepository(aws.table()))
+
+
+@lru_cache(maxsize=1)
+def breaker() -> InvalidGrantBreaker:
+    return InvalidGrantBreaker(FleetRepository(aws.table()), aws.settings())
 
 
 def intuit() -> IntuitClient:
@@ -79,17 +88,24 @@ def vault() -> TokenVault:
 
     return TokenVault(
         settings=aws.settings(),
-        store=store(),
+        connections=connections(),
         cipher=cipher(),
         intuit=intuit,
         events=events(),
+        breaker=breaker(),
         observer=refresh_observer(),
         history=history(),
     )
 
 
+@lru_cache(maxsize=1)
+def adopter() -> GrantAdopter:
+    """Adoption of a grant (callback and import): proves the realm, checks its owner, stores."""
+    return GrantAdopter(vault(), connections=connections(), settings=aws.settings())
+
+
 def _reset() -> None:
-    for cached in (store, cipher, events, history, vault):
+    for cached in (connections, cipher, events, history, breaker, vault, adopter):
         cached.cache_clear()
     with _lock:
         _intuit_clients.clear()

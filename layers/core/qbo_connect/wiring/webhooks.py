@@ -61,7 +61,7 @@ def gateway_answer(event: Mapping[str, Any]) -> GatewayResult:
 @lru_cache(maxsize=1)
 def processor() -> WebhookProcessor:
     """The webhook processor, over the connections table (it reads the realm's owner)."""
-    from qbo_connect.store import Store
+    from qbo_connect.store.connections import ConnectionRepository
     from qbo_connect.store.webhook_ledger import Ledger
     from qbo_connect.telemetry import metrics
     from qbo_connect.webhooks.processor import WebhookProcessor
@@ -70,7 +70,7 @@ def processor() -> WebhookProcessor:
     current = settings()
     table = aws.table()
     return WebhookProcessor(
-        store=Store(table),
+        connections=ConnectionRepository(table),
         ledger=Ledger(
             table,
             ttl_seconds=current.dedup_ttl_seconds,
