@@ -43,7 +43,7 @@ from qbo_connect.config import load_settings
 from qbo_connect.events import EventPublisher
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
 from qbo_connect.store.connections import Connection
-from qbo_connect.vault.protocol import ACCESS_FIELD, REFRESH_FIELD
+from qbo_connect.vault.records import ACCESS_FIELD, REFRESH_FIELD
 from qbo_connect.vault.sealing import TokenCipher
 from tests.helpers.store import TableRepositories, vault_over
 from tests.reliability.motoserver import MotoServerProcess, start_process

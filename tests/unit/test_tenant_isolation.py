@@ -23,7 +23,7 @@ from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.connect.request import Request
 from qbo_connect.connect.return_url import return_url_allowed
 from qbo_connect.errors import NotConnected
-from qbo_connect.vault.protocol import REFRESH_FIELD
+from qbo_connect.vault.records import REFRESH_FIELD
 from qbo_connect.vault.sealing import DecryptionError
 from tests.helpers.store import connections_service
 from tests.unit.builders import connect

@@ -51,7 +51,8 @@ from qbo_connect.store.connections import Connection, ConnectionRepository
 from qbo_connect.store.rate_slots import RateSlots
 from qbo_connect.store.table import REFRESH_RUN, STATUS_DISCONNECTED
 from qbo_connect.vault.history import DISCONNECT_URL, History
-from qbo_connect.vault.protocol import ACCESS_FIELD, TokenVault
+from qbo_connect.vault.protocol import TokenVault
+from qbo_connect.vault.records import ACCESS_FIELD
 from qbo_connect.vault.sealing import TokenCipher
 
 logger = Logger(child=True)

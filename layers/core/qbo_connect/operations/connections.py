@@ -37,7 +37,8 @@ from qbo_connect.vault.adoption import ACCOUNTING_SCOPE, GrantAdopter
 from qbo_connect.vault.health import VALUES as HEALTH_VALUES
 from qbo_connect.vault.health import health_fields
 from qbo_connect.vault.history import DEFAULT_LIMIT, IMPORT, MAX_LIMIT, OPERATOR, History
-from qbo_connect.vault.protocol import REFRESH_FIELD, TokenVault, owned_by
+from qbo_connect.vault.protocol import TokenVault
+from qbo_connect.vault.records import REFRESH_FIELD, owned_by
 from qbo_connect.vault.sealing import TokenCipher
 
 logger = Logger(child=True)

@@ -10,8 +10,8 @@ Why it is shaped this way:
 - **No write per connection: a watermark.** The worker no longer moves ``due_at`` when it takes
   the lease, so a connection stays due in the index until its refresh commits (or its failure
   sets a backoff). The sweep must therefore know what it has already enqueued without writing
-  to each connection. One run-state item (``Store.begin_sweep_run``) holds, per shard, the
-  watermark ``W`` (the clock of the last run that read the shard up to there) and the
+  to each connection. One run-state item (``SweepStateRepository.begin_sweep_run``) holds,
+  per shard, the watermark ``W`` (the clock of the last run that read the shard up to there) and the
   ``(realm_id, due_at)`` pairs that run enqueued with ``due_at > W - settle``. A run queries
   ``(W - settle, now]``, skips the remembered pairs and enqueues the rest, so each due instance
   of a connection goes on the queue once. ``settle`` (30 s) covers the index's propagation lag

@@ -66,7 +66,8 @@ from qbo_connect.errors import (
 )
 from qbo_connect.store.connections import Connection
 from qbo_connect.vault.due import DAY, EXPIRING_THRESHOLDS_DAYS
-from qbo_connect.vault.protocol import ExpiringNotice, TokenVault
+from qbo_connect.vault.protocol import TokenVault
+from qbo_connect.vault.records import ExpiringNotice
 
 logger = Logger(child=True)
 

@@ -14,6 +14,7 @@ that keep a connection warm), while the sweep only consumes it through DueIndex.
 from __future__ import annotations
 
 from qbo_connect.config import Settings
+from qbo_connect.store.connections import Connection, SealedTokens
 
 EXPIRING_THRESHOLDS_DAYS = (30, 7, 1)
 DAY = 86400.0
@@ -43,3 +44,28 @@ def next_due_at(
             if days not in expiring_notified:
                 candidates.append(refresh_hard_expires_at - days * DAY)
     return max(min(candidates), now)
+
+
+def due_at_for(settings: Settings, conn: Connection, now: float) -> float:
+    """When a stored connection is next due, from what it records."""
+    return next_due_at(
+        settings=settings,
+        now=now,
+        last_refreshed_at=conn.last_refreshed_at or now,
+        access_expires_at=conn.access_expires_at,
+        last_used_at=conn.last_used_at,
+        refresh_hard_expires_at=conn.refresh_hard_expires_at,
+        expiring_notified=conn.expiring_notified,
+    )
+
+
+def due_at_for_new(settings: Settings, sealed: SealedTokens, now: float) -> float:
+    """Due time of a connection whose tokens were just obtained."""
+    return next_due_at(
+        settings=settings,
+        now=now,
+        last_refreshed_at=now,
+        access_expires_at=sealed.access_expires_at,
+        last_used_at=None,
+        refresh_hard_expires_at=sealed.refresh_hard_expires_at,
+    )

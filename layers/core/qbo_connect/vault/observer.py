@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from qbo_connect.store.connections import Connection
 from qbo_connect.telemetry import metrics
 from qbo_connect.vault import health
-from qbo_connect.vault.protocol import RefreshObserver
+from qbo_connect.vault.records import RefreshObserver
 
 FAILURE_CLASSES = (
     "invalid_grant",

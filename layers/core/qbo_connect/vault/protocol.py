@@ -22,7 +22,7 @@ tokens. With no grace the rejection is recorded and, if it persists, the connect
 Every AWS call may fail before it is applied, or be applied and lose its answer (boto3 then
 retries it). So:
 
-- each conditional write recognises its own earlier success (``store.py``): a retried lease
+- each conditional write recognises its own earlier success (``qbo_connect.store``): a retried lease
   acquire meets our own lease, a retried commit our own version;
 - the lease is released on every exit (an Intuit failure, a KMS throttle, an unexpected error),
   and the release sets a due time after a bounded, jittered backoff (``refresh_failures``);
@@ -61,7 +61,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from aws_lambda_powertools import Logger
@@ -75,7 +74,6 @@ from qbo_connect.errors import (
     IntuitTransientError,
     InvalidClient,
     InvalidGrant,
-    InvalidRequest,
     LeaseHeld,
     LeaseLost,
     NeedsReauthorization,
@@ -87,68 +85,26 @@ from qbo_connect.intuit import IntuitClient, TokenSet
 from qbo_connect.store.connections import Connection, ConnectionRepository, SealedTokens
 from qbo_connect.store.table import REFRESH_RUN, STATUS_ACTIVE, STATUS_NEEDS_REAUTHORIZATION
 from qbo_connect.vault.breaker import InvalidGrantBreaker
-from qbo_connect.vault.due import next_due_at
+from qbo_connect.vault.due import due_at_for, due_at_for_new
 from qbo_connect.vault.health import health_of
 from qbo_connect.vault.history import GET_TOKEN, OPERATOR, SWEEP, History, next_run
-from qbo_connect.vault.sealing import DecryptionError, TokenCipher
+from qbo_connect.vault.outbox import Outbox
+from qbo_connect.vault.reader import TokenReader
+from qbo_connect.vault.records import (
+    REFRESH_FIELD,
+    AccessToken,
+    ExpiringNotice,
+    RefreshObserver,
+    owned_by,
+)
+from qbo_connect.vault.sealing import DecryptionError, TokenCipher, seal_tokens
 
 logger = Logger(child=True)
 
-ACCESS_FIELD = "access_token"
-REFRESH_FIELD = "refresh_token"
-MAX_MIN_VALID_SECONDS = 3000  # Intuit access tokens live 3600 s; ask for less than that.
 #: A reader publishes an outbox entry only once it is this old: younger ones are still being
 #: published by their writer (8 callers meeting a fresh verdict must not publish it 8 times).
 #: The sweep's visit comes after OUTBOX_RETRY_SECONDS, later than this, and publishes any.
 OUTBOX_READER_GRACE_SECONDS = 30.0
-
-
-def owned_by(conn: Connection | None, tenant_id: str | None) -> Connection | None:
-    """The tenant guard: with ``tenant_id``, another tenant's connection counts as absent."""
-    if conn is not None and tenant_id is not None and conn.tenant_id != tenant_id:
-        return None
-    return conn
-
-
-@dataclass(frozen=True)
-class AccessToken:
-    """A usable access token; ``repr`` hides the token."""
-
-    access_token: str = field(repr=False)
-    expires_at: float
-    realm_id: str
-    environment: str
-    api_base_url: str
-
-    def to_response(self) -> dict[str, Any]:
-        return {
-            "access_token": self.access_token,
-            "token_type": "bearer",
-            "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at)),
-            "realm_id": self.realm_id,
-            "environment": self.environment,
-            "api_base_url": self.api_base_url,
-        }
-
-
-@dataclass(frozen=True)
-class ExpiringNotice:
-    """Hard-expiry thresholds to record as notified, with the one event that goes out for them
-    (the worker decides which, see ``worker.py``); the refresh's commit records both."""
-
-    days: tuple[int, ...]
-    event: lifecycle.PendingEvent | None
-
-
-@dataclass
-class RefreshObserver:
-    """Hooks for metrics; the worker and handlers plug Powertools Metrics in here."""
-
-    on_refreshed: Callable[[Connection], None] = lambda conn: None
-    on_failed: Callable[[str, str], None] = lambda realm_id, failure_class: None
-    on_verdict_suspended: Callable[[str], None] = lambda realm_id: None
-    #: (realm_id, health before, health after) after every settled refresh attempt.
-    on_health: Callable[[str, str, str], None] = lambda realm_id, before, after: None
 
 
 #: What ran the refresh in progress (``history`` sources): set by the public entry points,
@@ -192,175 +148,34 @@ class TokenVault:
         self.observer = observer or RefreshObserver()
         self.breaker = breaker
         self.history = history
-
-    # ----- sealing ---------------------------------------------------------------------------
-
-    def seal(
-        self,
-        realm_id: str,
-        tokens: TokenSet,
-        *,
-        data_key: bytes | None = None,
-        previous_refresh_token_enc: bytes | None = None,
-        keep_access_token: bool = True,
-    ) -> SealedTokens:
-        """Encrypt a token set for storage, reusing the connection's data key when it has one.
-
-        ``keep_access_token=False`` leaves the access token out (see :meth:`_keeps_access_token`).
-        """
-        wrapped = data_key or self.cipher.new_data_key(realm_id)
-        return SealedTokens(
-            data_key=wrapped,
-            access_token_enc=(
-                self.cipher.seal(realm_id, wrapped, ACCESS_FIELD, tokens.access_token)
-                if keep_access_token
-                else None
-            ),
-            refresh_token_enc=self.cipher.seal(
-                realm_id, wrapped, REFRESH_FIELD, tokens.refresh_token
-            ),
-            access_expires_at=tokens.access_expires_at if keep_access_token else 0.0,
-            refresh_expires_at=tokens.refresh_expires_at,
-            refresh_hard_expires_at=tokens.refresh_hard_expires_at,
-            previous_refresh_token_enc=previous_refresh_token_enc,
+        self.outbox = Outbox(connections, events, clock=clock)
+        self.reader = TokenReader(
+            settings=settings, connections=connections, cipher=cipher, refresher=self, clock=clock
         )
+
+    # ----- parts of the vault that other services call --------------------------------------
+
+    def seal(self, realm_id: str, tokens: TokenSet, **options: Any) -> SealedTokens:
+        """Encrypt a token set for storage (see :func:`~qbo_connect.vault.sealing.seal_tokens`)."""
+        return seal_tokens(self.cipher, realm_id, tokens, **options)
 
     def due_at_for(self, conn: Connection, now: float) -> float:
-        return next_due_at(
-            settings=self.settings,
-            now=now,
-            last_refreshed_at=conn.last_refreshed_at or now,
-            access_expires_at=conn.access_expires_at,
-            last_used_at=conn.last_used_at,
-            refresh_hard_expires_at=conn.refresh_hard_expires_at,
-            expiring_notified=conn.expiring_notified,
-        )
+        return due_at_for(self.settings, conn, now)
 
     def due_at_for_new(self, sealed: SealedTokens, now: float) -> float:
         """Due time of a connection whose tokens were just obtained."""
-        return next_due_at(
-            settings=self.settings,
-            now=now,
-            last_refreshed_at=now,
-            access_expires_at=sealed.access_expires_at,
-            last_used_at=None,
-            refresh_hard_expires_at=sealed.refresh_hard_expires_at,
-        )
-
-    # ----- lifecycle events ------------------------------------------------------------------
+        return due_at_for_new(self.settings, sealed, now)
 
     def flush_events(self, conn: Connection, *, min_age: float = 0.0) -> bool:
-        """Publish what the item's outbox holds, clearing each entry EventBridge took.
-
-        True when nothing is left pending. A connection that is no longer active leaves
-        DueIndex once its events are out (it stayed there so the sweep would deliver them).
-        Entries younger than ``min_age`` are left to their writer.
-        """
-        delivered = True
-        for event in conn.pending_events:
-            if event.occurred_at > self._clock() - min_age:
-                delivered = False
-                continue
-            if self.events is not None and not self.events.publish_pending(event):
-                delivered = False
-                continue
-            try:
-                self.connections.clear_event(conn.realm_id, event.event_id)
-            except Exception:
-                # Published but still recorded: the next visit publishes it again, with the
-                # same event_id (at least once; consumers deduplicate).
-                logger.warning("outbox entry not cleared", extra={"realm_id": conn.realm_id})
-                delivered = False
-        if delivered and conn.status != STATUS_ACTIVE and conn.due_at is not None:
-            try:
-                self.connections.drop_due(conn.realm_id, seen_due_at=conn.due_at)
-            except Exception:
-                logger.warning("not taken out of the due index", extra={"realm_id": conn.realm_id})
-        return delivered
-
-    # ----- get_token -------------------------------------------------------------------------
+        """Publish what the item's outbox holds (see :class:`~qbo_connect.vault.outbox.Outbox`)."""
+        return self.outbox.flush(conn, min_age=min_age)
 
     def get_token(
         self, realm_id: str, min_valid_seconds: int = 300, *, tenant_id: str | None = None
     ) -> AccessToken:
-        """A valid access token (see :meth:`_get_token`); refreshes it records run as get_token."""
+        """A valid access token (see :class:`~qbo_connect.vault.reader.TokenReader`)."""
         with _running_as(GET_TOKEN):
-            return self._get_token(realm_id, min_valid_seconds, tenant_id)
-
-    def _get_token(
-        self, realm_id: str, min_valid_seconds: int, tenant_id: str | None
-    ) -> AccessToken:
-        """A token valid for at least ``min_valid_seconds``: one GetItem when warm.
-
-        With ``tenant_id`` (the tenant guard), another tenant's realm answers not_connected,
-        exactly like an unknown one.
-
-        If Intuit grants access tokens shorter than ``min_valid_seconds``, the token of one
-        new refresh (ours or another caller's) is the freshest there can be: it is returned
-        rather than refreshing again, so such a request costs at most one refresh.
-        """
-        if not isinstance(min_valid_seconds, int) or isinstance(min_valid_seconds, bool):
-            raise InvalidRequest("min_valid_seconds must be an integer")
-        if not 0 <= min_valid_seconds <= MAX_MIN_VALID_SECONDS:
-            raise InvalidRequest(f"min_valid_seconds must be between 0 and {MAX_MIN_VALID_SECONDS}")
-
-        conn = self._require_usable(
-            owned_by(self.connections.get_connection(realm_id, consistent=True), tenant_id),
-            realm_id,
-        )
-        started_version = conn.version
-
-        def fresh_enough(c: Connection) -> bool:
-            # A version without an access token (an idle connection's keep-alive) never is.
-            return c.access_token_enc is not None and (
-                c.access_expires_at - self._clock() >= min_valid_seconds
-                or c.version > started_version
-            )
-
-        if not fresh_enough(conn):
-            conn = self._require_usable(
-                owned_by(self._refresh_until(realm_id, fresh_enough, conn), tenant_id), realm_id
-            )
-        assert conn.data_key is not None and conn.access_token_enc is not None
-        try:
-            token = self.cipher.open(realm_id, conn.data_key, ACCESS_FIELD, conn.access_token_enc)
-        except DecryptionError:
-            self._flag_undecryptable_unleased(conn)
-        except (ClientError, BotoCoreError):
-            raise RefreshUnavailable(
-                f"realm {realm_id}: the token key is unavailable, try again shortly"
-            ) from None
-        self._touch(conn)
-        return AccessToken(
-            access_token=token,
-            expires_at=conn.access_expires_at,
-            realm_id=realm_id,
-            environment=conn.environment,
-            api_base_url=self.settings.intuit.api_base_url,
-        )
-
-    def _touch(self, conn: Connection) -> None:
-        """Record last use at most once per interval; decided in memory first, so free.
-
-        The due time it writes is computed from ``conn`` and written only while the item is
-        still at ``conn``'s version (``Store.touch_last_used``): a stale read never moves a
-        committed due time earlier.
-        """
-        now = self._clock()
-        interval = self.settings.last_used_write_interval_seconds
-        if conn.last_used_at is not None and now - conn.last_used_at < interval:
-            return
-        conn.last_used_at = now
-        try:
-            self.connections.touch_last_used(
-                conn.realm_id,
-                now=now,
-                min_interval=interval,
-                due_at=self.due_at_for(conn, now),
-                seen_version=conn.version,
-            )
-        except Exception:
-            logger.warning("last_used_at not recorded", extra={"realm_id": conn.realm_id})
+            return self.reader.get_token(realm_id, min_valid_seconds, tenant_id)
 
     # ----- refresh ---------------------------------------------------------------------------
 
@@ -372,13 +187,13 @@ class TokenVault:
         ``source`` is what the history records as having run it (an operator by default).
         """
         with _running_as(source):
-            conn = self._require_usable(
+            conn = self.require_usable(
                 owned_by(self.connections.get_connection(realm_id, consistent=True), tenant_id),
                 realm_id,
             )
             seen = conn.version
-            refreshed = self._refresh_until(realm_id, lambda c: c.version > seen, conn)
-            return self._require_usable(owned_by(refreshed, tenant_id), realm_id)
+            refreshed = self.refresh_until(realm_id, lambda c: c.version > seen, conn)
+            return self.require_usable(owned_by(refreshed, tenant_id), realm_id)
 
     def refresh_if_due(
         self,
@@ -408,13 +223,13 @@ class TokenVault:
         """Refresh only if still due; returns what happened. Two writes when it refreshes.
 
         The lease is taken by one conditional write that also checks the connection is active,
-        due and unleased (``Store.lease_if_due``) and returns the item, so there is no read
-        first. A message for a connection no longer due, leased by someone else, or gone costs
-        that one failed write and is acknowledged without a refresh (``skipped_*``), so
+        due and unleased (``ConnectionRepository.lease_if_due``) and returns the item, so there
+        is no read first. A message for a connection no longer due, leased by someone else, or
+        gone costs that one failed write and is acknowledged without a refresh (``skipped_*``), so
         redeliveries and duplicates never cause extra calls to Intuit. ``due_at`` is the due
         time the sweep saw in the index: a connection still carrying it is due even if this
         container's clock is a little behind the sweep's. ``claimed_due_at`` comes from an
-        earlier version's message (see ``Store.lease_if_due``).
+        earlier version's message (see ``ConnectionRepository.lease_if_due``).
 
         Pending lifecycle events of the connection (found in the item either way) are
         published whatever its state: a flagged or disconnected connection is in the sweep's
@@ -452,7 +267,7 @@ class TokenVault:
             if settled is None or settled.version <= leased.version:
                 # A newer token was stored meanwhile, or our lease was taken over before the
                 # commit: go on as every other caller does, without waiting for a lease.
-                settled = self._refresh_until(
+                settled = self.refresh_until(
                     realm_id,
                     lambda c: c.version > leased.version,
                     settled or self._reread(realm_id),
@@ -495,7 +310,7 @@ class TokenVault:
                 extra={"realm_id": realm_id, "error": type(exc).__name__},
             )
 
-    def _require_usable(self, conn: Connection | None, realm_id: str) -> Connection:
+    def require_usable(self, conn: Connection | None, realm_id: str) -> Connection:
         if conn is not None and conn.pending_events:
             # The next visit delivers what a crash or a failed put left behind.
             self.flush_events(conn, min_age=OUTBOX_READER_GRACE_SECONDS)
@@ -508,7 +323,7 @@ class TokenVault:
             )
         return conn
 
-    def _refresh_until(
+    def refresh_until(
         self,
         realm_id: str,
         satisfied: Callable[[Connection], bool],
@@ -521,7 +336,7 @@ class TokenVault:
         poll = 0.05
         waited_on_version: int | None = None
         while True:
-            conn = self._require_usable(conn, realm_id)
+            conn = self.require_usable(conn, realm_id)
             if satisfied(conn):
                 return conn
             now = self._clock()
@@ -583,7 +398,7 @@ class TokenVault:
             ) from None
 
     def _reread(self, realm_id: str) -> Connection:
-        return self._require_usable(
+        return self.require_usable(
             self.connections.get_connection(realm_id, consistent=True), realm_id
         )
 
@@ -702,7 +517,7 @@ class TokenVault:
         )
         self._declare_dead(conn, owner, reason)
 
-    def _flag_undecryptable_unleased(self, conn: Connection) -> NoReturn:
+    def flag_undecryptable_unleased(self, conn: Connection) -> NoReturn:
         """The access token did not open on a plain read: take the lease, then flag."""
         owner = uuid.uuid4().hex
         try:

@@ -15,10 +15,16 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from qbo_connect.store.connections import SealedTokens
+from qbo_connect.vault.records import ACCESS_FIELD, REFRESH_FIELD
+
+if TYPE_CHECKING:
+    from qbo_connect.intuit import TokenSet
 
 FORMAT_VERSION = b"\x01"
 NONCE_BYTES = 12
@@ -101,3 +107,33 @@ class TokenCipher:
             return AESGCM(key).decrypt(nonce, sealed, self._aad(realm_id, field_name)).decode()
         except InvalidTag:
             raise DecryptionError(f"{field_name}: ciphertext does not open") from None
+
+
+def seal_tokens(
+    cipher: TokenCipher,
+    realm_id: str,
+    tokens: TokenSet,
+    *,
+    data_key: bytes | None = None,
+    previous_refresh_token_enc: bytes | None = None,
+    keep_access_token: bool = True,
+) -> SealedTokens:
+    """Encrypt a token set for storage, reusing the connection's data key when it has one.
+
+    ``keep_access_token=False`` leaves the access token out (see the protocol's
+    ``_keeps_access_token``).
+    """
+    wrapped = data_key or cipher.new_data_key(realm_id)
+    return SealedTokens(
+        data_key=wrapped,
+        access_token_enc=(
+            cipher.seal(realm_id, wrapped, ACCESS_FIELD, tokens.access_token)
+            if keep_access_token
+            else None
+        ),
+        refresh_token_enc=cipher.seal(realm_id, wrapped, REFRESH_FIELD, tokens.refresh_token),
+        access_expires_at=tokens.access_expires_at if keep_access_token else 0.0,
+        refresh_expires_at=tokens.refresh_expires_at,
+        refresh_hard_expires_at=tokens.refresh_hard_expires_at,
+        previous_refresh_token_enc=previous_refresh_token_enc,
+    )
