@@ -21,9 +21,9 @@ from qbo_connect.connect import pages
 from qbo_connect.connect.base import OPEN_MODE_TENANT
 from qbo_connect.connect.copy_table import COPY
 from qbo_connect.connect.outcomes import Outcome
-from qbo_connect.connect.request import COOKIE_NAME, ParameterError, Request, read_params
+from qbo_connect.connect.request import COOKIE_NAME, Request, read_params
 from qbo_connect.connect.return_url import return_url_allowed, sign, with_result
-from qbo_connect.errors import ConfigurationError, InvalidRequest
+from qbo_connect.errors import ConfigurationError, InvalidRequest, ParameterError
 from tests.helpers.store import connect_flow
 from tests.unit.builders import RecordingEvents, make_settings, make_vault
 

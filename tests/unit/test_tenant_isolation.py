@@ -22,9 +22,8 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.connect.request import Request
 from qbo_connect.connect.return_url import return_url_allowed
-from qbo_connect.errors import NotConnected
+from qbo_connect.errors import DecryptionError, NotConnected
 from qbo_connect.vault.records import REFRESH_FIELD
-from qbo_connect.vault.sealing import DecryptionError
 from tests.helpers.store import connections_service
 from tests.unit.builders import connect
 from tests.unit.test_connect_flow import RETURN_KEY, Harness, q

@@ -298,7 +298,7 @@ def test_undecryptable_tokens_are_flagged_once_with_an_event(aws, strict_sim):
     for _ in range(3):
         with pytest.raises(NeedsReauthorization) as info:
             vault.get_token(REALM, 300)
-        assert info.value.details["reason"] == "tokens_undecryptable"
+        assert info.value.reason == "tokens_undecryptable"
     # Then it was flagged once, with one event, no lease left, out of the sweep's index
     conn = vault.connections.get_connection(REALM)
     assert (conn.status, conn.reauth_reason, conn.lease_owner, conn.due_at) == (

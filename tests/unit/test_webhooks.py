@@ -15,10 +15,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devstack.intuit_webhooks import cloudevents_body, legacy_body
+from qbo_connect.errors import MalformedPayload
 from qbo_connect.store.connections import ConnectionRepository, SealedTokens
 from qbo_connect.store.webhook_ledger import Ledger
 from qbo_connect.webhooks import gateway
-from qbo_connect.webhooks.payload import MalformedPayload, legacy_event_id, parse
+from qbo_connect.webhooks.payload import legacy_event_id, parse
 from qbo_connect.webhooks.processor import WebhookProcessor
 from qbo_connect.webhooks.settings import load_webhook_settings
 from qbo_connect.webhooks.signature import (

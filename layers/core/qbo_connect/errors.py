@@ -1,25 +1,80 @@
-"""Domain exceptions with stable codes.
+"""Every exception of the package, in one place.
 
-The ``code`` of a :class:`ServiceError` is part of the invoke contract (README, "Invoke
-contracts"): callers branch on it. Messages are for people and never contain a token, a code or
-a secret.
+A :class:`ServiceError` is what a caller of the service can act on: its subclass implies the
+caller-facing ``code`` (part of the invoke contract, README "Invoke contracts"), and it may carry
+a finer ``reason`` (one of :data:`REASONS`) and the ``intuit_tid`` of the Intuit answer behind it
+(what Intuit support asks for). Messages are for people and never contain a token, a code or a
+secret. The other exceptions are internal: they never reach a caller as such.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+#: The documented values of ``error.reason`` in an invoke answer, and what each means.
+REASONS: dict[str, str] = {
+    # refresh_unavailable: nothing was changed; try again later.
+    "intuit_unavailable": "Intuit's token endpoint failed (5xx, 429, timeout or network)",
+    "intuit_refused": "Intuit refused the refresh with an error other than invalid_grant",
+    "invalid_grant_unconfirmed": (
+        "Intuit rejected the refresh token; it is retried before the connection is declared dead"
+    ),
+    "store_unavailable": "DynamoDB did not answer in time",
+    "key_unavailable": "KMS did not answer in time",
+    "refresh_in_progress": "another caller's refresh holds the lease and has not finished in time",
+    "changed_during_refresh": "the connection changed while it was being refreshed",
+    "realm_check_unavailable": "the company could not be checked at Intuit right now",
+    # needs_reauthorization: the user must connect again.
+    "invalid_grant": "Intuit kept rejecting the refresh token over the configured window",
+    "refresh_token_expired": "the refresh token is past its known expiry",
+    "tokens_undecryptable": "the stored tokens cannot be decrypted",
+    # invalid_request
+    "realm_not_proven": "the tokens are not for the company asked for (they were revoked)",
+    # conflict
+    "held_by_other_tenant": "the company is connected to another tenant",
+    "store_contention": "the connection kept changing while it was being stored",
+}
 
 
 class ServiceError(Exception):
     """An error a caller of the service can act on; ``code`` is stable, ``message`` is safe."""
 
     code = "internal_error"
+    #: The default ``reason`` of the subclass (an instance may give a finer one).
+    default_reason: str | None = None
 
-    def __init__(self, message: str, **details: object) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        intuit_tid: str | None = None,
+        **details: object,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason or self.default_reason
+        self.intuit_tid = intuit_tid
         self.details = details
 
     def to_dict(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code, "message": self.message}}
+        """The ``{"error": {...}}`` answer: ``code`` and ``message``, ``reason`` and
+        ``intuit_tid`` when known."""
+        error = {"code": self.code, "message": self.message}
+        if self.reason:
+            error["reason"] = self.reason
+        if self.intuit_tid:
+            error["intuit_tid"] = self.intuit_tid
+        return {"error": error}
+
+    def log_fields(self) -> dict[str, Any]:
+        """What the invoke log record says about this error (the same fields as the answer)."""
+        return {
+            "error_code": self.code,
+            "detail": self.message,
+            "reason": self.reason,
+            "intuit_tid": self.intuit_tid,
+        }
 
 
 class InvalidRequest(ServiceError):
@@ -55,28 +110,28 @@ class Conflict(ServiceError):
 # ----- adopting a grant (callback and import) ----------------------------------------------
 
 
-class RealmNotProven(ServiceError):
+class RealmNotProven(InvalidRequest):
     """The tokens are not for the realm asked for; they were revoked and nothing was stored."""
 
-    code = "invalid_request"
+    default_reason = "realm_not_proven"
 
 
-class RealmCheckUnavailable(ServiceError):
+class RealmCheckUnavailable(RefreshUnavailable):
     """The realm could not be checked right now (Intuit unavailable): nothing was stored."""
 
-    code = "refresh_unavailable"
+    default_reason = "realm_check_unavailable"
 
 
-class HeldByOtherTenant(ServiceError):
+class HeldByOtherTenant(Conflict):
     """The realm is connected to another tenant; nothing was stored."""
 
-    code = "conflict"
+    default_reason = "held_by_other_tenant"
 
 
-class StoreContention(ServiceError):
+class StoreContention(Conflict):
     """The realm kept changing under us; nothing was stored."""
 
-    code = "conflict"
+    default_reason = "store_contention"
 
 
 # ----- Intuit --------------------------------------------------------------------------------
@@ -155,3 +210,56 @@ class NotFound(StoreConflict):
 
 class AlreadyConsumed(StoreConflict):
     """A single-use item (state, connect link) was used already or has expired."""
+
+
+# ----- sealing ---------------------------------------------------------------------------------
+
+
+class DecryptionError(Exception):
+    """A sealed token did not open (wrong key, wrong realm/field, or tampering)."""
+
+
+# ----- queue messages and webhook payloads ------------------------------------------------------
+
+
+class MalformedMessage(ValueError):
+    """A queue message (refresh or webhook change) that can never be processed: dropped, not
+    retried."""
+
+
+class MalformedPayload(ValueError):
+    """A signed webhook body that is neither shape (or breaks one); the message says where."""
+
+
+class EnqueueFailed(RuntimeError):
+    """SQS did not take every message (after one retry of the ones it refused)."""
+
+
+class PublishFailed(RuntimeError):
+    """EventBridge refused or failed some entries; the message is retried."""
+
+
+# ----- the refresh worker -------------------------------------------------------------------------
+
+
+class Deferred(Exception):
+    """Not enough time left in this invocation to refresh safely; SQS redelivers the message."""
+
+
+class EventsPending(Exception):
+    """A lifecycle event could not be published; SQS redelivers the message to try again."""
+
+
+# ----- the connect flow ---------------------------------------------------------------------------
+
+
+class ParameterError(Exception):
+    """A missing, oversized or duplicated parameter (answered with a 400 page)."""
+
+
+class Refusal(Exception):
+    """Ends the connect flow early with an ``Ending`` (internal control flow)."""
+
+    def __init__(self, ending: Any) -> None:
+        super().__init__(ending.outcome.value)
+        self.ending = ending

@@ -1,4 +1,5 @@
-"""Shaping direct-invoke responses: a result dict, or ``{"error": {"code", "message"}}``.
+"""Shaping direct-invoke responses: a result dict, or ``{"error": {"code", "message", ...}}``
+(``reason`` and ``intuit_tid`` when known, see ``qbo_connect.errors``).
 
 Direct invokes never raise to the caller for expected failures: the caller (another workload)
 branches on ``error.code``. Only genuinely unexpected failures are logged with a traceback, and
@@ -21,10 +22,10 @@ def respond(call: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
     try:
         return dict(call())
     except ConfigurationError as exc:
-        logger.error("configuration error", extra={"error_code": exc.code, "detail": exc.message})
+        logger.error("configuration error", extra=exc.log_fields())
         return exc.to_dict()
     except ServiceError as exc:
-        logger.info("request refused", extra={"error_code": exc.code, "detail": exc.message})
+        logger.info("request refused", extra=exc.log_fields())
         return exc.to_dict()
     except Exception:
         logger.exception("unexpected failure")

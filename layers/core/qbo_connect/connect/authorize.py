@@ -43,15 +43,9 @@ from qbo_connect.connect.base import (
 from qbo_connect.connect.links import LinkSteps
 from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.connect.pages import HttpResult
-from qbo_connect.connect.request import (
-    ParameterError,
-    Request,
-    read_params,
-    sha256,
-    state_cookie,
-)
-from qbo_connect.connect.results import Ending, Refusal
-from qbo_connect.errors import ConfigurationError
+from qbo_connect.connect.request import Request, read_params, sha256, state_cookie
+from qbo_connect.connect.results import Ending
+from qbo_connect.errors import ConfigurationError, ParameterError, Refusal
 
 CONNECT_PARAMS = {"session": 512, "go": 8}
 

@@ -45,13 +45,12 @@ from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.connect.pages import HttpResult
 from qbo_connect.connect.request import (
     COOKIE_NAME,
-    ParameterError,
     Request,
     clear_state_cookie,
     read_params,
     sha256,
 )
-from qbo_connect.connect.results import Ending, Refusal
+from qbo_connect.connect.results import Ending
 from qbo_connect.connect.return_url import link_id_of, with_result
 from qbo_connect.errors import (
     AlreadyConsumed,
@@ -61,8 +60,10 @@ from qbo_connect.errors import (
     IntuitError,
     IntuitTransientError,
     InvalidClient,
+    ParameterError,
     RealmCheckUnavailable,
     RealmNotProven,
+    Refusal,
     StoreContention,
 )
 from qbo_connect.intuit import IntuitClient, TokenSet

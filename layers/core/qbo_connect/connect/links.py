@@ -26,9 +26,9 @@ from qbo_connect import validation
 from qbo_connect.connect.base import LINK, TOKEN_BYTES, FlowBase, logger
 from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.connect.request import now_iso, sha256
-from qbo_connect.connect.results import Ending, Refusal
+from qbo_connect.connect.results import Ending
 from qbo_connect.connect.return_url import MAX_RETURN_URL, link_id_of, return_url_allowed
-from qbo_connect.errors import ConfigurationError, InvalidRequest
+from qbo_connect.errors import ConfigurationError, InvalidRequest, Refusal
 
 MAX_TENANT_NAME = 100
 LINK_OUTCOMES = {

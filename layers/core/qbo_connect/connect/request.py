@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from qbo_connect.connect.copy_table import EN, choose_language
+from qbo_connect.errors import ParameterError
 
 if TYPE_CHECKING:
     # Only for the type: importing Powertools' data classes loads every event source's class
@@ -82,10 +83,6 @@ class Request:
             if sep and key.strip() == name:
                 values.append(value.strip())
         return values
-
-
-class ParameterError(Exception):
-    """A missing, oversized or duplicated parameter (answered with a 400 page)."""
 
 
 def read_params(raw_query: str, limits: Mapping[str, int]) -> dict[str, str]:

@@ -34,14 +34,6 @@ class Ending:
     detail: str | None = None
 
 
-class Refusal(Exception):
-    """Ends the flow early with an :class:`Ending` (internal control flow)."""
-
-    def __init__(self, ending: Ending) -> None:
-        super().__init__(ending.outcome.value)
-        self.ending = ending
-
-
 def present(ending: Ending, *, language: str, branding: Branding) -> HttpResult:
     """The HTTP answer for ``ending``: a redirect, or the outcome's page."""
     if ending.location is not None:

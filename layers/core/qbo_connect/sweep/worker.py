@@ -59,7 +59,10 @@ from qbo_connect import validation
 from qbo_connect.config import Settings
 from qbo_connect.errors import (
     ConfigurationError,
+    Deferred,
+    EventsPending,
     InvalidRequest,
+    MalformedMessage,
     NeedsReauthorization,
     NotConnected,
     RefreshUnavailable,
@@ -70,18 +73,6 @@ from qbo_connect.vault.protocol import TokenVault
 from qbo_connect.vault.records import ExpiringNotice
 
 logger = Logger(child=True)
-
-
-class MalformedMessage(ValueError):
-    """A message body that can never be processed."""
-
-
-class Deferred(Exception):
-    """Not enough time left in this invocation to refresh safely; SQS redelivers the message."""
-
-
-class EventsPending(Exception):
-    """A lifecycle event could not be published; SQS redelivers the message to try again."""
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ from qbo_connect import events as lifecycle
 from qbo_connect.config import Settings
 from qbo_connect.errors import (
     ConfigurationError,
+    DecryptionError,
     IntuitError,
     IntuitTransientError,
     InvalidClient,
@@ -97,7 +98,7 @@ from qbo_connect.vault.records import (
     RefreshObserver,
     owned_by,
 )
-from qbo_connect.vault.sealing import DecryptionError, TokenCipher, seal_tokens
+from qbo_connect.vault.sealing import TokenCipher, seal_tokens
 
 logger = Logger(child=True)
 
@@ -251,7 +252,8 @@ class TokenVault:
         except (ClientError, BotoCoreError):
             self._release_unconfirmed(realm_id, owner)
             raise RefreshUnavailable(
-                f"realm {realm_id}: the token store is unavailable, try again shortly"
+                f"realm {realm_id}: the token store is unavailable, try again shortly",
+                reason="store_unavailable",
             ) from None
         if leased is None:
             if found is None:
@@ -341,7 +343,10 @@ class TokenVault:
                 return conn
             now = self._clock()
             if now >= deadline:
-                raise RefreshUnavailable(f"realm {realm_id}: a refresh is still in progress")
+                raise RefreshUnavailable(
+                    f"realm {realm_id}: a refresh is still in progress",
+                    reason="refresh_in_progress",
+                )
             if (
                 waited_on_version == conn.version
                 and not conn.lease_owner
@@ -352,11 +357,15 @@ class TokenVault:
                 # load on Intuit during an outage by the number of waiters. (A leader that
                 # crashed leaves its lease to expire instead, and then we do take over.)
                 raise RefreshUnavailable(
-                    f"realm {realm_id}: the refresh in progress failed ({conn.last_error})"
+                    f"realm {realm_id}: the refresh in progress failed ({conn.last_error})",
+                    reason="refresh_in_progress",
                 )
             if conn.has_live_lease(now):
                 if not wait:
-                    raise RefreshUnavailable(f"realm {realm_id}: another refresh holds the lease")
+                    raise RefreshUnavailable(
+                        f"realm {realm_id}: another refresh holds the lease",
+                        reason="refresh_in_progress",
+                    )
                 waited_on_version = conn.version
                 # Bounded wait with jitter, so 50 waiters do not read in lockstep.
                 self._sleep(min(poll, max(deadline - now, 0)) * random.uniform(0.5, 1.5))
@@ -394,7 +403,8 @@ class TokenVault:
             # lease expires on its own and the connection is due right after.
             self._release(conn, owner, error="store: lease not confirmed", failure="store")
             raise RefreshUnavailable(
-                f"realm {conn.realm_id}: the token store is unavailable, try again shortly"
+                f"realm {conn.realm_id}: the token store is unavailable, try again shortly",
+                reason="store_unavailable",
             ) from None
 
     def _reread(self, realm_id: str) -> Connection:
@@ -427,6 +437,7 @@ class TokenVault:
                     intuit_tid=exc.intuit_tid,
                     answer=RefreshUnavailable(
                         f"realm {realm_id}: Intuit is unavailable, try again shortly",
+                        reason="intuit_unavailable",
                         intuit_tid=exc.intuit_tid,
                     ),
                 )
@@ -451,6 +462,7 @@ class TokenVault:
                     intuit_tid=exc.intuit_tid,
                     answer=RefreshUnavailable(
                         f"realm {realm_id}: Intuit refused the refresh ({exc.error or exc.status})",
+                        reason="intuit_refused",
                         intuit_tid=exc.intuit_tid,
                     ),
                 )
@@ -487,7 +499,8 @@ class TokenVault:
                 failure="transient",
                 error=f"kms: {code}",
                 answer=RefreshUnavailable(
-                    f"realm {realm_id}: the token key is unavailable, try again shortly"
+                    f"realm {realm_id}: the token key is unavailable, try again shortly",
+                    reason="key_unavailable",
                 ),
             )
 
@@ -524,7 +537,8 @@ class TokenVault:
             leased = self._acquire(conn, owner, self._clock())
         except LeaseHeld:
             raise RefreshUnavailable(
-                f"realm {conn.realm_id}: the stored tokens are being replaced"
+                f"realm {conn.realm_id}: the stored tokens are being replaced",
+                reason="changed_during_refresh",
             ) from None
         self._flag_undecryptable(leased, owner)
 
@@ -551,7 +565,8 @@ class TokenVault:
         except LeaseLost:
             self._reread(realm_id)  # raises when another writer decided already
             raise RefreshUnavailable(
-                f"realm {realm_id}: the connection changed during the refresh, try again"
+                f"realm {realm_id}: the connection changed during the refresh, try again",
+                reason="changed_during_refresh",
             ) from None
         self._settled(conn, marked, STATUS_NEEDS_REAUTHORIZATION, intuit_tid=intuit_tid)
         self.flush_events(marked)
@@ -656,7 +671,8 @@ class TokenVault:
                     )
                     self.observer.on_failed(realm_id, "store")
                     raise RefreshUnavailable(
-                        f"realm {realm_id}: the token store is unavailable, try again shortly"
+                        f"realm {realm_id}: the token store is unavailable, try again shortly",
+                        reason="store_unavailable",
                     ) from None
                 code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else "network"
                 logger.warning(
@@ -823,6 +839,7 @@ class TokenVault:
         raise RefreshUnavailable(
             f"realm {realm_id}: Intuit rejected the refresh; it will be retried before the "
             "connection is declared dead",
+            reason="invalid_grant_unconfirmed",
             intuit_tid=exc.intuit_tid,
         )
 

@@ -16,11 +16,11 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from qbo_connect.config import Settings
-from qbo_connect.errors import InvalidRequest, RefreshUnavailable
+from qbo_connect.errors import DecryptionError, InvalidRequest, RefreshUnavailable
 from qbo_connect.store.connections import Connection, ConnectionRepository
 from qbo_connect.vault.due import due_at_for
 from qbo_connect.vault.records import ACCESS_FIELD, AccessToken, owned_by
-from qbo_connect.vault.sealing import DecryptionError, TokenCipher
+from qbo_connect.vault.sealing import TokenCipher
 
 if TYPE_CHECKING:
     from qbo_connect.vault.protocol import TokenVault
@@ -90,7 +90,8 @@ class TokenReader:
             self.refresher.flag_undecryptable_unleased(conn)
         except (ClientError, BotoCoreError):
             raise RefreshUnavailable(
-                f"realm {realm_id}: the token key is unavailable, try again shortly"
+                f"realm {realm_id}: the token key is unavailable, try again shortly",
+                reason="key_unavailable",
             ) from None
         self._touch(conn)
         return AccessToken(

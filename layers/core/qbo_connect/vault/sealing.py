@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from qbo_connect.errors import DecryptionError
 from qbo_connect.store.connections import SealedTokens
 from qbo_connect.vault.records import ACCESS_FIELD, REFRESH_FIELD
 
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = b"\x01"
 NONCE_BYTES = 12
-
-
-class DecryptionError(Exception):
-    """A sealed token did not open (wrong key, wrong realm/field, or tampering)."""
 
 
 class TokenCipher:

@@ -30,8 +30,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from qbo_connect.errors import ConfigurationError
-from qbo_connect.webhooks.payload import EntityChange, MalformedPayload, parse
+from qbo_connect.errors import ConfigurationError, EnqueueFailed, MalformedPayload
+from qbo_connect.webhooks.payload import EntityChange, parse
 from qbo_connect.webhooks.settings import WebhookSettings
 from qbo_connect.webhooks.signature import SIGNATURE_HEADER, VerifierTokens
 
@@ -42,10 +42,6 @@ DEAD_LETTER_BODY_LIMIT = 200_000
 MESSAGE_VERSION = 1
 
 _log = Logger(child=True)
-
-
-class EnqueueFailed(RuntimeError):
-    """SQS did not take every message (after one retry of the ones it refused)."""
 
 
 @dataclass

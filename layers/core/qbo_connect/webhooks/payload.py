@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from qbo_connect.errors import MalformedPayload
+
 #: Operations as Intuit names them in the legacy shape (and in our events).
 OPERATIONS = ("Create", "Update", "Delete", "Merge", "Void", "Emailed")
 #: CloudEvents ``type`` verbs -> the operation names above.
@@ -79,10 +81,6 @@ _MAX_TEXT = 128
 
 LEGACY = "legacy"
 CLOUDEVENTS = "cloudevents"
-
-
-class MalformedPayload(ValueError):
-    """A signed body that is neither shape (or breaks one); the message says where."""
 
 
 @dataclass(frozen=True)

@@ -43,23 +43,16 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from qbo_connect.errors import MalformedMessage, MalformedPayload, PublishFailed
 from qbo_connect.store.connections import Connection, ConnectionRepository
 from qbo_connect.store.table import STATUS_DISCONNECTED
 from qbo_connect.store.webhook_ledger import Ledger
-from qbo_connect.webhooks.payload import EntityChange, MalformedPayload
+from qbo_connect.webhooks.payload import EntityChange
 from qbo_connect.webhooks.settings import DETAIL_TYPE, SOURCE
 
 logger = Logger(child=True)
 
 PUT_EVENTS_MAX = 10
-
-
-class MalformedMessage(ValueError):
-    """A queue message that can never be processed."""
-
-
-class PublishFailed(RuntimeError):
-    """EventBridge refused or failed some entries; the message is retried."""
 
 
 def parse_message(body: str) -> list[EntityChange]:
