@@ -10,21 +10,20 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from qbo_connect import validation
+from qbo_connect.contracts import GetTokenRequest
 from qbo_connect.invoke import require_object, respond
 from qbo_connect.telemetry import logger, metrics
 from qbo_connect.wiring import vault as wiring
 
 
 def _get_token(event: Any) -> dict[str, Any]:
-    payload = require_object(event)
-    realm_id = validation.realm_id(payload)
-    min_valid = validation.optional_int(
-        payload, "min_valid_seconds", default=300, minimum=0, maximum=3000
+    request = GetTokenRequest.from_payload(require_object(event))
+    logger.append_keys(realm_id=request.realm_id)
+    vault = wiring.vault()
+    token = vault.get_token(
+        request.realm_id, request.min_valid_seconds, tenant_id=request.tenant_id
     )
-    tenant_id = validation.optional_tenant_id(payload)
-    logger.append_keys(realm_id=realm_id)
-    return wiring.vault().get_token(realm_id, min_valid, tenant_id=tenant_id).to_response()
+    return token.to_response()
 
 
 # log_event=False, whatever POWERTOOLS_LOGGER_LOG_EVENT says: events can carry tokens.

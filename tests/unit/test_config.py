@@ -83,3 +83,53 @@ def test_the_worker_defers_with_the_same_figure():
     assert worst_case_refresh_ms(settings) == int(
         (settings.worst_case_under_lease + 2 * settings.aws_call_worst_seconds) * 1000
     )
+
+
+def test_every_setting_is_declared_once_and_every_template_variable_is_declared(template):
+    from qbo_connect.config import SETTINGS, WEBHOOK_SETTINGS
+
+    service = [s.env for s in SETTINGS]
+    assert len(service) == len(set(service))
+    declared = set(service) | {s.env for s in WEBHOOK_SETTINGS}
+    read_elsewhere = {
+        "INTUIT_ENVIRONMENT",
+        "QUICKBOOKS_API_BASE_URL",
+        "SCOPES",
+        "ALLOWED_EXTRA_SCOPES",
+        "INVALID_GRANT_WINDOW_MINUTES",
+        "INVALID_GRANT_BREAKER_WINDOW_MINUTES",
+        "WEBHOOK_VERIFIER_OVERLAP_MINUTES",
+    }
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    ours = {k for k in variables if not k.startswith(("POWERTOOLS_", "AWS_"))}
+    assert ours - declared - read_elsewhere == set()
+
+
+def test_a_function_names_every_missing_variable_it_needs():
+    from qbo_connect.config import FUNCTIONS, check_for, missing_for
+
+    assert missing_for("GetTokenFunction", {"TABLE_NAME": "t"}) == [
+        "TOKEN_KEY_ID",
+        "INTUIT_CLIENT_SECRET_ID",
+    ]
+    assert missing_for("RefreshSweepFunction", {}) == ["TABLE_NAME", "REFRESH_QUEUE_URL"]
+    assert missing_for("WebhookFunction", {}) == ["WEBHOOK_VERIFIER_SECRET_ID", "WEBHOOK_QUEUE_URL"]
+    with pytest.raises(ConfigurationError, match="TOKEN_KEY_ID, INTUIT_CLIENT_SECRET_ID"):
+        check_for("GetTokenFunction", {"TABLE_NAME": "t"})
+    everything = {"TABLE_NAME": "t", "TOKEN_KEY_ID": "k", "INTUIT_CLIENT_SECRET_ID": "s"}
+    everything |= {"REFRESH_QUEUE_URL": "q", "WEBHOOK_VERIFIER_SECRET_ID": "v"}
+    everything |= {"WEBHOOK_QUEUE_URL": "w"}
+    for function in FUNCTIONS:
+        check_for(function, everything)
+
+
+def test_minutes_from_the_template_become_seconds_and_seconds_win():
+    from qbo_connect.webhooks.settings import load_webhook_settings
+
+    assert load_settings({"INVALID_GRANT_WINDOW_MINUTES": "5"}).invalid_grant_window_seconds == 300
+    both = {"INVALID_GRANT_WINDOW_MINUTES": "5", "INVALID_GRANT_WINDOW_SECONDS": "7"}
+    assert load_settings(both).invalid_grant_window_seconds == 7
+    hooks = load_webhook_settings({"WEBHOOK_VERIFIER_OVERLAP_MINUTES": "2"})
+    assert hooks.overlap_seconds == 120.0
+    with pytest.raises(ConfigurationError, match="WEBHOOK_CLAIM_SECONDS must not be negative"):
+        load_webhook_settings({"WEBHOOK_CLAIM_SECONDS": "-1"})

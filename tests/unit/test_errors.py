@@ -91,8 +91,20 @@ def test_every_reason_the_code_gives_is_documented_in_errors_and_the_readme():
     assert [r for r in REASONS if f"`{r}`" not in readme] == []
 
 
-def test_one_malformed_message_serves_both_queues():
-    from qbo_connect.sweep import worker
-    from qbo_connect.webhooks import processor
+def test_one_parse_or_drop_step_serves_both_queues_with_one_malformed_message():
+    import json
 
-    assert worker.MalformedMessage is processor.MalformedMessage is errors.MalformedMessage
+    from qbo_connect.contracts import ChangesMessage, RefreshMessage, parse_or_drop
+
+    counted: list[str] = []
+    for parse in (RefreshMessage.from_payload, ChangesMessage.from_payload):
+        for body in ("not json", "[1]", json.dumps({"realm_id": 5, "changes": "no"})):
+            dropped = parse_or_drop(
+                body, parse, kind="test", message_id="m", count=counted.append, metric="Bad"
+            )
+            assert dropped is None
+    assert counted == ["Bad"] * 6
+    with pytest.raises(errors.MalformedMessage):
+        RefreshMessage.from_payload({"realm_id": "1", "due_at": "soon"})
+    with pytest.raises(errors.MalformedMessage):
+        ChangesMessage.from_payload({"changes": [{"realm_id": "1"}]})

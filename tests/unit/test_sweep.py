@@ -21,6 +21,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from qbo_connect.config import Settings
+from qbo_connect.contracts import RefreshMessage
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
 from qbo_connect.store.connections import Connection
 from qbo_connect.store.table import connection_key, due_shard_for
@@ -29,7 +30,7 @@ from qbo_connect.sweep.sweeper import (
     DEFAULT_STALE_FORCE_SECONDS,
     Sweeper,
 )
-from qbo_connect.sweep.worker import RefreshWorker, parse_message
+from qbo_connect.sweep.worker import RefreshWorker
 from qbo_connect.telemetry import metrics
 from qbo_connect.vault import due as due_policy
 from qbo_connect.vault.history import History
@@ -713,11 +714,15 @@ def test_malformed_messages_are_acknowledged_and_logged(h, body, capsys, caplog)
     assert emf_metrics(capsys.readouterr().out).get("MalformedMessage") == 1
 
 
-def test_parse_message_reads_the_sweep_body():
-    message = parse_message('{"realm_id":"123","due_at":1.5,"enqueued_at":2}')
+def _parse(body: str) -> RefreshMessage:
+    return RefreshMessage.from_payload(json.loads(body))
+
+
+def test_the_refresh_message_contract_reads_the_sweep_body():
+    message = _parse('{"realm_id":"123","due_at":1.5,"enqueued_at":2}')
     assert (message.realm_id, message.due_at) == ("123", 1.5)
     # a message from before the sweep stopped claiming (in flight during an upgrade) still works
-    legacy = parse_message('{"realm_id":"123","due_at":1.5,"enqueued_at":2,"claimed_due_at":900}')
+    legacy = _parse('{"realm_id":"123","due_at":1.5,"enqueued_at":2,"claimed_due_at":900}')
     assert (legacy.realm_id, legacy.due_at, legacy.claimed_due_at) == ("123", 1.5, 900.0)
 
 
@@ -1035,6 +1040,6 @@ def test_handlers_run_sweep_and_worker_end_to_end(wired, capsys):
 
 def test_sample_worker_event_parses():
     event = json.loads((REPO_ROOT / "events" / "refresh_worker.json").read_text())
-    message = parse_message(event["Records"][0]["body"])
+    message = _parse(event["Records"][0]["body"])
     assert message.realm_id == "9130357766042906"
     assert message.due_at is not None

@@ -8,7 +8,7 @@ variables for all functions (os.environ is one per process).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -189,24 +189,228 @@ def _split(value: str, sep: str | None = None) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(sep) if part.strip())
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def _int(name: str, raw: str) -> int:
     try:
         return int(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def _float(name: str, raw: str) -> float:
     try:
         return float(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _base_url(name: str, raw: str) -> str:
+    return raw.rstrip("/")
+
+
+def _flag(name: str, raw: str) -> bool:
+    return raw.lower() == "true"
+
+
+def _list(name: str, raw: str) -> tuple[str, ...]:
+    return _split(raw, ",")
+
+
+def _words(name: str, raw: str) -> tuple[str, ...]:
+    return _split(raw)
+
+
+def _app_name(name: str, raw: str) -> str:
+    return " ".join(raw.split())[:APP_NAME_MAX]
+
+
+def _url(name: str, raw: str) -> str:
+    return check_url(name, raw)
+
+
+def _support_url(name: str, raw: str) -> str:
+    return check_url(name, raw, schemes=("https", "mailto"))
+
+
+def _accent(name: str, raw: str) -> str:
+    return check_accent(raw)
+
+
+#: Every function of the template (its logical ID) and the settings it cannot run without.
+FUNCTIONS = (
+    "ConnectFunction",
+    "CallbackFunction",
+    "GetTokenFunction",
+    "ConnectionsFunction",
+    "RefreshSweepFunction",
+    "RefreshWorkerFunction",
+    "WebhookFunction",
+    "WebhookProcessorFunction",
+)
+_VAULT = ("GetTokenFunction", "ConnectionsFunction", "RefreshWorkerFunction")
+_FLOW = ("ConnectFunction", "CallbackFunction")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: the Settings field it fills, how it is read, its default when
+    unset or empty, and the functions that cannot run without a value (``required_by``)."""
+
+    env: str
+    field: str
+    parse: Callable[[str, str], object]
+    default: object = None
+    required_by: tuple[str, ...] = ()
+    #: Another variable whose value, times ``scale``, is the default (minutes -> seconds).
+    fallback: tuple[str, float] | None = None
+
+
+#: The service's settings, declared once. Intuit's endpoints (INTUIT_*, QUICKBOOKS_API_BASE_URL)
+#: and the scopes are read by :func:`load_settings` itself: their defaults depend on the
+#: environment and they are checked together.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("TABLE_NAME", "table_name", _text, "", (*_VAULT, *_FLOW, "RefreshSweepFunction")),
+    Setting("TOKEN_KEY_ID", "token_key_id", _text, "", (*_VAULT, *_FLOW)),
+    Setting("INTUIT_CLIENT_SECRET_ID", "client_secret_id", _text, "", (*_VAULT, *_FLOW)),
+    Setting("CONNECT_MODE", "connect_mode", _text, "link"),
+    Setting("ALLOWED_RETURN_URLS", "allowed_return_urls", _list, ()),
+    Setting("PUBLIC_BASE_URL", "public_base_url", _base_url, ""),
+    Setting("CONNECT_BASE_URL", "connect_base_url", _base_url, ""),
+    Setting("CONNECT_LINK_TTL_SECONDS", "connect_link_ttl_seconds", _int, 1800),
+    # Needed only when a connect link carries a return_url (the flow says so then).
+    Setting("RETURN_SIGNING_SECRET_ID", "return_signing_secret_id", _text, ""),
+    Setting("STATE_TTL_SECONDS", "state_ttl_seconds", _int, 600),
+    Setting("INTUIT_TIMEOUT_SECONDS", "intuit_timeout_seconds", _float, 10.0),
+    Setting("INTUIT_MAX_ATTEMPTS", "intuit_max_attempts", _int, 3),
+    Setting("INTUIT_BACKOFF_BASE_SECONDS", "intuit_backoff_base_seconds", _float, 0.5),
+    Setting("INTUIT_BACKOFF_MAX_SECONDS", "intuit_backoff_max_seconds", _float, 8.0),
+    Setting("AWS_CONNECT_TIMEOUT_SECONDS", "aws_connect_timeout_seconds", _float, 1.0),
+    Setting("AWS_READ_TIMEOUT_SECONDS", "aws_read_timeout_seconds", _float, 3.0),
+    Setting("AWS_MAX_ATTEMPTS", "aws_max_attempts", _int, 3),
+    Setting("REFRESH_LEASE_SECONDS", "lease_seconds", _float, 0.0),
+    Setting("LEASE_WAIT_SECONDS", "lease_wait_seconds", _float, 25.0),
+    # The template speaks minutes (CloudFormation cannot multiply); seconds win if set.
+    Setting(
+        "INVALID_GRANT_WINDOW_SECONDS",
+        "invalid_grant_window_seconds",
+        _int,
+        21600,
+        fallback=("INVALID_GRANT_WINDOW_MINUTES", 60),
+    ),
+    Setting("INVALID_GRANT_MIN_ATTEMPTS", "invalid_grant_min_attempts", _int, 3),
+    Setting("INVALID_GRANT_BREAKER_THRESHOLD", "invalid_grant_breaker_threshold", _int, 10),
+    Setting(
+        "INVALID_GRANT_BREAKER_WINDOW_SECONDS",
+        "invalid_grant_breaker_window_seconds",
+        _int,
+        3600,
+        fallback=("INVALID_GRANT_BREAKER_WINDOW_MINUTES", 60),
+    ),
+    Setting("RETRY_BACKOFF_BASE_SECONDS", "retry_backoff_base_seconds", _float, 60.0),
+    Setting("RETRY_BACKOFF_MAX_SECONDS", "retry_backoff_max_seconds", _float, 1800.0),
+    Setting(
+        "ACCESS_TOKEN_REFRESH_MARGIN_SECONDS", "access_token_refresh_margin_seconds", _int, 300
+    ),
+    Setting("LAST_USED_WRITE_INTERVAL_SECONDS", "last_used_write_interval_seconds", _int, 300),
+    Setting("KEEP_ALIVE_HOURS", "keep_alive_hours", _int, 48),
+    Setting("KEEP_WARM_MINUTES", "keep_warm_minutes", _int, 60),
+    Setting("DUE_SHARDS", "due_shards", _int, 16),
+    Setting("SWEEP_REQUEUE_SECONDS", "sweep_requeue_seconds", _float, 900.0),
+    Setting("REFRESH_QUEUE_URL", "refresh_queue_url", _text, "", ("RefreshSweepFunction",)),
+    Setting("EVENT_BUS_NAME", "event_bus_name", _text, "default"),
+    Setting("EMIT_REFRESHED_EVENTS", "emit_refreshed_events", _flag, False),
+    Setting("SECRET_MAX_AGE_SECONDS", "secret_max_age_seconds", _int, 300),
+    Setting("APP_NAME", "app_name", _app_name, ""),
+    Setting("APP_LOGO_URL", "app_logo_url", _url, ""),
+    Setting("ACCENT_COLOR", "accent_color", _accent, DEFAULT_ACCENT),
+    Setting("SUPPORT_URL", "support_url", _support_url, ""),
+    Setting("PRIVACY_URL", "privacy_url", _url, ""),
+    Setting(
+        "DISCONNECT_HINT_REALM_INTERVAL_SECONDS",
+        "disconnect_hint_realm_interval_seconds",
+        _int,
+        300,
+    ),
+    Setting("DISCONNECT_HINT_SOURCE_LIMIT", "disconnect_hint_source_limit", _int, 10),
+    Setting(
+        "DISCONNECT_HINT_SOURCE_WINDOW_SECONDS", "disconnect_hint_source_window_seconds", _int, 600
+    ),
+)
+
+
+def _non_negative(name: str, raw: str) -> float:
+    value = _float(name, raw)
+    if value < 0:
+        raise ConfigurationError(f"{name} must not be negative")
+    return value
+
+
+def _whole(name: str, raw: str) -> int:
+    return int(_non_negative(name, raw))
+
+
+_WEBHOOKS = ("WebhookFunction", "WebhookProcessorFunction")
+
+#: The webhook functions' settings (``qbo_connect.webhooks.settings.WebhookSettings``): declared
+#: here with the others, built apart so the gateway's cold start reads only what it uses.
+WEBHOOK_SETTINGS: tuple[Setting, ...] = (
+    Setting("WEBHOOK_VERIFIER_SECRET_ID", "verifier_secret_id", _text, "", ("WebhookFunction",)),
+    Setting("WEBHOOK_QUEUE_URL", "queue_url", _text, "", _WEBHOOKS),
+    Setting("WEBHOOK_DEAD_LETTER_QUEUE_URL", "dead_letter_queue_url", _text, ""),
+    Setting("TABLE_NAME", "table_name", _text, "", ("WebhookProcessorFunction",)),
+    Setting("EVENT_BUS_NAME", "event_bus_name", _text, "default"),
+    Setting("WEBHOOK_MAX_BODY_BYTES", "max_body_bytes", _whole, 1_048_576),
+    Setting(
+        "WEBHOOK_VERIFIER_OVERLAP_SECONDS",
+        "overlap_seconds",
+        _non_negative,
+        3600.0,
+        fallback=("WEBHOOK_VERIFIER_OVERLAP_MINUTES", 60),
+    ),
+    Setting("SECRET_MAX_AGE_SECONDS", "secret_max_age_seconds", _non_negative, 300.0),
+    Setting("WEBHOOK_DEDUP_TTL_SECONDS", "dedup_ttl_seconds", _whole, 7 * 86400),
+    Setting("WEBHOOK_CLAIM_SECONDS", "claim_seconds", _non_negative, 120.0),
+    Setting("WEBHOOK_RETRY_BASE_SECONDS", "retry_base_seconds", _non_negative, 10.0),
+    Setting("WEBHOOK_RETRY_MAX_SECONDS", "retry_max_seconds", _non_negative, 900.0),
+)
+
+
+def values_of(settings: tuple[Setting, ...], env: Mapping[str, str]) -> dict[str, object]:
+    """``{field: value}`` for a table of settings, read from ``env``."""
+    return {s.field: _value(env, s) for s in settings}
+
+
+def _value(env: Mapping[str, str], setting: Setting) -> object:
+    raw = env.get(setting.env, "").strip()
+    if raw:
+        return setting.parse(setting.env, raw)
+    if setting.fallback is not None:
+        other, scale = setting.fallback
+        fallback_raw = env.get(other, "").strip()
+        if fallback_raw:
+            scaled = _float(other, fallback_raw) * scale
+            return int(scaled) if setting.parse in (_int, _whole) else scaled
+    if setting.parse in (_accent,):
+        return setting.parse(setting.env, "")
+    return setting.default
+
+
+def missing_for(function: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """The variables ``function`` needs that are unset or empty in ``env``."""
+    env = os.environ if env is None else env
+    declared = {s.env: s for s in (*SETTINGS, *WEBHOOK_SETTINGS) if function in s.required_by}
+    return [name for name in declared if not env.get(name, "").strip()]
+
+
+def check_for(function: str, env: Mapping[str, str] | None = None) -> None:
+    """Fail at cold start, naming every missing variable, rather than at the first request
+    that needs one (the handlers call this when their module loads)."""
+    missing = missing_for(function, env)
+    if missing:
+        raise ConfigurationError(f"{function} needs {', '.join(missing)} (template.yaml sets them)")
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -221,11 +425,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError("INTUIT_ENVIRONMENT must be 'sandbox' or 'production'")
 
     def url(name: str, default: str) -> str:
-        return (
-            (env.get(name) or default).strip().rstrip("/")
-            if name != "INTUIT_ISSUER"
-            else (env.get(name) or default).strip()
-        )
+        value = (env.get(name) or default).strip()
+        return value if name == "INTUIT_ISSUER" else value.rstrip("/")
 
     endpoints = IntuitEndpoints(
         environment=environment,
@@ -252,72 +453,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "SCOPES must include com.intuit.quickbooks.accounting or openid: one of them is "
             "needed to prove which QuickBooks company was connected"
         )
-    connect_mode = env.get("CONNECT_MODE", "link").strip() or "link"
-    if connect_mode not in ("link", "open"):
+    values = values_of(SETTINGS, env)
+    if values["connect_mode"] not in ("link", "open"):
         raise ConfigurationError("CONNECT_MODE must be 'link' or 'open'")
-
     return Settings(
-        table_name=env.get("TABLE_NAME", "").strip(),
-        token_key_id=env.get("TOKEN_KEY_ID", "").strip(),
-        client_secret_id=env.get("INTUIT_CLIENT_SECRET_ID", "").strip(),
         intuit=endpoints,
         scopes=scopes,
         allowed_extra_scopes=extra_scopes,
-        connect_mode=connect_mode,
-        allowed_return_urls=_split(env.get("ALLOWED_RETURN_URLS", ""), ","),
-        public_base_url=env.get("PUBLIC_BASE_URL", "").strip().rstrip("/"),
-        connect_base_url=env.get("CONNECT_BASE_URL", "").strip().rstrip("/"),
-        connect_link_ttl_seconds=_int(env, "CONNECT_LINK_TTL_SECONDS", 1800),
-        return_signing_secret_id=env.get("RETURN_SIGNING_SECRET_ID", "").strip(),
-        state_ttl_seconds=_int(env, "STATE_TTL_SECONDS", 600),
-        intuit_timeout_seconds=_float(env, "INTUIT_TIMEOUT_SECONDS", 10.0),
-        intuit_max_attempts=_int(env, "INTUIT_MAX_ATTEMPTS", 3),
-        intuit_backoff_base_seconds=_float(env, "INTUIT_BACKOFF_BASE_SECONDS", 0.5),
-        intuit_backoff_max_seconds=_float(env, "INTUIT_BACKOFF_MAX_SECONDS", 8.0),
-        aws_connect_timeout_seconds=_float(env, "AWS_CONNECT_TIMEOUT_SECONDS", 1.0),
-        aws_read_timeout_seconds=_float(env, "AWS_READ_TIMEOUT_SECONDS", 3.0),
-        aws_max_attempts=_int(env, "AWS_MAX_ATTEMPTS", 3),
-        lease_seconds=_float(env, "REFRESH_LEASE_SECONDS", 0.0),
-        lease_wait_seconds=_float(env, "LEASE_WAIT_SECONDS", 25.0),
-        # The template speaks minutes (CloudFormation cannot multiply); seconds win if set.
-        invalid_grant_window_seconds=_int(
-            env,
-            "INVALID_GRANT_WINDOW_SECONDS",
-            _int(env, "INVALID_GRANT_WINDOW_MINUTES", 360) * 60,
-        ),
-        invalid_grant_min_attempts=_int(env, "INVALID_GRANT_MIN_ATTEMPTS", 3),
-        invalid_grant_breaker_threshold=_int(env, "INVALID_GRANT_BREAKER_THRESHOLD", 10),
-        invalid_grant_breaker_window_seconds=_int(
-            env,
-            "INVALID_GRANT_BREAKER_WINDOW_SECONDS",
-            _int(env, "INVALID_GRANT_BREAKER_WINDOW_MINUTES", 60) * 60,
-        ),
-        retry_backoff_base_seconds=_float(env, "RETRY_BACKOFF_BASE_SECONDS", 60.0),
-        retry_backoff_max_seconds=_float(env, "RETRY_BACKOFF_MAX_SECONDS", 1800.0),
-        access_token_refresh_margin_seconds=_int(env, "ACCESS_TOKEN_REFRESH_MARGIN_SECONDS", 300),
-        last_used_write_interval_seconds=_int(env, "LAST_USED_WRITE_INTERVAL_SECONDS", 300),
-        keep_alive_hours=_int(env, "KEEP_ALIVE_HOURS", 48),
-        keep_warm_minutes=_int(env, "KEEP_WARM_MINUTES", 60),
-        due_shards=_int(env, "DUE_SHARDS", 16),
-        sweep_requeue_seconds=_float(env, "SWEEP_REQUEUE_SECONDS", 900.0),
-        refresh_queue_url=env.get("REFRESH_QUEUE_URL", "").strip(),
-        event_bus_name=env.get("EVENT_BUS_NAME", "default").strip() or "default",
-        emit_refreshed_events=env.get("EMIT_REFRESHED_EVENTS", "false").strip().lower() == "true",
-        secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", 300),
-        app_name=" ".join(env.get("APP_NAME", "").split())[:APP_NAME_MAX],
-        app_logo_url=check_url("APP_LOGO_URL", env.get("APP_LOGO_URL", "")),
-        accent_color=check_accent(env.get("ACCENT_COLOR", "")),
-        support_url=check_url(
-            "SUPPORT_URL", env.get("SUPPORT_URL", ""), schemes=("https", "mailto")
-        ),
-        privacy_url=check_url("PRIVACY_URL", env.get("PRIVACY_URL", "")),
-        disconnect_hint_realm_interval_seconds=_int(
-            env, "DISCONNECT_HINT_REALM_INTERVAL_SECONDS", 300
-        ),
-        disconnect_hint_source_limit=_int(env, "DISCONNECT_HINT_SOURCE_LIMIT", 10),
-        disconnect_hint_source_window_seconds=_int(
-            env, "DISCONNECT_HINT_SOURCE_WINDOW_SECONDS", 600
-        ),
+        **values,  # type: ignore[arg-type]
     )
 
 

@@ -55,7 +55,6 @@ Lifecycle ``connection.expiring`` events are emitted by the worker, which reads 
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -69,6 +68,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
+from qbo_connect.contracts import RefreshMessage
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.store.connections import ConnectionRepository
 from qbo_connect.store.sweep_state import ShardMark, SweepStateRepository
@@ -390,10 +390,9 @@ class Sweeper:
     ) -> None:
         """SendMessageBatch for up to 10 connections; what failed holds the shard's watermark."""
         bodies = {
-            str(i): json.dumps(
-                {"realm_id": realm_id, "due_at": due_at, "enqueued_at": round(self._clock(), 3)},
-                separators=(",", ":"),
-            )
+            str(i): RefreshMessage(
+                realm_id=realm_id, due_at=due_at, enqueued_at=self._clock()
+            ).to_body()
             for i, (realm_id, due_at, _) in enumerate(batch)
         }
         remaining = dict(bodies)

@@ -38,11 +38,9 @@ MalformedMessage.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -55,14 +53,12 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from qbo_connect import events as lifecycle
-from qbo_connect import validation
 from qbo_connect.config import Settings
+from qbo_connect.contracts import RefreshMessage, parse_or_drop
 from qbo_connect.errors import (
     ConfigurationError,
     Deferred,
     EventsPending,
-    InvalidRequest,
-    MalformedMessage,
     NeedsReauthorization,
     NotConnected,
     RefreshUnavailable,
@@ -73,44 +69,6 @@ from qbo_connect.vault.protocol import TokenVault
 from qbo_connect.vault.records import ExpiringNotice
 
 logger = Logger(child=True)
-
-
-@dataclass(frozen=True)
-class RefreshMessage:
-    realm_id: str
-    due_at: float | None = None
-    #: Earlier versions' claim: the item's due time while that message was in flight.
-    claimed_due_at: float | None = None
-
-
-def parse_message(body: str) -> RefreshMessage:
-    """The sweep's message, validated; raises MalformedMessage."""
-    try:
-        payload = json.loads(body)
-    except (TypeError, ValueError):
-        raise MalformedMessage("body is not JSON") from None
-    if not isinstance(payload, dict):
-        raise MalformedMessage("body is not a JSON object")
-    try:
-        realm_id = validation.realm_id(payload)
-    except InvalidRequest as exc:
-        raise MalformedMessage(exc.message) from None
-
-    def number(name: str) -> float | None:
-        value = payload.get(name)
-        if value is None:
-            return None
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise MalformedMessage(f"{name} must be a number")
-        return float(value)
-
-    return RefreshMessage(
-        realm_id=realm_id, due_at=number("due_at"), claimed_due_at=number("claimed_due_at")
-    )
 
 
 def worst_case_refresh_ms(settings: Settings) -> int:
@@ -167,14 +125,15 @@ class RefreshWorker:
 
     def process(self, body: str, *, message_id: str = "") -> str:
         """The outcome for one message body; raises to make SQS redeliver it."""
-        try:
-            message = parse_message(body)
-        except MalformedMessage as exc:
-            logger.error(
-                "malformed refresh message dropped",
-                extra={"message_id": message_id, "reason": str(exc)},
-            )
-            self._count("MalformedMessage")
+        message = parse_or_drop(
+            body,
+            RefreshMessage.from_payload,
+            kind="refresh",
+            message_id=message_id,
+            count=self._count,
+            metric="MalformedMessage",
+        )
+        if message is None:
             return "malformed"
         realm_id = message.realm_id
         notices: list[ExpiringNotice] = []  # what this message's refresh was given to record

@@ -30,6 +30,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
+from qbo_connect.contracts import CHANGES_MESSAGE_VERSION, ChangesMessage
 from qbo_connect.errors import ConfigurationError, EnqueueFailed, MalformedPayload
 from qbo_connect.webhooks.payload import EntityChange, parse
 from qbo_connect.webhooks.settings import WebhookSettings
@@ -39,7 +40,6 @@ from qbo_connect.webhooks.signature import SIGNATURE_HEADER, VerifierTokens
 CHANGES_PER_MESSAGE = 50
 #: A malformed body larger than this is kept on the DLQ as its size and hash only.
 DEAD_LETTER_BODY_LIMIT = 200_000
-MESSAGE_VERSION = 1
 
 _log = Logger(child=True)
 
@@ -76,14 +76,9 @@ class ChangeQueue:
     def send(self, changes: Sequence[EntityChange], *, received_at: float) -> int:
         """Enqueue every change; returns the number of messages. Raises EnqueueFailed."""
         bodies = [
-            json.dumps(
-                {
-                    "v": MESSAGE_VERSION,
-                    "received_at": received_at,
-                    "changes": [c.to_dict() for c in changes[i : i + CHANGES_PER_MESSAGE]],
-                },
-                separators=(",", ":"),
-            )
+            ChangesMessage(
+                received_at=received_at, changes=tuple(changes[i : i + CHANGES_PER_MESSAGE])
+            ).to_body()
             for i in range(0, len(changes), CHANGES_PER_MESSAGE)
         ]
         for start in range(0, len(bodies), 10):
@@ -95,7 +90,7 @@ class ChangeQueue:
         if not self._dlq_url:
             raise ConfigurationError("WEBHOOK_DEAD_LETTER_QUEUE_URL is not set")
         record: dict[str, Any] = {
-            "v": MESSAGE_VERSION,
+            "v": CHANGES_MESSAGE_VERSION,
             "received_at": received_at,
             "reason": reason,
             "reference": reference,

@@ -43,7 +43,8 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from qbo_connect.errors import MalformedMessage, MalformedPayload, PublishFailed
+from qbo_connect.contracts import ChangesMessage, parse_or_drop
+from qbo_connect.errors import PublishFailed
 from qbo_connect.store.connections import Connection, ConnectionRepository
 from qbo_connect.store.table import STATUS_DISCONNECTED
 from qbo_connect.store.webhook_ledger import Ledger
@@ -53,19 +54,6 @@ from qbo_connect.webhooks.settings import DETAIL_TYPE, SOURCE
 logger = Logger(child=True)
 
 PUT_EVENTS_MAX = 10
-
-
-def parse_message(body: str) -> list[EntityChange]:
-    try:
-        payload = json.loads(body)
-    except (TypeError, ValueError):
-        raise MalformedMessage("body is not JSON") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("changes"), list):
-        raise MalformedMessage("body has no changes array")
-    try:
-        return [EntityChange.from_dict(change) for change in payload["changes"]]
-    except MalformedPayload as exc:
-        raise MalformedMessage(str(exc)) from None
 
 
 def event_detail(change: EntityChange, conn: Connection) -> dict[str, Any]:
@@ -149,15 +137,17 @@ class WebhookProcessor:
     def process(self, body: str, *, message_id: str, batch: _Batch | None = None) -> dict[str, int]:
         """Counts for one message (published, duplicates, dropped); raises to be retried."""
         batch = batch or _Batch()
-        try:
-            changes = parse_message(body)
-        except MalformedMessage as exc:
-            logger.error(
-                "malformed webhook message dropped",
-                extra={"message_id": message_id, "reason": str(exc)},
-            )
-            self._count("WebhookMalformedMessage")
+        message = parse_or_drop(
+            body,
+            ChangesMessage.from_payload,
+            kind="webhook",
+            message_id=message_id,
+            count=self._count,
+            metric="WebhookMalformedMessage",
+        )
+        if message is None:
             return {"published": 0, "duplicates": 0, "dropped": 0}
+        changes = message.changes
         now = self._clock()
         counts = {"published": 0, "duplicates": 0, "dropped": 0}
         claimed: list[tuple[EntityChange, Connection]] = []

@@ -1,7 +1,8 @@
 """The webhook functions' settings, read once per container from environment variables.
 
-Kept apart from :mod:`qbo_connect.config` so the gateway's cold start reads only what it uses
-and a misconfigured webhook deploy names its own variable (:class:`ConfigurationError`).
+Declared in ``qbo_connect.config.WEBHOOK_SETTINGS`` with every other setting; built apart so
+the gateway's cold start reads only what it uses and a misconfigured webhook deploy names its
+own variable (:class:`~qbo_connect.errors.ConfigurationError`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from qbo_connect.errors import ConfigurationError
+from qbo_connect.config import WEBHOOK_SETTINGS, values_of
 
 DETAIL_TYPE = "quickbooks.entity_changed"
 SOURCE = "qbo-connect"
@@ -41,41 +42,15 @@ class WebhookSettings:
     retry_max_seconds: float = 900.0
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigurationError(f"{name} must not be negative")
-    return value
-
-
 def load_webhook_settings(env: Mapping[str, str] | None = None) -> WebhookSettings:
-    """Settings from a mapping of env vars (``os.environ`` by default).
+    """Settings from a mapping of env vars (``os.environ`` by default), as declared in
+    ``qbo_connect.config.WEBHOOK_SETTINGS``.
 
     The overlap is given in minutes by the template (``WEBHOOK_VERIFIER_OVERLAP_MINUTES``);
     ``WEBHOOK_VERIFIER_OVERLAP_SECONDS`` wins when set (tests use a few seconds).
     """
     env = os.environ if env is None else env
-    overlap_minutes = _number(env, "WEBHOOK_VERIFIER_OVERLAP_MINUTES", 60.0)
-    return WebhookSettings(
-        verifier_secret_id=env.get("WEBHOOK_VERIFIER_SECRET_ID", "").strip(),
-        queue_url=env.get("WEBHOOK_QUEUE_URL", "").strip(),
-        dead_letter_queue_url=env.get("WEBHOOK_DEAD_LETTER_QUEUE_URL", "").strip(),
-        table_name=env.get("TABLE_NAME", "").strip(),
-        event_bus_name=env.get("EVENT_BUS_NAME", "default").strip() or "default",
-        max_body_bytes=int(_number(env, "WEBHOOK_MAX_BODY_BYTES", 1_048_576)),
-        overlap_seconds=_number(env, "WEBHOOK_VERIFIER_OVERLAP_SECONDS", overlap_minutes * 60),
-        secret_max_age_seconds=_number(env, "SECRET_MAX_AGE_SECONDS", 300.0),
-        dedup_ttl_seconds=int(_number(env, "WEBHOOK_DEDUP_TTL_SECONDS", 7 * 86400)),
-        claim_seconds=_number(env, "WEBHOOK_CLAIM_SECONDS", 120.0),
-        retry_base_seconds=_number(env, "WEBHOOK_RETRY_BASE_SECONDS", 10.0),
-        retry_max_seconds=_number(env, "WEBHOOK_RETRY_MAX_SECONDS", 900.0),
-    )
+    return WebhookSettings(**values_of(WEBHOOK_SETTINGS, env))  # type: ignore[arg-type]
 
 
 @lru_cache(maxsize=1)

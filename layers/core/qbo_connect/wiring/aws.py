@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from qbo_connect.config import Settings, get_settings
+from qbo_connect.config import Settings, check_for, get_settings
 from qbo_connect.errors import ConfigurationError
 from qbo_connect.intuit import ClientCredentials
 
@@ -27,6 +27,14 @@ MIN_RETURN_KEY_LENGTH = 32
 def settings() -> Settings:
     """The container's settings (read once from the environment)."""
     return get_settings()
+
+
+@cache
+def ready(*functions: str) -> None:
+    """Check, once per container, that the variables these functions need are set: a
+    misconfigured deploy fails its first invocation naming them (``config.check_for``)."""
+    for function in functions:
+        check_for(function)
 
 
 @cache
@@ -111,7 +119,7 @@ def http_session() -> requests.Session:
 
 def _reset() -> None:
     get_settings.cache_clear()
-    for cached in (boto_config, aws_client, table, http_session):
+    for cached in (ready, boto_config, aws_client, table, http_session):
         cached.cache_clear()
     try:  # Powertools caches secrets for max_age: a reset means "read them again".
         from aws_lambda_powertools.utilities import parameters

@@ -15,6 +15,7 @@ from qbo_connect.wiring import aws, vault
 
 @lru_cache(maxsize=1)
 def sweeper() -> Sweeper:
+    aws.ready("RefreshSweepFunction")
     settings = aws.settings()
     return Sweeper(
         connections=vault.connections(),

@@ -86,6 +86,9 @@ def intuit() -> IntuitClient:
 def vault() -> TokenVault:
     from qbo_connect.vault.observer import refresh_observer
 
+    # Every function that uses the vault needs the same three variables.
+    aws.ready("GetTokenFunction")
+
     return TokenVault(
         settings=aws.settings(),
         connections=connections(),

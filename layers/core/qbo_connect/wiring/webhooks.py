@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
+from qbo_connect.config import check_for
 from qbo_connect.webhooks.gateway import ChangeQueue, GatewayResult, answer
 from qbo_connect.webhooks.settings import WebhookSettings, get_webhook_settings
 from qbo_connect.webhooks.signature import VerifierTokens
@@ -38,6 +39,7 @@ def _gateway_client(service: str) -> Any:
 
 @lru_cache(maxsize=1)
 def verifier() -> VerifierTokens:
+    check_for("WebhookFunction")
     current = settings()
     return VerifierTokens(
         _gateway_client("secretsmanager"),
@@ -67,6 +69,7 @@ def processor() -> WebhookProcessor:
     from qbo_connect.webhooks.processor import WebhookProcessor
     from qbo_connect.wiring import aws
 
+    check_for("WebhookProcessorFunction")
     current = settings()
     table = aws.table()
     return WebhookProcessor(
