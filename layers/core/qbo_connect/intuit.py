@@ -124,6 +124,19 @@ class IntuitClient:
         self._clock = clock
         self._jwks: jwt.PyJWKClient | None = None
 
+    def quick(self, timeout: float) -> IntuitClient:
+        """This client with one attempt and at most ``timeout`` seconds: for a call a person
+        (or an import) is waiting on, over the same credentials and HTTP session."""
+        return IntuitClient(
+            self.endpoints,
+            self.credentials,
+            timeout=min(timeout, self.timeout),
+            max_attempts=1,
+            session=self.session,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+
     # ----- authorize -------------------------------------------------------------------------
 
     def authorize_url(self, *, scopes: Iterable[str], redirect_uri: str, state: str) -> str:

@@ -159,13 +159,7 @@ class DisconnectHints:
                 extra={"realm_id": conn.realm_id, "error_type": type(exc).__name__},
             )
             return UNKNOWN
-        quick = IntuitClient(
-            client.endpoints,
-            client.credentials,
-            timeout=min(PROBE_TIMEOUT_SECONDS, self.settings.intuit_timeout_seconds),
-            max_attempts=1,
-            session=client.session,
-        )
+        quick = client.quick(PROBE_TIMEOUT_SECONDS)
         try:
             if "com.intuit.quickbooks.accounting" in conn.scopes:
                 quick.company_info(conn.realm_id, token)

@@ -61,6 +61,9 @@ from qbo_connect.vault.protocol import TokenVault
 
 logger = Logger(child=True)
 
+#: A person (or an import call) waits on the proof calls: one attempt, this long at most.
+QUICK_TIMEOUT_SECONDS = 5.0
+
 ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
 STORE_ATTEMPTS = 5
 #: HTTP statuses with which QuickBooks refuses a token for a company it was not issued for.
@@ -141,7 +144,7 @@ class GrantAdopter:
                 "needs the accounting scope for a CompanyInfo check"
             )
         try:
-            info = self._quick(client).company_info(realm_id, tokens.access_token)
+            info = client.quick(QUICK_TIMEOUT_SECONDS).company_info(realm_id, tokens.access_token)
         except IntuitError as exc:
             # 401/403: Intuit says the token is not for this company. Anything else (transient
             # or not) leaves the question open, and an open question fails closed.
@@ -165,7 +168,7 @@ class GrantAdopter:
         self, client: IntuitClient, tokens: TokenSet, realm_id: str, scopes: tuple[str, ...]
     ) -> str | None:
         """Best effort, one quick attempt each: CompanyInfo, then userinfo. Never raises."""
-        quick = self._quick(client)
+        quick = client.quick(QUICK_TIMEOUT_SECONDS)
         name: Any = None
         if ACCOUNTING_SCOPE in scopes:
             try:
@@ -190,16 +193,6 @@ class GrantAdopter:
         if isinstance(name, str) and name.strip():
             return name.strip()[:256]
         return None
-
-    def _quick(self, client: IntuitClient) -> IntuitClient:
-        """One attempt with a short timeout: a person (or an import call) is waiting."""
-        return IntuitClient(
-            client.endpoints,
-            client.credentials,
-            timeout=min(5.0, self.settings.intuit_timeout_seconds),
-            max_attempts=1,
-            session=client.session,
-        )
 
     def _revoke(self, client: IntuitClient, tokens: TokenSet, realm_id: str, why: str) -> None:
         """Revoke the grant just obtained (its refresh token revokes its access tokens too)."""
