@@ -52,6 +52,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from devstack import aws_calls
 from devstack import template as tpl
 from devstack.handlers import LambdaContext
+from devstack.local_guard import LocalOnly, public_host
 
 log = logging.getLogger("devstack")
 
@@ -718,7 +719,11 @@ class _HttpServer:
 
 
 def _moto_server(port: int) -> Any:
-    """A ThreadedMotoServer that reports a bind failure instead of hanging its start()."""
+    """A ThreadedMotoServer that reports a bind failure instead of hanging its start().
+
+    moto's app is served behind :class:`LocalOnly`: moto answers CORS for any origin and
+    accepts any signature, so without it any web page could read the local secrets.
+    """
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from moto.server import ThreadedMotoServer
     from werkzeug.serving import make_server
@@ -734,7 +739,7 @@ def _moto_server(port: int) -> Any:
                 self._server = make_server(
                     self._ip_address,
                     self._port,
-                    moto_app(),
+                    LocalOnly(moto_app(), name="AWS endpoint"),
                     True,
                     request_handler=MotoRequestHandler,
                 )
@@ -898,13 +903,22 @@ class LocalStack:
             for sock in sockets.values():
                 sock.close()
             raise
-        self._api = _HttpServer("devstack-api", sockets["--api-port"], self._gateway_app)
-        self._lambda = _HttpServer("devstack-lambda", sockets["--lambda-port"], self._lambda_app)
+        parameters = tpl.parameter_values(self.template, self.parameter_overrides)
+        # A tunnel (PublicBaseUrl) brings real Intuit traffic to the gateway under its own name.
+        public = public_host(parameters.get("PublicBaseUrl", ""))
+        gateway = LocalOnly(
+            self._gateway_app,
+            name="HTTP gateway",
+            public=[public] if public else [],
+            navigations=True,
+        )
+        lambda_api = LocalOnly(self._lambda_app, name="Lambda invoke API")
+        self._api = _HttpServer("devstack-api", sockets["--api-port"], gateway)
+        self._lambda = _HttpServer("devstack-lambda", sockets["--lambda-port"], lambda_api)
         self.api_url, self.lambda_url = self._api.url, self._lambda.url
 
         (self.state_dir / "endpoints.json").unlink(missing_ok=True)
         self._start_moto()
-        parameters = tpl.parameter_values(self.template, self.parameter_overrides)
         public_base = parameters.get("PublicBaseUrl", "") or self.api_url
         client_id, client_secret = self._client_credentials()
         self._start_intuit(client_id, client_secret, public_base)
@@ -1057,6 +1071,10 @@ class LocalStack:
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
             kwargs = {k: v for k, v in kwargs.items() if k in accepted}
         self.simulator = IntuitSimulator(**kwargs)
+        # Guarded like the stack's own servers (its consent page is reached by navigation).
+        self.simulator._wsgi = LocalOnly(  # type: ignore[method-assign]
+            self.simulator._wsgi, name="Intuit simulator", navigations=True
+        )
         try:
             self.simulator.start()
         except OSError as exc:
@@ -1671,10 +1689,16 @@ class LocalStack:
             "webhook_url": f"{self.api_url}/webhooks",
             "webhook_verifier_token": self.webhook_verifier_token,
         }
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # It holds the verifier token: readable by this user only (directory 0700, file 0600).
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # a shared directory we do not own stays as it is
+            os.chmod(self.state_dir, 0o700)
         target = self.state_dir / "endpoints.json"
         tmp = target.with_suffix(f".json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.endpoints, indent=2) + "\n", encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(json.dumps(self.endpoints, indent=2) + "\n")
         os.replace(tmp, target)
         self.say(f"wrote {target}")
 

@@ -267,7 +267,10 @@ def start_devstack(
             child_env.pop(key, None)
         else:
             child_env[key] = value
-    log_file = open(log_path, "wb")  # noqa: SIM115 - closed by DevstackProcess.stop()
+    # The log holds the connect link: readable by this user only.
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(log_fd, 0o600)
+    log_file = os.fdopen(log_fd, "wb")  # closed by DevstackProcess.stop()
     process = subprocess.Popen(
         command,
         cwd=REPO_ROOT,
