@@ -33,6 +33,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
@@ -69,35 +70,24 @@ def source_key(source_ip: str) -> str:
     return hashlib.sha256(source_ip.encode()).hexdigest()[:32]
 
 
+@dataclass(eq=False)
 class DisconnectHints:
     """Verifies a Disconnect URL hint for one realm and acts only on Intuit's confirmation."""
 
-    def __init__(
-        self,
-        vault: TokenVault,
-        *,
-        connections: ConnectionRepository,
-        rate_slots: RateSlots,
-        settings: Settings,
-        cipher: TokenCipher,
-        intuit: Callable[[], IntuitClient],
-        history: History,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.vault = vault
-        self.connections = connections
-        self.rate_slots = rate_slots
-        self.settings = settings
-        self.cipher = cipher
-        self.intuit = intuit
-        self.history = history
-        self._clock = clock
+    vault: TokenVault
+    connections: ConnectionRepository
+    rate_slots: RateSlots
+    settings: Settings
+    cipher: TokenCipher
+    intuit: Callable[[], IntuitClient]
+    history: History
+    clock: Callable[[], float] = time.time
 
     def handle(self, realm_id: str | None, source_ip: str) -> str:
         """What was done, as a short verdict for the log (the page is the same for all)."""
         if not realm_id or not validation.REALM_ID.match(realm_id):
             return "invalid_realm"
-        now = self._clock()
+        now = self.clock()
         settings = self.settings
         if not self.rate_slots.take_rate_slot(
             f"DISCONNECT_HINT#SOURCE#{source_key(source_ip)}",
@@ -172,7 +162,7 @@ class DisconnectHints:
         return ALIVE
 
     def _disconnect(self, conn: Connection) -> str:
-        now = self._clock()
+        now = self.clock()
         # The event is recorded with the disconnect itself and published after it (the
         # outbox, see events.py): it goes out at least once even if this process dies.
         event = lifecycle.PendingEvent.new(

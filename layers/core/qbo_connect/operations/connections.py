@@ -9,6 +9,7 @@ import binascii
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -66,33 +67,22 @@ def _decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     return value
 
 
+@dataclass(eq=False)
 class ConnectionsService:
     """Actions on stored connections. Tokens never leave this class except to Intuit."""
 
-    def __init__(
-        self,
-        vault: TokenVault,
-        *,
-        connections: ConnectionRepository,
-        settings: Settings,
-        history: History,
-        cipher: TokenCipher,
-        intuit: Callable[[], IntuitClient],
-        adopter: GrantAdopter,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.vault = vault
-        self.connections = connections
-        self.settings = settings
-        self.history = history
-        self.cipher = cipher
-        self.intuit = intuit
-        self.adopter = adopter
-        self._clock = clock
+    vault: TokenVault
+    connections: ConnectionRepository
+    settings: Settings
+    history: History
+    cipher: TokenCipher
+    intuit: Callable[[], IntuitClient]
+    adopter: GrantAdopter
+    clock: Callable[[], float] = time.time
 
     def describe(self, conn: Connection) -> dict[str, Any]:
         """A connection's metadata with its health (never token material)."""
-        return {**conn.metadata(), **health_fields(conn.raw, self._clock())}
+        return {**conn.metadata(), **health_fields(conn.raw, self.clock())}
 
     def _owned(self, payload: Mapping[str, Any]) -> tuple[str, str | None]:
         """``realm_id`` and the optional ``tenant_id`` of the tenant guard."""
@@ -171,14 +161,14 @@ class ConnectionsService:
                 )
             except ConfigurationError as exc:
                 revoke_error = exc.message
-        now = self._clock()
+        now = self.clock()
         # Recorded with the disconnect itself, published after it (the outbox, events.py).
         event = lifecycle.PendingEvent.new(
             lifecycle.DISCONNECTED,
             {"realm_id": realm_id, "tenant_id": conn.tenant_id, "revoked": revoked},
             now=now,
         )
-        now = self._clock()
+        now = self.clock()
         # Recorded with the disconnect itself, published after it (the outbox, events.py).
         event = lifecycle.PendingEvent.new(
             lifecycle.DISCONNECTED,

@@ -77,21 +77,14 @@ class Adoption:
     company_name: str | None
 
 
+@dataclass(eq=False)
 class GrantAdopter:
     """Proves, checks ownership of and stores a grant, for one deployment."""
 
-    def __init__(
-        self,
-        vault: TokenVault,
-        *,
-        connections: ConnectionRepository,
-        settings: Settings,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.vault = vault
-        self.connections = connections
-        self.settings = settings
-        self._clock = clock
+    vault: TokenVault
+    connections: ConnectionRepository
+    settings: Settings
+    clock: Callable[[], float] = time.time
 
     # ----- ownership ---------------------------------------------------------------------
 
@@ -236,7 +229,7 @@ class GrantAdopter:
             **(detail or {}),
         }
         for _ in range(STORE_ATTEMPTS):
-            now = self._clock()
+            now = self.clock()
             due_at = self.vault.due_at_for_new(sealed, now)
             existing = self.existing_for(realm_id, tenant_id)
             created = self.would_create(existing, tenant_id)

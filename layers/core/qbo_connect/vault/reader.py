@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
@@ -30,23 +31,15 @@ logger = Logger(child=True)
 MAX_MIN_VALID_SECONDS = 3000  # Intuit access tokens live 3600 s; ask for less than that.
 
 
+@dataclass(eq=False)
 class TokenReader:
     """Serves get_token; refreshes through ``refresher`` (the protocol) only when it must."""
 
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        connections: ConnectionRepository,
-        cipher: TokenCipher,
-        refresher: TokenVault,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.connections = connections
-        self.cipher = cipher
-        self.refresher = refresher
-        self._clock = clock
+    settings: Settings
+    connections: ConnectionRepository
+    cipher: TokenCipher
+    refresher: TokenVault
+    clock: Callable[[], float] = time.time
 
     def get_token(
         self, realm_id: str, min_valid_seconds: int, tenant_id: str | None
@@ -74,7 +67,7 @@ class TokenReader:
         def fresh_enough(c: Connection) -> bool:
             # A version without an access token (an idle connection's keep-alive) never is.
             return c.access_token_enc is not None and (
-                c.access_expires_at - self._clock() >= min_valid_seconds
+                c.access_expires_at - self.clock() >= min_valid_seconds
                 or c.version > started_version
             )
 
@@ -109,7 +102,7 @@ class TokenReader:
         still at ``conn``'s version (``ConnectionRepository.touch_last_used``): a stale read
         never moves a committed due time earlier.
         """
-        now = self._clock()
+        now = self.clock()
         interval = self.settings.last_used_write_interval_seconds
         if conn.last_used_at is not None and now - conn.last_used_at < interval:
             return
