@@ -248,6 +248,49 @@ def test_get_token_with_another_tenants_id_answers_not_connected(browser, stack)
     assert browser.connection()["status"]["S"] == "active"
 
 
+def _connections(stack: DevstackProcess, action: str, tenant: str, realm: str) -> Any:
+    payload = {"action": action, "tenant_id": tenant}
+    if action != "list_connections":
+        payload["realm_id"] = realm
+    return stack.invoke("ConnectionsFunction", payload)
+
+
+def test_a_new_owner_sees_nothing_of_the_previous_tenure(browser, stack):
+    realm = browser.realm
+    # Tenant A connects, a refresh fails at Intuit (its last error is recorded), A disconnects
+    assert browser.connect("tenant-first").status_code == 200
+    browser.sim("POST", "/_sim/faults", {"status_5xx": 10, "endpoints": ["token"]})
+    failed = _connections(stack, "refresh", "tenant-first", realm)
+    browser.sim("DELETE", "/_sim/faults")
+    assert "error" in failed, failed
+    a_conn = _connections(stack, "get_connection", "tenant-first", realm)["connection"]
+    assert a_conn["last_error"] is not None, a_conn
+    a_rows = _connections(stack, "connection_history", "tenant-first", realm)["history"]
+    assert _connections(stack, "disconnect", "tenant-first", realm)["status"] == "disconnected"
+    # Tenant B connects the same company with its own link
+    browser.sim("POST", "/_sim/config", {"next_realm_id": realm})
+    assert browser.connect("tenant-second").status_code == 200
+
+    b_conn = _connections(stack, "get_connection", "tenant-second", realm)["connection"]
+    (listed,) = _connections(stack, "list_connections", "tenant-second", realm)["connections"]
+    b_rows = _connections(stack, "connection_history", "tenant-second", realm)["history"]
+    assert b_conn["tenant_id"] == listed["tenant_id"] == "tenant-second"
+    assert b_conn["last_error"] is None and listed["last_error"] is None
+    assert b_conn["failing_since"] is None and b_conn["failed_attempts"] == 0
+    assert [(r["source"], r["outcome"]) for r in b_rows] == [("callback", "connected")]
+    # No timestamp of A's tenure is in anything B is shown
+    a_times = {a_conn["connected_at"], a_conn["last_error"]["at"]} | {r["at"] for r in a_rows}
+    a_times.discard(b_conn["connected_at"])  # one second can hold both: compare the rows too
+    shown_to_b = json.dumps([b_conn, listed, b_rows])
+    assert not [t for t in a_times if t and t in shown_to_b]
+    assert not {r["outcome"] for r in b_rows} & {"disconnected", "transient", "refreshed"}
+    # and A sees nothing of B's
+    for action in ("get_connection", "connection_history"):
+        answer = _connections(stack, action, "tenant-first", realm)
+        assert answer["error"]["code"] == "not_connected", (action, answer)
+    assert _connections(stack, "list_connections", "tenant-first", realm)["connections"] == []
+
+
 def test_return_redirect_is_signed_and_a_tampered_one_fails_the_readme_check(browser, stack):
     response = browser.connect("tenant-sig", return_url=APP_PREFIX + "/done?tab=qbo")
     assert response.status_code == 302

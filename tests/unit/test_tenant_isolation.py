@@ -516,3 +516,120 @@ def _invoke(action: Any, payload: dict[str, Any]) -> dict[str, Any]:
     from qbo_connect.invoke import respond
 
     return respond(lambda: action(payload))
+
+
+# ----- a realm that changes hands starts a new tenure ---------------------------------------------
+
+
+def _tenure_a_then_b(h: Harness) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Tenant A connects, fails a refresh, disconnects; tenant B connects the same realm."""
+    service = connections_service(h.vault, clock=h.clock)
+    a = {"realm_id": REALM_A, "tenant_id": "tenant-a"}
+    b = {"realm_id": REALM_A, "tenant_id": "tenant-b"}
+    h.sim.configure(next_realm_id=REALM_A)
+    assert h.connect("tenant-a").status == 200
+    h.sim.set_faults(status_5xx=10, endpoints=["token"])
+    with pytest.raises(Exception, match=r"unavailable|transient|Intuit"):
+        service.refresh(a)
+    h.sim.clear_faults()
+    failed = service.get_connection(a)["connection"]
+    assert failed["last_error"] is not None and failed["failed_attempts"] >= 1
+    service.disconnect(a)
+    h.clock.now += 3600
+    h.sim.configure(next_realm_id=REALM_A)
+    assert h.connect("tenant-b").status == 200
+    return service, a, b
+
+
+def test_a_new_owner_sees_nothing_of_the_previous_tenure(h):
+    service, a, b = _tenure_a_then_b(h)
+    conn = service.get_connection(b)["connection"]
+    assert conn["tenant_id"] == "tenant-b"
+    assert conn["connected_at"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h.clock.now))
+    assert conn["last_error"] is None and conn["failing_since"] is None
+    assert conn["failed_attempts"] == 0 and conn["health"] == "healthy"
+    (listed,) = service.list_connections({"tenant_id": "tenant-b"})["connections"]
+    assert listed == conn
+    rows = service.connection_history(b)["history"]
+    assert [(r["source"], r["outcome"]) for r in rows] == [("callback", "connected")]
+    item = next(i for i in connections_items(h))
+    leftovers = {"last_error_class", "last_error_at", "last_error_tid", "failing_since"}
+    assert not leftovers & set(item) and "reconnected_at" not in item
+    # and the previous owner sees nothing of the new one's
+    for action in (service.get_connection, service.connection_history):
+        assert _invoke(action, a)["error"]["code"] == "not_connected"
+    assert service.list_connections({"tenant_id": "tenant-a"})["connections"] == []
+
+
+def test_the_same_tenant_reconnecting_keeps_its_tenure_and_history(h):
+    service = connections_service(h.vault, clock=h.clock)
+    a = {"realm_id": REALM_A, "tenant_id": "tenant-a"}
+    h.sim.configure(next_realm_id=REALM_A)
+    assert h.connect("tenant-a").status == 200
+    first = service.get_connection(a)["connection"]["connected_at"]
+    service.disconnect(a)
+    h.clock.now += 60
+    h.sim.configure(next_realm_id=REALM_A)
+    assert h.connect("tenant-a").status == 200
+    assert service.get_connection(a)["connection"]["connected_at"] == first
+    outcomes = [r["outcome"] for r in service.connection_history(a)["history"]]
+    assert outcomes == ["reconnected", "disconnected", "connected"]
+
+
+def test_a_retried_takeover_meets_its_own_success(h):
+    """boto3 retries a takeover whose answer was lost: the retry finds its own write."""
+    from qbo_connect.events import PendingEvent
+
+    connect(h.vault, h.sim, realm_id=REALM_A, tenant_id="tenant-a")
+    h.vault.connections.disconnect(REALM_A, now=time.time())
+    seen = h.vault.connections.get_connection(REALM_A)
+    body = h.sim.issue_tokens(client_id="test-client", realm_id=REALM_A)
+    from qbo_connect.intuit import TokenSet
+
+    tokens = TokenSet(
+        access_token=body["access_token"],
+        refresh_token=body["refresh_token"],
+        expires_in=3600,
+        refresh_token_expires_in=body["x_refresh_token_expires_in"],
+        obtained_at=time.time(),
+    )
+    event = PendingEvent.new("connection.created", {"realm_id": REALM_A}, now=time.time())
+    kwargs: dict[str, Any] = dict(
+        realm_id=REALM_A,
+        tenant_id="tenant-b",
+        seen_version=seen.version,
+        environment="sandbox",
+        scopes=[ACCOUNTING],
+        tokens=h.vault.seal(REALM_A, tokens),
+        now=time.time(),
+        event=event,
+        new_tenure=True,
+    )
+    first = h.vault.connections.reconnect_connection(**kwargs)
+    again = h.vault.connections.reconnect_connection(**kwargs)
+    assert again.version == first.version == seen.version + 1
+    assert again.tenant_id == "tenant-b" and again.raw["tenure_since"] == pytest.approx(
+        kwargs["now"], abs=0.01
+    )
+
+
+def test_rows_written_before_tenures_are_bounded_by_the_newest_connect(h):
+    """Items and rows from before the upgrade: no ``tenure_since``, no owner on the rows."""
+    from qbo_connect.store.history import HistoryRepository
+    from qbo_connect.vault.history import History
+
+    service = connections_service(h.vault, clock=h.clock)
+    connect(h.vault, h.sim, realm_id=REALM_A, tenant_id="tenant-b")
+    h.table.update_item(
+        Key={"pk": f"REALM#{REALM_A}", "sk": "CONNECTION"},
+        UpdateExpression="REMOVE tenure_since",
+    )
+    base = h.clock.now
+    old = iter([base - 500, base - 400, base - 300, base - 200])
+    legacy = History(HistoryRepository(h.table), clock=lambda: next(old))
+    legacy.record(REALM_A, source="callback", outcome="connected")  # tenant A's tenure
+    legacy.record(REALM_A, source="operator", outcome="disconnected")
+    legacy.record(REALM_A, source="callback", outcome="connected")  # tenant B's
+    legacy.record(REALM_A, source="get_token", outcome="transient", intuit_tid="1-b")
+    rows = service.connection_history({"realm_id": REALM_A, "tenant_id": "tenant-b"})["history"]
+    assert [r["outcome"] for r in rows] == ["transient", "connected"]

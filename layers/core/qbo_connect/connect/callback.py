@@ -167,6 +167,7 @@ class CallbackSteps(LinkSteps, FlowBase):
             source=CALLBACK,
             outcome="connected" if adoption.created else "reconnected",
             version=adoption.connection.version,
+            tenant_id=tenant_id,
         )
         ending = Ending(
             outcome, cookies=ctx.cookies, company_name=adoption.company_name, realm_id=realm_id

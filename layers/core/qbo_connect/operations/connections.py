@@ -192,6 +192,7 @@ class ConnectionsService:
             outcome=STATUS_DISCONNECTED,
             detail="revoked" if revoked else "not revoked at Intuit",
             closed_run=before.raw.get(REFRESH_RUN),
+            tenant_id=conn.tenant_id,
         )
         result: dict[str, Any] = {
             "realm_id": realm_id,
@@ -299,6 +300,7 @@ class ConnectionsService:
             source=IMPORT,
             outcome="imported",
             version=adoption.connection.version,
+            tenant_id=tenant_id,
         )
         return {"connection": self.describe(adoption.connection)}
 

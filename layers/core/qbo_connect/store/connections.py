@@ -37,6 +37,7 @@ from qbo_connect.store.table import (
     to_dynamo,
     to_python,
 )
+from qbo_connect.store.tenure import TENURE_ATTRIBUTES, TENURE_SINCE
 
 
 @dataclass
@@ -290,6 +291,7 @@ class ConnectionRepository(Repository):
             "version": 1,
             "scopes": sorted(set(scopes)),
             "connected_at": iso(now),
+            TENURE_SINCE: now,
             "updated_at": iso(now),
             "last_refreshed_at": now,
             **tokens.attributes(),
@@ -330,6 +332,7 @@ class ConnectionRepository(Repository):
         company_name: str | None = None,
         due_at: float | None = None,
         event: PendingEvent | None = None,
+        new_tenure: bool = False,
     ) -> Connection:
         """Replace a connection's tokens in place after the same tenant re-authorised.
 
@@ -337,6 +340,11 @@ class ConnectionRepository(Repository):
         disconnected realm may go to a new tenant) and on the version seen (a concurrent write
         wins and we re-read). Clears any lease, dead status and invalid_grant history: the user
         just proved the grant is alive.
+
+        ``new_tenure`` (the item seen belongs to another tenant): the same write starts a new
+        tenure (``store.tenure``): ``connected_at`` and ``tenure_since`` become now and every
+        attribute of the previous tenant's tenure is removed, so nothing of it reaches the new
+        owner. The version condition makes what is reset exactly the tenure that was read.
         """
         update = Update()
         update.set_many(
@@ -345,15 +353,22 @@ class ConnectionRepository(Repository):
                 "environment": environment,
                 "scopes": sorted(set(scopes)),
                 "updated_at": iso(now),
-                "reconnected_at": iso(now),
                 "last_refreshed_at": now,
                 **({"company_name": company_name} if company_name else {}),
                 **tokens.attributes(),
             }
         )
+        if new_tenure:
+            update.set_many({"connected_at": iso(now), TENURE_SINCE: now})
+        else:
+            update.set("reconnected_at", iso(now))
         update.remove(*tokens.absent_attributes())
         self._new_token_version(update, realm_id, seen_version, due_at)
         update.remove("reauth_reason", "disconnected_at", "expiring_notified")
+        if new_tenure:
+            set_here = {"company_name"} if company_name else set()
+            # (a name also removed above appears once: ``Update`` de-duplicates REMOVE)
+            update.remove(*(name for name in TENURE_ATTRIBUTES if name not in set_here))
         # The tenant may change only when the realm was disconnected: a disconnected realm is
         # free for whoever connects it next, a live one is never taken over.
         update.set("tenant_id", tenant_id)

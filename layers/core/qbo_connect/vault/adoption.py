@@ -30,7 +30,9 @@ Created or reconnected
     A new realm, or a disconnected one taken by another tenant, is ``created`` (event
     ``connection.created``); a realm of the same tenant is ``reconnected`` in place (same
     item, version + 1). Writes are conditional; a concurrent change is re-read and retried a
-    few times.
+    few times. A realm taken over from another tenant starts a new *tenure* in the same write
+    (``store.tenure``): nothing of the previous tenant's time (``connected_at``, last error,
+    counters, sweep run, notices, history) is shown to the new owner.
 """
 
 from __future__ import annotations
@@ -261,6 +263,8 @@ class GrantAdopter:
                         company_name=company_name,
                         due_at=due_at,
                         event=event,
+                        # Another tenant's disconnected realm: a new tenure, reset in the write
+                        new_tenure=created,
                     )
             except (AlreadyExists, VersionConflict):
                 logger.info(

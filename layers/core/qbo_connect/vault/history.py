@@ -24,7 +24,8 @@ An entry: ``at`` (ISO 8601), ``source`` (what ran it: ``sweep``, ``get_token``, 
 ``needs_reauthorization``, ``connected``, ``reconnected``, ``imported``, ``disconnected``),
 ``intuit_tid`` when Intuit answered, ``version`` of the tokens after it, and a short
 ``detail`` (an error code, never a token or Intuit's own words). A run's row also has ``count``
-and ``since``.
+and ``since``. Rows also keep the tenant they were recorded for (``held_by``, never shown): a realm
+that changes hands starts a new tenure and its history starts empty (``store.tenure``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from aws_lambda_powertools import Logger
 from qbo_connect.store.connections import Connection
 from qbo_connect.store.history import HistoryRepository
 from qbo_connect.store.table import REFRESH_RUN
+from qbo_connect.store.tenure import TENURE_OPENING_OUTCOMES, tenure_since
 
 logger = Logger(child=True)
 
@@ -49,6 +51,10 @@ CALLBACK = "callback"
 IMPORT = "import"
 DISCONNECT_URL = "disconnect_url"
 SOURCES = (SWEEP, GET_TOKEN, OPERATOR, CALLBACK, IMPORT, DISCONNECT_URL)
+
+#: The tenant a row was recorded for. Not ``tenant_id``: that name is the TenantIndex key, and a
+#: history row must never appear in a tenant's list of connections.
+HELD_BY = "held_by"
 
 RETENTION_DAYS = 30
 DEFAULT_LIMIT = 20
@@ -111,12 +117,20 @@ class History:
         version: int | None = None,
         detail: str | None = None,
         closed_run: Mapping[str, Any] | None = None,
+        tenant_id: str | None = None,
     ) -> None:
-        """Record one outcome; ``closed_run`` (the run the outcome's write ended) goes first."""
+        """Record one outcome; ``closed_run`` (the run the outcome's write ended) goes first.
+
+        ``tenant_id`` (the tenant whose tenure the outcome belongs to) is kept on the rows, so
+        a later owner of the realm never sees them (``store.tenure``).
+        """
         now = self._clock()
+        owner = {HELD_BY: tenant_id} if tenant_id else {}
         if closed_run and closed_run.get("since") is not None:
-            self._put(realm_id, run_entry(closed_run), now, source=SWEEP, outcome="refreshed")
+            run = {**run_entry(closed_run), **owner}
+            self._put(realm_id, run, now, source=SWEEP, outcome="refreshed")
         entry: dict[str, Any] = {
+            **owner,
             "id": uuid.uuid4().hex[:16],
             "at_epoch": round(now, 3),
             "at": _iso(now),
@@ -142,14 +156,47 @@ class History:
     def entries(
         self, realm_id: str, *, limit: int = DEFAULT_LIMIT, conn: Connection | None = None
     ) -> list[dict[str, Any]]:
-        """The newest ``limit`` entries, newest first, without the internal sort fields.
+        """The newest ``limit`` entries of the current tenure, newest first, without the
+        internal fields.
 
-        ``conn`` (the connection item) adds its open run of sweep refreshes as one row.
+        ``conn`` (the connection item) adds its open run of sweep refreshes as one row, and
+        bounds the rows to its tenure (``store.tenure``): rows before ``tenure_since`` and rows
+        recorded for another tenant are left out. Callers showing history to a tenant pass it.
         """
-        items = self.repository.get_history(realm_id, limit=limit, now=self._clock())
+        if conn is None:
+            items = self.repository.get_history(realm_id, limit=limit, now=self._clock())
+        else:
+            items = self._tenure_entries(realm_id, conn, limit)
         run = (conn.raw.get(REFRESH_RUN) if conn is not None else None) or None
         if run and run.get("since") is not None:
             items.append(run_entry(run))
             items.sort(key=lambda e: float(e.get("at_epoch") or 0), reverse=True)
             items = items[:limit]
-        return [{k: v for k, v in item.items() if k not in ("at_epoch", "id")} for item in items]
+        hidden = ("at_epoch", "id", HELD_BY)
+        return [{k: v for k, v in item.items() if k not in hidden} for item in items]
+
+    def _tenure_entries(self, realm_id: str, conn: Connection, limit: int) -> list[dict[str, Any]]:
+        now = self._clock()
+        owner = conn.tenant_id
+
+        def mine(entry: Mapping[str, Any]) -> bool:
+            recorded_for = entry.get(HELD_BY)
+            return recorded_for is None or recorded_for == owner
+
+        since = tenure_since(conn.raw)
+        if since is None:
+            since = self._legacy_tenure_start(realm_id, now)
+        # ``mine`` pages past foreign rows; ``since`` bounds the Query to this tenure.
+        return self.repository.get_history(realm_id, limit=limit, now=now, since=since, keep=mine)
+
+    def _legacy_tenure_start(self, realm_id: str, now: float) -> float | None:
+        """An item from before tenures: its tenure began at the newest row that opened one."""
+        opening = self.repository.get_history(
+            realm_id,
+            limit=1,
+            now=now,
+            keep=lambda e: e.get("outcome") in TENURE_OPENING_OUTCOMES,
+        )
+        if not opening or opening[0].get("at_epoch") is None:
+            return None
+        return float(opening[0]["at_epoch"])

@@ -736,6 +736,7 @@ class TokenVault:
             intuit_tid=intuit_tid,
             version=after.version,
             closed_run=closed_run,
+            tenant_id=before.tenant_id,
         )
 
     def _retry_due_at(self, conn: Connection, now: float) -> float:
