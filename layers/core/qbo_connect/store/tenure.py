@@ -1,9 +1,9 @@
 """A tenure: one tenant's uninterrupted holding of a realm, and what belongs to it alone.
 
-Why: a disconnected realm is free for the next tenant (``vault.adoption``). Without tenures the
-new owner would inherit the previous owner's ``connected_at``, last error, failure counters,
-sweep run, expiry notices and 30 days of history rows, which tell it when and how another
-tenant used that company.
+Why: a disconnected realm is free for the next tenant (``qbo_connect.vault.adoption``).
+Without tenures the new owner would inherit the previous owner's ``connected_at``, last
+error, failure counters, sweep run, expiry notices and 30 days of history rows, which tell it
+when and how another tenant used that company.
 
 How:
 
@@ -16,7 +16,7 @@ How:
   before. The same tenant reconnecting keeps its tenure, its ``connected_at`` and its history.
 - History rows carry the tenant they were recorded for (``held_by``), and ``connection_history``
   shows only rows of the current tenure: rows at or after ``tenure_since`` whose tenant is the
-  current owner (see ``vault.history``).
+  current owner (see ``qbo_connect.vault.history``).
 - Rows and items written before tenures existed: a row without ``held_by`` belongs to
   whoever held the realm when it was written, which is unknown, so it is shown only when it is
   inside the current tenure. An item without ``tenure_since`` dates its tenure from the newest
