@@ -1,7 +1,7 @@
 """ConnectionsFunction: connect links and connection management (direct invoke only).
 
 Actions: create_connect_link, list_connections, get_connection, connection_history, refresh,
-import_connection, disconnect. See README "Invoke contracts".
+import_connection, disconnect, usage, set_usage_quota, flush_usage. See README "Invoke contracts".
 """
 
 from collections.abc import Callable, Mapping
@@ -13,6 +13,7 @@ from qbo_connect.errors import InvalidRequest
 from qbo_connect.invoke import require_object, respond
 from qbo_connect.telemetry import logger, metrics
 from qbo_connect.wiring import operations as wiring
+from qbo_connect.wiring import usage as usage_wiring
 
 
 def _create_connect_link(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -31,6 +32,9 @@ def _dispatch(event: Any) -> Mapping[str, Any]:
         "refresh": service.refresh,
         "import_connection": service.import_connection,
         "disconnect": service.disconnect,
+        "usage": lambda p: usage_wiring.usage_service().usage(p),
+        "set_usage_quota": lambda p: usage_wiring.usage_service().set_usage_quota(p),
+        "flush_usage": lambda p: usage_wiring.usage_service().flush_usage(p),
     }
     if not isinstance(action, str) or action not in actions:
         raise InvalidRequest(f"action must be one of: {', '.join(sorted(actions))}")
@@ -42,4 +46,7 @@ def _dispatch(event: Any) -> Mapping[str, Any]:
 @logger.inject_lambda_context(clear_state=True, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    return respond(lambda: _dispatch(event))
+    try:
+        return respond(lambda: _dispatch(event))
+    finally:
+        usage_wiring.flush_if_due()

@@ -11,6 +11,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from qbo_connect.contracts import GetTokenRequest
+from qbo_connect.errors import InvalidRequest
 from qbo_connect.invoke import require_object, respond
 from qbo_connect.telemetry import logger, metrics
 from qbo_connect.wiring import vault as wiring
@@ -18,6 +19,12 @@ from qbo_connect.wiring import vault as wiring
 
 def _get_token(event: Any) -> dict[str, Any]:
     request = GetTokenRequest.from_payload(require_object(event))
+    if not wiring.raw_token_reads():
+        raise InvalidRequest(
+            "raw token reads are disabled (RawTokenReads): call QuickBooks through "
+            "QuickBooksApiFunction",
+            reason="raw_token_reads_disabled",
+        )
     logger.append_keys(realm_id=request.realm_id)
     vault = wiring.vault()
     token = vault.get_token(

@@ -130,6 +130,14 @@ class Settings:
     disconnect_hint_realm_interval_seconds: int = 300
     disconnect_hint_source_limit: int = 10
     disconnect_hint_source_window_seconds: int = 600
+    # CorePlus usage (qbo_connect.usage): this app's share of the workspace's monthly pool.
+    coreplus_monthly_budget: int = 500_000
+    coreplus_soft_limit_percent: float = 90.0
+    coreplus_tenant_quota: int = 0
+    coreplus_batch_counting: str = "per_item"
+    raw_token_reads: bool = True
+    usage_flush_seconds: float = 5.0
+    usage_flush_calls: int = 50
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -140,6 +148,11 @@ class Settings:
                 "the INTUIT_* and AWS_* timeouts and retries): a holder still at work would "
                 "see its lease taken over. Raise it, or lower those timeouts."
             )
+
+    @property
+    def coreplus_soft_limit(self) -> int:
+        """Workloads' CorePlus calls a month (the rest of the budget is the service's reserve)."""
+        return int(self.coreplus_monthly_budget * self.coreplus_soft_limit_percent / 100)
 
     @property
     def aws_call_worst_seconds(self) -> float:
@@ -213,6 +226,18 @@ def _base_url(name: str, raw: str) -> str:
 
 def _flag(name: str, raw: str) -> bool:
     return raw.lower() == "true"
+
+
+def _enabled(name: str, raw: str) -> bool:
+    if raw.lower() not in ("enabled", "disabled", "true", "false"):
+        raise ConfigurationError(f"{name} must be 'enabled' or 'disabled', got {raw!r}")
+    return raw.lower() in ("enabled", "true")
+
+
+def _batch_counting(name: str, raw: str) -> str:
+    if raw not in ("per_item", "per_call"):
+        raise ConfigurationError(f"{name} must be 'per_item' or 'per_call', got {raw!r}")
+    return raw
 
 
 def _list(name: str, raw: str) -> tuple[str, ...]:
@@ -335,6 +360,13 @@ SETTINGS: tuple[Setting, ...] = (
         300,
     ),
     Setting("DISCONNECT_HINT_SOURCE_LIMIT", "disconnect_hint_source_limit", _int, 10),
+    Setting("COREPLUS_MONTHLY_BUDGET", "coreplus_monthly_budget", _int, 500_000),
+    Setting("COREPLUS_SOFT_LIMIT_PERCENT", "coreplus_soft_limit_percent", _float, 90.0),
+    Setting("COREPLUS_TENANT_QUOTA", "coreplus_tenant_quota", _int, 0),
+    Setting("COREPLUS_BATCH_COUNTING", "coreplus_batch_counting", _batch_counting, "per_item"),
+    Setting("RAW_TOKEN_READS", "raw_token_reads", _enabled, True),
+    Setting("USAGE_FLUSH_SECONDS", "usage_flush_seconds", _float, 5.0),
+    Setting("USAGE_FLUSH_CALLS", "usage_flush_calls", _int, 50),
     Setting(
         "DISCONNECT_HINT_SOURCE_WINDOW_SECONDS", "disconnect_hint_source_window_seconds", _int, 600
     ),

@@ -29,7 +29,12 @@ REASONS: dict[str, str] = {
     "refresh_token_expired": "the refresh token is past its known expiry",
     "tokens_undecryptable": "the stored tokens cannot be decrypted",
     # invalid_request
+    "raw_token_reads_disabled": "GetTokenFunction hands out no tokens (RawTokenReads=disabled)",
     "realm_not_proven": "the tokens are not for the company asked for (they were revoked)",
+    # budget_exhausted: a CorePlus (read) call was not sent; Core calls still go through.
+    "soft_limit": "workloads have spent the month's CorePlus soft limit",
+    "tenant_quota": "the tenant has spent its own CorePlus quota for the month",
+    "budget": "the month's whole CorePlus budget (the service's reserve too) is spent",
     # conflict
     "held_by_other_tenant": "the company is connected to another tenant",
     "store_contention": "the connection kept changing while it was being stored",
@@ -105,6 +110,34 @@ class Conflict(ServiceError):
     """The request conflicts with stored state (e.g. a realm held by another tenant)."""
 
     code = "conflict"
+
+
+class BudgetExhausted(ServiceError):
+    """A CorePlus call would pass the month's budget, the soft limit or the tenant's quota.
+
+    The answer says how much is used, the limit and when the month resets (ISO 8601 UTC).
+    """
+
+    code = "budget_exhausted"
+
+    def __init__(
+        self, message: str, *, used: int, limit: int, resets_at: float, reason: str
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.used = used
+        self.limit = limit
+        self.resets_at = resets_at
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        import time
+
+        answer: dict[str, dict[str, Any]] = dict(super().to_dict())
+        answer["error"].update(
+            used=self.used,
+            limit=self.limit,
+            resets_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.resets_at)),
+        )
+        return answer
 
 
 # ----- adopting a grant (callback and import) ----------------------------------------------

@@ -82,6 +82,11 @@ def intuit() -> IntuitClient:
         return client
 
 
+def raw_token_reads() -> bool:
+    """Whether GetTokenFunction hands out tokens (``RawTokenReads``)."""
+    return aws.settings().raw_token_reads
+
+
 @lru_cache(maxsize=1)
 def vault() -> TokenVault:
     from qbo_connect.vault.observer import refresh_observer
