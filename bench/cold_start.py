@@ -221,8 +221,8 @@ def local_aws_and_intuit() -> Iterator[tuple[dict[str, str], Any]]:
     import boto3
 
     from devstack.intuit_sim import IntuitSimulator
+    from devstack.moto_server import start_process
     from devstack.template import create_table_from_template, load_template
-    from tests.reliability.motoserver import start_process
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")

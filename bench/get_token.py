@@ -5,7 +5,7 @@ KMS call, a little AES-GCM), measured against the cheapest thing the same endpoi
 raw ``GetItem`` of the same item with the same client, interleaved in the same run so both
 see the same machine load?
 
-It starts its own moto server (tests/reliability/motoserver.py: counts requests per
+It starts its own moto server (devstack/moto_server.py: counts requests per
 operation, so KMS calls are counted by the server, not only by ``TokenCipher.kms_calls``) and
 the Intuit simulator, imports one connection through the real ConnectionsFunction, warms the
 real GetTokenFunction handler up, then alternates ``--reads`` handler calls with as many raw
@@ -81,7 +81,7 @@ def create_resources(url: str) -> dict[str, str]:
 
 def run(reads: int, warmup: int) -> dict[str, Any]:
     from devstack.intuit_sim import IntuitSimulator
-    from tests.reliability.motoserver import start_process
+    from devstack.moto_server import start_process
 
     progress("starting moto server and the Intuit simulator")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -185,7 +185,7 @@ def run(reads: int, warmup: int) -> dict[str, Any]:
         "intuit_refreshes_total": intuit_refreshes,
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpu",
-        "endpoint": "moto server over HTTP on 127.0.0.1 (tests/reliability/motoserver.py)",
+        "endpoint": "moto server over HTTP on 127.0.0.1 (devstack/moto_server.py)",
     }
 
 

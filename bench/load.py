@@ -48,7 +48,7 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.helpers.devstack_process import DevstackProcess, start_devstack  # noqa: E402
+from devstack.process import DevstackProcess, start_devstack  # noqa: E402
 
 COOKIE = "__Host-qbo_connect_state"
 TIMEOUT = 30

@@ -244,7 +244,14 @@ class FaultProxy:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=60)
         try:
-            forwarded = {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}
+            forwarded = {
+                k: v
+                for k, v in headers.items()
+                if k.lower() not in _HOP_BY_HOP and k.lower() != "host"
+            }
+            # The upstream's own name: a local moto server refuses any Host but its own
+            # (devstack.local_guard); signatures are not checked, so re-addressing is harmless.
+            forwarded["Host"] = f"{self.upstream_host}:{self.upstream_port}"
             conn.request(method, path, body=body, headers=forwarded)
             response = conn.getresponse()
             return response.status, response.getheaders(), response.read()

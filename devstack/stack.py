@@ -17,50 +17,43 @@ One process means one ``os.environ``: the template's Globals environment is set 
 any handler loads (docs/architecture.md, "The local stack"). Every handler file is ``app.py``,
 so each is loaded by file path under its own module name.
 
-The pure helpers (:func:`build_http_event`, :func:`to_http_response`, :func:`build_sqs_event`,
-:func:`parse_batch_item_failures`, :func:`build_scheduled_event`) are what the unit tests pin
-down; :class:`LocalStack` wires them to sockets and threads.
+This module is the orchestration: it creates the resources, sets the environment and starts
+the parts, each in a module of its own: the Lambda event shapes (devstack.events), the function
+runtime (devstack.runtime), the HTTP servers (devstack.servers) serving the gateway
+(devstack.gateway) and the Lambda Invoke API (devstack.lambda_api), moto (devstack.moto_server),
+all behind devstack.local_guard. devstack.process runs the whole stack as a subprocess.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import errno
-import importlib.util
 import inspect
 import json
 import logging
 import os
-import re
 import secrets
-import socket
 import sys
 import threading
 import time
-import traceback
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
-from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any
 
-from devstack import aws_calls
+from devstack import aws_calls, moto_server
 from devstack import template as tpl
-from devstack.handlers import LambdaContext
+from devstack.events import build_scheduled_event, build_sqs_event, parse_batch_item_failures
+from devstack.gateway import CompiledRoute, HttpGateway, compile_routes
+from devstack.lambda_api import LambdaApi
 from devstack.local_guard import LocalOnly, public_host
+from devstack.runtime import FunctionRuntime, InvocationResult
+from devstack.servers import HOST, HttpServer, PortInUseError, bind_port, check_port_free
 
 log = logging.getLogger("devstack")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 DEFAULT_STATE_DIR = REPO_ROOT / ".devstack"
-HOST = "127.0.0.1"
-API_ID = "local"
 CONNECT_LINK_TENANT = "local-dev"
 EVENTS_RULE_SOURCE = "qbo-connect"
 EVENTS_QUEUE_SUFFIX = "events"
@@ -94,672 +87,10 @@ _CREATED_TYPES = frozenset(
         "AWS::Lambda::Function",
     }
 )
-_TEXT_TYPES = re.compile(
-    r"^(text/.*|application/(json|xml|javascript|x-www-form-urlencoded|.*\+json|.*\+xml))$",
-    re.IGNORECASE,
-)
-
-
-class PortInUseError(RuntimeError):
-    """A port given on the command line is taken; ``flag`` names the option to change."""
-
-    def __init__(self, flag: str, port: int, reason: str = "address already in use") -> None:
-        super().__init__(f"{flag} {port}: {reason}")
-        self.flag = flag
-        self.port = port
-        self.reason = reason
 
 
 class StackError(RuntimeError):
     """The stack could not start (the message says which step)."""
-
-
-# --------------------------------------------------------------------------------------------
-# API Gateway HTTP API, payload format 2.0
-
-
-class HttpResponse(NamedTuple):
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-def _request_id() -> str:
-    # API Gateway's request ids look like "JKJaXmPLvHcESHA=": base64 of a few random bytes.
-    return base64.b64encode(secrets.token_bytes(10)).decode()
-
-
-def _is_text(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    return bool(_TEXT_TYPES.match(content_type.split(";", 1)[0].strip()))
-
-
-def build_http_event(
-    *,
-    method: str,
-    raw_path: str,
-    raw_query_string: str,
-    headers: Iterable[tuple[str, str]],
-    body: bytes,
-    route_key: str,
-    path_parameters: Mapping[str, str] | None = None,
-    source_ip: str = HOST,
-    protocol: str = "HTTP/1.1",
-    domain_name: str | None = None,
-    api_id: str = API_ID,
-    account_id: str = tpl.DEFAULT_ACCOUNT_ID,
-    now: datetime | None = None,
-    request_id: str | None = None,
-) -> dict[str, Any]:
-    """The event API Gateway (HTTP API, payload 2.0) sends for one request.
-
-    As AWS does: header names lowercased and duplicate values comma-joined; the Cookie header
-    moved into ``cookies`` (one entry per cookie) and removed from ``headers``;
-    ``rawQueryString`` verbatim and ``queryStringParameters`` decoded with duplicate keys
-    comma-joined; optional fields (cookies, queryStringParameters, pathParameters, body) absent
-    when empty; a body that is not text is base64-encoded with ``isBase64Encoded`` true.
-    """
-    now = now or datetime.now(UTC)
-    merged: dict[str, str] = {}
-    for name, value in headers:
-        key = name.lower()
-        merged[key] = f"{merged[key]},{value}" if key in merged else value
-    cookie_header = merged.pop("cookie", None)
-    cookies = [c.strip() for c in cookie_header.split(";") if c.strip()] if cookie_header else []
-    host = merged.get("host") or domain_name or HOST
-    domain = domain_name or host
-    params: dict[str, str] = {}
-    for key, value in parse_qsl(raw_query_string, keep_blank_values=True):
-        params[key] = f"{params[key]},{value}" if key in params else value
-    path = raw_path or "/"
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": route_key,
-        "rawPath": path,
-        "rawQueryString": raw_query_string,
-    }
-    if cookies:
-        event["cookies"] = cookies
-    event["headers"] = merged
-    if params:
-        event["queryStringParameters"] = params
-    event["requestContext"] = {
-        "accountId": account_id,
-        "apiId": api_id,
-        "domainName": domain,
-        "domainPrefix": domain.split(".", 1)[0],
-        "http": {
-            "method": method.upper(),
-            "path": path,
-            "protocol": protocol,
-            "sourceIp": source_ip,
-            "userAgent": merged.get("user-agent", ""),
-        },
-        "requestId": request_id or _request_id(),
-        "routeKey": route_key,
-        "stage": "$default",
-        "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-        "timeEpoch": int(now.timestamp() * 1000),
-    }
-    if path_parameters:
-        event["pathParameters"] = dict(path_parameters)
-    if body:
-        if _is_text(merged.get("content-type")):
-            try:
-                event["body"] = body.decode("utf-8")
-                event["isBase64Encoded"] = False
-            except UnicodeDecodeError:
-                event["body"] = base64.b64encode(body).decode()
-                event["isBase64Encoded"] = True
-        else:
-            event["body"] = base64.b64encode(body).decode()
-            event["isBase64Encoded"] = True
-    else:
-        event["isBase64Encoded"] = False
-    return event
-
-
-class MalformedResponseError(ValueError):
-    """The handler's result is not a valid payload 2.0 response (API Gateway answers 500)."""
-
-
-def to_http_response(result: Any) -> HttpResponse:
-    """Map a handler's result to the HTTP response API Gateway (payload 2.0) would send.
-
-    A dict with ``statusCode`` is taken as a structured response (headers, multiValueHeaders,
-    cookies as one Set-Cookie each, body with isBase64Encoded). Anything else is inferred as
-    AWS does: 200, ``content-type: application/json``, body = the JSON of the result (a string
-    result is sent as is). A malformed structured response raises
-    :class:`MalformedResponseError`, which the gateway turns into a 500 like API Gateway.
-    """
-    if not (isinstance(result, dict) and "statusCode" in result):
-        body = result if isinstance(result, str) else json.dumps(result)
-        return HttpResponse(200, [("Content-Type", "application/json")], body.encode("utf-8"))
-    try:
-        status = int(result["statusCode"])
-    except (TypeError, ValueError) as exc:
-        raise MalformedResponseError(f"statusCode is not a number: {exc}") from None
-    if not 100 <= status <= 599:
-        raise MalformedResponseError(f"statusCode out of range: {status}")
-    headers: list[tuple[str, str]] = []
-    raw_headers = result.get("headers") or {}
-    multi = result.get("multiValueHeaders") or {}
-    cookies = result.get("cookies") or []
-    if not isinstance(raw_headers, dict) or not isinstance(multi, dict):
-        raise MalformedResponseError("headers and multiValueHeaders must be objects")
-    if not isinstance(cookies, list):
-        raise MalformedResponseError("cookies must be a list")
-    for name, value in raw_headers.items():
-        headers.append((str(name), _header_value(value)))
-    for name, values in multi.items():
-        if not isinstance(values, list):
-            raise MalformedResponseError("multiValueHeaders values must be lists")
-        headers.extend((str(name), _header_value(v)) for v in values)
-    headers.extend(("Set-Cookie", str(cookie)) for cookie in cookies)
-    if not any(name.lower() == "content-type" for name, _ in headers):
-        headers.append(("Content-Type", "application/json"))
-    raw_body = result.get("body")
-    if raw_body is None:
-        payload = b""
-    elif isinstance(raw_body, str):
-        if result.get("isBase64Encoded"):
-            try:
-                payload = base64.b64decode(raw_body, validate=True)
-            except (binascii.Error, ValueError):
-                raise MalformedResponseError("body is not valid base64") from None
-        else:
-            payload = raw_body.encode("utf-8")
-    else:
-        raise MalformedResponseError("body must be a string")
-    return HttpResponse(status, headers, payload)
-
-
-def _header_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-_ROUTE_PARAM = re.compile(r"\{([A-Za-z0-9_.-]+)(\+?)\}")
-
-
-@dataclass(frozen=True)
-class CompiledRoute:
-    method: str
-    path: str
-    logical_id: str
-    pattern: re.Pattern[str] | None  # None: a static path (or the $default catch-all)
-    params: tuple[str, ...] = ()
-
-    @property
-    def route_key(self) -> str:
-        return "$default" if self.path == "$default" else f"{self.method} {self.path}"
-
-    @property
-    def specificity(self) -> tuple[int, int, bool]:
-        """Sort key: static before parameterised before greedy before $default (AWS order)."""
-        if self.path == "$default":
-            return (3, 0, False)
-        if self.pattern is None:
-            return (0, -len(self.path), self.method == "ANY")
-        greedy = "+}" in self.path
-        return (2 if greedy else 1, -len(self.path), self.method == "ANY")
-
-
-def compile_routes(routes: Iterable[tuple[str, str, str]]) -> list[CompiledRoute]:
-    """Routes in the order API Gateway tries them; ``{name}`` and ``{name+}`` become groups."""
-    compiled = []
-    for method, path, logical_id in routes:
-        pattern: re.Pattern[str] | None = None
-        params: list[str] = []
-        if path != "$default" and "{" in path:
-            regex, pos = "", 0
-            for match in _ROUTE_PARAM.finditer(path):
-                regex += re.escape(path[pos : match.start()])
-                body = ".+" if match.group(2) else "[^/]+"
-                regex += f"(?P<p{len(params)}>{body})"
-                params.append(match.group(1))
-                pos = match.end()
-            regex += re.escape(path[pos:])
-            pattern = re.compile(f"^{regex}$")
-        compiled.append(CompiledRoute(method.upper(), path, logical_id, pattern, tuple(params)))
-    return sorted(compiled, key=lambda r: r.specificity)
-
-
-def match_route(
-    routes: Sequence[CompiledRoute], method: str, path: str
-) -> tuple[CompiledRoute, dict[str, str]] | None:
-    """The route API Gateway would pick for ``method path`` and its path parameters."""
-    method = method.upper()
-    for route in routes:
-        if route.method not in ("ANY", method):
-            continue
-        if route.path == "$default":
-            return route, {}
-        if route.pattern is None:
-            if route.path == path:
-                return route, {}
-            continue
-        match = route.pattern.match(path)
-        if match:
-            return route, {name: match.group(f"p{i}") for i, name in enumerate(route.params)}
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# SQS and schedule events
-
-
-def build_sqs_event(
-    messages: Sequence[Mapping[str, Any]], queue_arn: str, region: str = tpl.DEFAULT_REGION
-) -> dict[str, Any]:
-    """The event Lambda's SQS poller sends for ``receive_message`` results.
-
-    Field names are the event's (camelCase), message attributes keep their types, binary
-    values are base64 as in the real event.
-    """
-    records = []
-    for message in messages:
-        attributes = {}
-        for name, attr in (message.get("MessageAttributes") or {}).items():
-            converted: dict[str, Any] = {
-                "stringListValues": list(attr.get("StringListValues") or []),
-                "binaryListValues": [
-                    base64.b64encode(v).decode() if isinstance(v, bytes) else v
-                    for v in attr.get("BinaryListValues") or []
-                ],
-                "dataType": attr.get("DataType", "String"),
-            }
-            if "StringValue" in attr:
-                converted["stringValue"] = attr["StringValue"]
-            if "BinaryValue" in attr:
-                value = attr["BinaryValue"]
-                converted["binaryValue"] = (
-                    base64.b64encode(value).decode() if isinstance(value, bytes) else value
-                )
-            attributes[name] = converted
-        record: dict[str, Any] = {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message.get("Body", ""),
-            "attributes": dict(message.get("Attributes") or {}),
-            "messageAttributes": attributes,
-            "md5OfBody": message.get("MD5OfBody", ""),
-            "eventSource": "aws:sqs",
-            "eventSourceARN": queue_arn,
-            "awsRegion": region,
-        }
-        if message.get("MD5OfMessageAttributes"):
-            record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
-        records.append(record)
-    return {"Records": records}
-
-
-def parse_batch_item_failures(result: Any, message_ids: Iterable[str]) -> set[str] | None:
-    """Which messages failed, by Lambda's partial batch response rules; None = whole batch.
-
-    Success for a null/empty response or a null/empty ``batchItemFailures``; the whole batch
-    fails when an entry lacks a non-empty ``itemIdentifier`` or names a message not in the
-    batch, or the response is not a JSON object (AWS documents exactly these cases).
-    """
-    if result is None:
-        return set()
-    if not isinstance(result, dict):
-        return None
-    failures = result.get("batchItemFailures")
-    if failures is None:
-        return set()
-    if not isinstance(failures, list):
-        return None
-    known = set(message_ids)
-    failed: set[str] = set()
-    for entry in failures:
-        if not isinstance(entry, dict):
-            return None
-        identifier = entry.get("itemIdentifier")
-        if not isinstance(identifier, str) or not identifier or identifier not in known:
-            return None
-        failed.add(identifier)
-    return failed
-
-
-def build_scheduled_event(
-    rule_arn: str,
-    *,
-    region: str = tpl.DEFAULT_REGION,
-    account_id: str = tpl.DEFAULT_ACCOUNT_ID,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """The event EventBridge sends to a schedule rule's target."""
-    now = now or datetime.now(UTC)
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": account_id,
-        "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": region,
-        "resources": [rule_arn],
-        "detail": {},
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Functions
-
-
-@dataclass
-class InvocationResult:
-    """What one invoke produced: a JSON-compatible payload or a Lambda function error."""
-
-    payload: Any = None
-    error: dict[str, str] | None = None
-    request_id: str = ""
-    duration_ms: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def body(self) -> bytes:
-        return json.dumps(self.error if self.error is not None else self.payload).encode()
-
-
-@dataclass
-class _Stats:
-    invocations: int = 0
-    errors: int = 0
-
-
-class FunctionRuntime:
-    """One function: its handler (loaded lazily, by file path) and its invoke semantics.
-
-    Lazy because a broken handler must fail only its own invocations, as a Lambda function's
-    init failure does; an import failure is retried on the next call (a new cold start).
-    """
-
-    def __init__(
-        self,
-        logical_id: str,
-        *,
-        code_dir: Path,
-        handler: str,
-        timeout: float,
-        memory_size: int,
-        physical_name: str,
-        arn: str,
-    ) -> None:
-        self.logical_id = logical_id
-        self.code_dir = code_dir
-        self.handler_spec = handler
-        self.timeout = float(timeout)
-        self.memory_size = memory_size
-        self.physical_name = physical_name
-        self.arn = arn
-        self.module_name = f"qbo_fn_{logical_id}"
-        self.stats = _Stats()
-        self._handler: Callable[[Any, Any], Any] | None = None
-        self._lock = threading.Lock()
-
-    # -- loading
-
-    def _module_file(self) -> tuple[Path, str]:
-        module_path, _, attribute = self.handler_spec.rpartition(".")
-        if not module_path or not attribute:
-            raise _InitError("Runtime.MalformedHandlerName", f"Bad handler {self.handler_spec!r}")
-        return self.code_dir / (module_path.replace(".", "/") + ".py"), attribute
-
-    def load(self) -> Callable[[Any, Any], Any]:
-        with self._lock:
-            if self._handler is not None:
-                return self._handler
-            path, attribute = self._module_file()
-            module_name = path.stem
-            if not path.is_file():
-                raise _InitError(
-                    "Runtime.ImportModuleError",
-                    f"Unable to import module '{module_name}': No module named '{module_name}'",
-                )
-            spec = importlib.util.spec_from_file_location(self.module_name, path)
-            if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
-                raise _InitError("Runtime.ImportModuleError", f"Cannot load {path}")
-            module: ModuleType = importlib.util.module_from_spec(spec)
-            sys.modules[self.module_name] = module
-            try:
-                spec.loader.exec_module(module)
-            except SyntaxError as exc:
-                sys.modules.pop(self.module_name, None)
-                raise _InitError(
-                    "Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_name}': {exc}"
-                ) from exc
-            except Exception as exc:
-                sys.modules.pop(self.module_name, None)
-                raise _InitError(
-                    "Runtime.ImportModuleError",
-                    f"Unable to import module '{module_name}': {exc}",
-                ) from exc
-            handler = getattr(module, attribute, None)
-            if not callable(handler):
-                sys.modules.pop(self.module_name, None)
-                raise _InitError(
-                    "Runtime.HandlerNotFound",
-                    f"Handler '{attribute}' missing on module '{module_name}'",
-                )
-            self._handler = handler
-            return handler
-
-    def set_handler(self, handler: Callable[[Any, Any], Any] | None) -> None:
-        """Replace the handler (in-process tests); None reloads the real one on next call."""
-        with self._lock:
-            self._handler = handler
-
-    # -- invoking
-
-    def invoke(self, event: Any, *, client_context: Any = None) -> InvocationResult:
-        """Run the handler like Lambda: JSON in, JSON out, errors and timeouts as data."""
-        request_id = str(uuid.uuid4())
-        started = time.monotonic()
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            with aws_calls.attributed_to(self.logical_id):
-                run_handler()
-
-        def run_handler() -> None:
-            try:
-                handler = self.load()
-                context = LambdaContext(
-                    function_name=self.physical_name,
-                    invoked_function_arn=self.arn,
-                    memory_limit_in_mb=self.memory_size,
-                    timeout_seconds=self.timeout,
-                    request_id=request_id,
-                    client_context=client_context,
-                )
-                result = handler(json.loads(json.dumps(event)), context)
-                try:
-                    outcome["payload"] = json.loads(json.dumps(result))
-                except (TypeError, ValueError) as exc:
-                    outcome["error"] = {
-                        "errorMessage": f"Unable to marshal response: {exc}",
-                        "errorType": "Runtime.MarshalError",
-                    }
-            except _InitError as exc:
-                log.error("%s init failed: %s: %s", self.logical_id, exc.error_type, exc.message)
-                outcome["error"] = {"errorMessage": exc.message, "errorType": exc.error_type}
-            except BaseException as exc:  # the handler's failure is data, not our crash
-                log.error(
-                    "%s raised %s\n%s",
-                    self.logical_id,
-                    type(exc).__name__,
-                    "".join(traceback.format_exception(exc)).rstrip(),
-                )
-                outcome["error"] = {"errorMessage": str(exc), "errorType": type(exc).__name__}
-
-        worker = threading.Thread(target=run, name=f"fn-{self.logical_id}", daemon=True)
-        worker.start()
-        worker.join(self.timeout)
-        duration = (time.monotonic() - started) * 1000
-        self.stats.invocations += 1
-        if worker.is_alive():
-            # Lambda would kill the sandbox; a thread cannot be killed, so it runs on unobserved.
-            self.stats.errors += 1
-            log.error("%s timed out after %.2f seconds", self.logical_id, self.timeout)
-            return InvocationResult(
-                error={
-                    "errorMessage": (
-                        f"RequestId: {request_id} Error: Task timed out after "
-                        f"{self.timeout:.2f} seconds"
-                    ),
-                    "errorType": "Sandbox.Timedout",
-                },
-                request_id=request_id,
-                duration_ms=duration,
-            )
-        if "error" in outcome:
-            self.stats.errors += 1
-            return InvocationResult(
-                error=outcome["error"], request_id=request_id, duration_ms=duration
-            )
-        return InvocationResult(
-            payload=outcome.get("payload"), request_id=request_id, duration_ms=duration
-        )
-
-
-class _InitError(Exception):
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-
-
-# --------------------------------------------------------------------------------------------
-# Servers
-
-
-def _bind(flag: str, port: int) -> socket.socket:
-    """Bind and listen ourselves: werkzeug would ``sys.exit`` on a taken port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((HOST, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else str(exc)
-        raise PortInUseError(flag, port, reason) from None
-    return sock
-
-
-def _check_free(flag: str, port: int) -> None:
-    if port:
-        _bind(flag, port).close()
-
-
-def _quiet_handler_class() -> type:
-    from werkzeug.serving import WSGIRequestHandler
-
-    class QuietHandler(WSGIRequestHandler):
-        """Logs method, path (never the query string: /callback's holds the code) and status."""
-
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            status = getattr(code, "value", code)
-            log.info("%s %s %s", self.command, urlsplit(self.path).path, status)
-
-        def log_error(self, format: str, *args: Any) -> None:
-            # werkzeug's messages quote the request line, query string included: not logged.
-            log.debug("HTTP protocol error on %s", HOST)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return QuietHandler
-
-
-class _HttpServer:
-    """A threaded werkzeug server on a socket we bound, served from a daemon thread."""
-
-    def __init__(self, name: str, sock: socket.socket, app: Callable[..., Any]) -> None:
-        from werkzeug.serving import make_server
-
-        port = sock.getsockname()[1]
-        try:
-            self.server = make_server(
-                HOST,
-                port,
-                app,
-                threaded=True,
-                request_handler=_quiet_handler_class(),
-                fd=sock.fileno(),
-            )
-        finally:
-            sock.close()  # the server holds its own duplicate
-        self.port = int(self.server.server_address[1])
-        self.url = f"http://{HOST}:{self.port}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=name,
-            daemon=True,
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        # shutdown() waits for serve_forever to acknowledge: never call it if that never ran.
-        if self._thread.is_alive():
-            with contextlib.suppress(Exception):
-                self.server.shutdown()
-            self._thread.join(timeout=5)
-        with contextlib.suppress(Exception):
-            self.server.server_close()
-
-
-def _moto_server(port: int) -> Any:
-    """A ThreadedMotoServer that reports a bind failure instead of hanging its start().
-
-    moto's app is served behind :class:`LocalOnly`: moto answers CORS for any origin and
-    accepts any signature, so without it any web page could read the local secrets.
-    """
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
-    from moto.server import ThreadedMotoServer
-    from werkzeug.serving import make_server
-
-    from devstack.moto_fixes import moto_app
-
-    class Server(ThreadedMotoServer):
-        error: BaseException | None = None
-
-        def _server_entry(self) -> None:
-            try:
-                # moto's app with atomic conditional writes and a lossless SQS (moto_fixes).
-                self._server = make_server(
-                    self._ip_address,
-                    self._port,
-                    LocalOnly(moto_app(), name="AWS endpoint"),
-                    True,
-                    request_handler=MotoRequestHandler,
-                )
-            except BaseException as exc:  # werkzeug raises SystemExit on a bind failure
-                self.error = exc
-                self._server_ready_event.set()
-                return
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return Server(ip_address=HOST, port=port, verbose=False)
-
-
-def _json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Any:
-    from werkzeug.wrappers import Response
-
-    response = Response(json.dumps(body), status=status, mimetype="application/json")
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
 
 
 # --------------------------------------------------------------------------------------------
@@ -792,7 +123,7 @@ class LocalStack:
     ``<state_dir>/endpoints.json`` last; ``stop()`` shuts everything down and restores the
     environment variables it changed. In-process use shares ``sys.modules`` with the caller:
     the layer package is imported once per process, so prefer one stack per process (the
-    subprocess helper in tests/helpers) when real handlers cache settings or clients.
+    subprocess helper in devstack.process) when real handlers cache settings or clients.
     """
 
     def __init__(
@@ -853,8 +184,8 @@ class LocalStack:
         ).strip() or secrets.token_urlsafe(32)
 
         self._moto: Any = None
-        self._api: _HttpServer | None = None
-        self._lambda: _HttpServer | None = None
+        self._api: HttpServer | None = None
+        self._lambda: HttpServer | None = None
         self._stop = threading.Event()
         self._pollers: list[_Poller] = []
         self._schedules: dict[str, _ScheduleRunner] = {}
@@ -894,11 +225,11 @@ class LocalStack:
         fn_specs = tpl.functions(self.template)
         self.routes = compile_routes(tpl.http_routes(self.template))
         # Fail fast on taken ports, before anything else starts.
-        sockets = {flag: _bind(flag, port) for flag, port in self.ports.items()}
+        sockets = {flag: bind_port(flag, port) for flag, port in self.ports.items()}
         try:
             if self.aws_endpoint is None:
-                _check_free("--aws-port", self.aws_port)
-            _check_free("--intuit-port", self.intuit_port)
+                check_port_free("--aws-port", self.aws_port)
+            check_port_free("--intuit-port", self.intuit_port)
         except PortInUseError:
             for sock in sockets.values():
                 sock.close()
@@ -907,14 +238,14 @@ class LocalStack:
         # A tunnel (PublicBaseUrl) brings real Intuit traffic to the gateway under its own name.
         public = public_host(parameters.get("PublicBaseUrl", ""))
         gateway = LocalOnly(
-            self._gateway_app,
+            HttpGateway(self),
             name="HTTP gateway",
             public=[public] if public else [],
             navigations=True,
         )
-        lambda_api = LocalOnly(self._lambda_app, name="Lambda invoke API")
-        self._api = _HttpServer("devstack-api", sockets["--api-port"], gateway)
-        self._lambda = _HttpServer("devstack-lambda", sockets["--lambda-port"], lambda_api)
+        lambda_api = LocalOnly(LambdaApi(self), name="Lambda invoke API")
+        self._api = HttpServer("devstack-api", sockets["--api-port"], gateway)
+        self._lambda = HttpServer("devstack-lambda", sockets["--lambda-port"], lambda_api)
         self.api_url, self.lambda_url = self._api.url, self._lambda.url
 
         (self.state_dir / "endpoints.json").unlink(missing_ok=True)
@@ -1008,7 +339,7 @@ class LocalStack:
             self.say(f"using the AWS endpoint {self.aws_url} (no moto server started)")
         else:
             logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
-            self._moto = _moto_server(self.aws_port)
+            self._moto = moto_server.in_thread(self.aws_port)
             self.say(f"starting moto server on {HOST}:{self.aws_port or 'any free port'}")
             self._moto.start()
             if self._moto.error is not None:
@@ -1334,148 +665,20 @@ class LocalStack:
                 return runtime
         return None
 
+    def function_arn(self, name: str) -> str:
+        """The ARN a function name stands for (itself when it is one)."""
+        return name if name.startswith("arn:") else self._arn("lambda", f"function:{name}")
+
+    @property
+    def api_port(self) -> int:
+        return self._api.port if self._api is not None else 0
+
     def invoke(self, name: str, payload: Any = None) -> InvocationResult:
         """Invoke a function in-process (no HTTP) with the same semantics as the Invoke API."""
         runtime = self.resolve_function(name)
         if runtime is None:
             raise KeyError(f"no function {name}")
         return runtime.invoke({} if payload is None else payload)
-
-    def _background_invoke(self, runtime: FunctionRuntime, event: Any) -> None:
-        def run() -> None:
-            result = runtime.invoke(event)
-            if not result.ok:
-                log.warning("async invoke of %s failed", runtime.logical_id)
-
-        thread = threading.Thread(target=run, name=f"async-{runtime.logical_id}", daemon=True)
-        thread.start()
-
-    # ------------------------------------------------------------------ HTTP gateway
-
-    def _gateway_app(self, environ: dict[str, Any], start_response: Any) -> Any:
-        from werkzeug.wrappers import Request, Response
-
-        request = Request(environ)
-        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.path
-        raw_path = raw_uri.split("?", 1)[0] or "/"
-        matched = match_route(self.routes, request.method, request.path)
-        if matched is None:
-            return _json_response(404, {"message": "Not Found"})(environ, start_response)
-        route, path_params = matched
-        request_id = _request_id()
-        event = build_http_event(
-            method=request.method,
-            raw_path=raw_path,
-            raw_query_string=environ.get("QUERY_STRING", ""),
-            headers=list(request.headers.items()),
-            body=request.get_data(cache=False),
-            route_key=route.route_key,
-            path_parameters=path_params,
-            source_ip=request.remote_addr or HOST,
-            protocol=environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
-            account_id=self.account_id,
-            request_id=request_id,
-        )
-        event["headers"].setdefault("x-forwarded-for", request.remote_addr or HOST)
-        event["headers"].setdefault("x-forwarded-port", str(self._api.port if self._api else ""))
-        event["headers"].setdefault("x-forwarded-proto", "http")
-        result = self.functions[route.logical_id].invoke(event)
-        error_headers = {"Apigw-Requestid": request_id}
-        if not result.ok:
-            return _json_response(500, {"message": "Internal Server Error"}, error_headers)(
-                environ, start_response
-            )
-        try:
-            mapped = to_http_response(result.payload)
-        except MalformedResponseError as exc:
-            log.error("%s returned a malformed response: %s", route.logical_id, exc)
-            return _json_response(500, {"message": "Internal Server Error"}, error_headers)(
-                environ, start_response
-            )
-        response = Response(mapped.body, status=mapped.status)
-        response.headers.clear()
-        for name, value in mapped.headers:
-            response.headers.add(name, value)
-        response.headers["Apigw-Requestid"] = request_id
-        return response(environ, start_response)
-
-    # ------------------------------------------------------------------ Lambda API
-
-    _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations/?$")
-    _SCHEDULE_PATH = re.compile(r"^/_devstack/schedule/([^/]+)/?$")
-
-    def _lambda_app(self, environ: dict[str, Any], start_response: Any) -> Any:
-        from werkzeug.wrappers import Request
-
-        request = Request(environ)
-        path = request.path
-        if path == "/_devstack/health" and request.method == "GET":
-            response = _json_response(200, self.health())
-        elif match := self._SCHEDULE_PATH.match(path):
-            response = self._run_schedule_now(unquote(match.group(1)), request.method)
-        elif match := self._INVOKE_PATH.match(path):
-            response = self._invoke_api(request, unquote(match.group(1)))
-        else:
-            response = _json_response(
-                404,
-                {"Type": "User", "message": f"No route for {request.method} {path}"},
-                {"x-amzn-ErrorType": "ResourceNotFoundException"},
-            )
-        return response(environ, start_response)
-
-    def _lambda_error(self, status: int, error_type: str, message: str) -> Any:
-        return _json_response(
-            status,
-            {"Type": "User", "message": message},
-            {"x-amzn-ErrorType": error_type, "x-amzn-RequestId": str(uuid.uuid4())},
-        )
-
-    def _invoke_api(self, request: Any, name: str) -> Any:
-        if request.method != "POST":
-            return self._lambda_error(405, "MethodNotAllowed", "Invoke takes POST")
-        runtime = self.resolve_function(name)
-        if runtime is None:
-            arn = name if name.startswith("arn:") else self._arn("lambda", f"function:{name}")
-            return self._lambda_error(
-                404, "ResourceNotFoundException", f"Function not found: {arn}"
-            )
-        raw = request.get_data(cache=False)
-        try:
-            event = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return self._lambda_error(
-                400,
-                "InvalidRequestContentException",
-                "Could not parse request body into json",
-            )
-        invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
-        if invocation_type in ("DryRun", "Event"):
-            from werkzeug.wrappers import Response
-
-            if invocation_type == "Event":
-                self._background_invoke(runtime, event)
-            return Response(b"", status=204 if invocation_type == "DryRun" else 202)
-        client_context = _parse_client_context(request.headers.get("X-Amz-Client-Context"))
-        result = runtime.invoke(event, client_context=client_context)
-        headers = {
-            "X-Amz-Executed-Version": "$LATEST",
-            "x-amzn-RequestId": result.request_id,
-        }
-        if request.headers.get("X-Amz-Log-Type") == "Tail":
-            lines = (
-                f"START RequestId: {result.request_id} Version: $LATEST\n"
-                f"END RequestId: {result.request_id}\n"
-                f"REPORT RequestId: {result.request_id}\tDuration: {result.duration_ms:.2f} ms\n"
-            )
-            headers["X-Amz-Log-Result"] = base64.b64encode(lines.encode()).decode()
-        if not result.ok:
-            headers["X-Amz-Function-Error"] = "Unhandled"
-        from werkzeug.wrappers import Response
-
-        response = Response(result.body(), status=200, mimetype="application/json")
-        for key, value in headers.items():
-            response.headers[key] = value
-        return response
 
     def health(self) -> dict[str, Any]:
         return {
@@ -1488,21 +691,12 @@ class LocalStack:
             "schedules": {lid: r.interval for lid, r in self._schedules.items()},
         }
 
-    def _run_schedule_now(self, logical_id: str, method: str) -> Any:
-        if method != "POST":
-            return self._lambda_error(405, "MethodNotAllowed", "use POST")
+    def run_schedule_now(self, logical_id: str) -> InvocationResult | None:
+        """Run a scheduled function now with its EventBridge event; None if it has no schedule."""
         runner = self._schedule_runner(logical_id)
         if runner is None:
-            return self._lambda_error(
-                404, "ResourceNotFoundException", f"No scheduled function {logical_id}"
-            )
-        result = self.functions[logical_id].invoke(self._schedule_event(runner))
-        from werkzeug.wrappers import Response
-
-        response = Response(result.body(), status=200, mimetype="application/json")
-        if not result.ok:
-            response.headers["X-Amz-Function-Error"] = "Unhandled"
-        return response
+            return None
+        return self.functions[logical_id].invoke(self._schedule_event(runner))
 
     # ------------------------------------------------------------------ schedules
 
@@ -1749,17 +943,3 @@ def generated_secret_string(spec: Mapping[str, Any]) -> str:
 
 def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
-
-
-def _parse_client_context(header: str | None) -> Any:
-    if not header:
-        return None
-    try:
-        data = json.loads(base64.b64decode(header))
-    except (ValueError, binascii.Error):
-        return None
-    if not isinstance(data, dict):
-        return None
-    return SimpleNamespace(
-        client=data.get("client"), custom=data.get("custom"), env=data.get("env")
-    )

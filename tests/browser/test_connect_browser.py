@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.helpers.devstack_process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess, start_devstack
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.helpers.devstack_process import start_devstack
+from devstack.process import start_devstack
 
 EVIL = "https://evil.example"
 PUBLIC = "https://tunnel.example"

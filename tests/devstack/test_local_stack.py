@@ -23,8 +23,9 @@ import boto3
 import pytest
 import requests
 
+from devstack import events, gateway, runtime
 from devstack import stack as ds
-from tests.helpers.devstack_process import FunctionError, start_devstack
+from devstack.process import FunctionError, start_devstack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 12, 19, 3, 58, 390000, tzinfo=UTC)
@@ -45,7 +46,7 @@ def http_event(**overrides):
         "request_id": "req-1",
     }
     kwargs.update(overrides)
-    return ds.build_http_event(**kwargs)
+    return events.build_http_event(**kwargs)
 
 
 def test_http_event_has_the_aws_shape():
@@ -122,7 +123,7 @@ def test_http_response_structured():
         "isBase64Encoded": True,
     }
     # When it is mapped to HTTP
-    response = ds.to_http_response(result)
+    response = events.to_http_response(result)
     # Then each cookie is its own Set-Cookie and the body is decoded
     assert response.status == 302
     assert ("Location", "https://intuit.example/auth") in response.headers
@@ -133,14 +134,14 @@ def test_http_response_structured():
 
 def test_http_response_inferred_like_aws():
     # A result without statusCode is a 200 JSON body (format 2.0 inference)
-    assert ds.to_http_response({"a": 1}) == (
+    assert events.to_http_response({"a": 1}) == (
         200,
         [("Content-Type", "application/json")],
         b'{"a": 1}',
     )
-    assert ds.to_http_response("hello").body == b"hello"
-    assert ds.to_http_response(None).body == b"null"
-    html = ds.to_http_response(
+    assert events.to_http_response("hello").body == b"hello"
+    assert events.to_http_response(None).body == b"null"
+    html = events.to_http_response(
         {"statusCode": 200, "headers": {"content-type": "text/html"}, "body": "<p>"}
     )
     assert html.headers == [("content-type", "text/html")]
@@ -156,12 +157,12 @@ def test_http_response_inferred_like_aws():
     ],
 )
 def test_malformed_http_response(result):
-    with pytest.raises(ds.MalformedResponseError):
-        ds.to_http_response(result)
+    with pytest.raises(events.MalformedResponseError):
+        events.to_http_response(result)
 
 
 def test_route_matching():
-    routes = ds.compile_routes(
+    routes = gateway.compile_routes(
         [
             ("GET", "/connect", "A"),
             ("ANY", "/items/{id}", "B"),
@@ -169,13 +170,13 @@ def test_route_matching():
             ("GET", "/items/special", "D"),
         ]
     )
-    assert ds.match_route(routes, "GET", "/connect")[0].logical_id == "A"
-    assert ds.match_route(routes, "POST", "/connect") is None
-    assert ds.match_route(routes, "GET", "/nope") is None
-    route, params = ds.match_route(routes, "DELETE", "/items/42")
+    assert gateway.match_route(routes, "GET", "/connect")[0].logical_id == "A"
+    assert gateway.match_route(routes, "POST", "/connect") is None
+    assert gateway.match_route(routes, "GET", "/nope") is None
+    route, params = gateway.match_route(routes, "DELETE", "/items/42")
     assert (route.logical_id, route.route_key, params) == ("B", "ANY /items/{id}", {"id": "42"})
-    assert ds.match_route(routes, "GET", "/items/special")[0].logical_id == "D"
-    assert ds.match_route(routes, "GET", "/files/a/b.txt")[1] == {"path": "a/b.txt"}
+    assert gateway.match_route(routes, "GET", "/items/special")[0].logical_id == "D"
+    assert gateway.match_route(routes, "GET", "/files/a/b.txt")[1] == {"path": "a/b.txt"}
 
 
 # ============================================================================ SQS and schedule
@@ -196,7 +197,7 @@ def test_sqs_event_from_receive_message():
         },
     }
     # When it becomes a Lambda event
-    event = ds.build_sqs_event([message], "arn:aws:sqs:us-east-1:123456789012:q")
+    event = events.build_sqs_event([message], "arn:aws:sqs:us-east-1:123456789012:q")
     # Then the record has the SQS event source's field names
     (record,) = event["Records"]
     assert record["messageId"] == "m-1"
@@ -233,11 +234,11 @@ def test_sqs_event_from_receive_message():
     ],
 )
 def test_partial_batch_response_rules(result, expected):
-    assert ds.parse_batch_item_failures(result, ["m1", "m2"]) == expected
+    assert events.parse_batch_item_failures(result, ["m1", "m2"]) == expected
 
 
 def test_scheduled_event():
-    event = ds.build_scheduled_event("arn:aws:events:us-east-1:123456789012:rule/r", now=NOW)
+    event = events.build_scheduled_event("arn:aws:events:us-east-1:123456789012:rule/r", now=NOW)
     assert event["detail-type"] == "Scheduled Event"
     assert event["source"] == "aws.events"
     assert event["resources"] == ["arn:aws:events:us-east-1:123456789012:rule/r"]
@@ -248,11 +249,13 @@ def test_scheduled_event():
 # ============================================================================ function runtime
 
 
-def make_runtime(tmp_path: Path, name: str, code: str, timeout: float = 5) -> ds.FunctionRuntime:
+def make_runtime(
+    tmp_path: Path, name: str, code: str, timeout: float = 5
+) -> runtime.FunctionRuntime:
     code_dir = tmp_path / name
     code_dir.mkdir()
     (code_dir / "app.py").write_text(code)
-    return ds.FunctionRuntime(
+    return runtime.FunctionRuntime(
         name,
         code_dir=code_dir,
         handler="app.lambda_handler",

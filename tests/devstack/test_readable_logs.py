@@ -8,7 +8,7 @@ import threading
 import time
 
 from devstack.logs import ReadableStream, render_emf, render_line, render_record
-from tests.helpers.devstack_process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess, start_devstack
 
 RECORD = {
     "level": "WARNING",

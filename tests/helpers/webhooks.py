@@ -13,8 +13,8 @@ import boto3
 import requests
 
 from devstack.intuit_webhooks import cloudevents_body, legacy_body, sign
+from devstack.process import DUMMY_CREDENTIALS, REGION
 from qbo_connect.store.connections import SealedTokens
-from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION
 from tests.helpers.events import drain_events
 from tests.helpers.store import TableRepositories
 

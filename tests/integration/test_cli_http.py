@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.helpers.devstack_process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess, start_devstack
 
 CLIENT_ID = "cli-test-client"
 CLIENT_SECRET = "cli-test-secret-value"

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.helpers.devstack_process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess, start_devstack
 
 COOKIE = "__Host-qbo_connect_state"
 APP_PREFIX = "http://127.0.0.1:9/app/"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers.devstack_process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess, start_devstack
 from tests.helpers.events import drain_events as drain_sqs
 
 COOKIE = "__Host-qbo_connect_state"

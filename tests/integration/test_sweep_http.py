@@ -26,13 +26,13 @@ import boto3
 import pytest
 import requests
 
+from devstack.process import DUMMY_CREDENTIALS, REGION, start_devstack
 from qbo_connect.config import Settings, load_settings
 from qbo_connect.intuit import TokenSet
 from qbo_connect.store.table import connection_key
 from qbo_connect.vault import due as due_policy
 from qbo_connect.vault.protocol import TokenVault
 from qbo_connect.vault.sealing import TokenCipher
-from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION, start_devstack
 from tests.helpers.events import drain_events
 from tests.helpers.store import TableRepositories, vault_over
 

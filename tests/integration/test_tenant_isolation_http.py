@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
-from tests.helpers.devstack_process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess, start_devstack
 from tests.integration.test_connect_flow_http import Browser, assert_page, q
 from tests.unit.test_tenant_isolation import verify_with_readme
 

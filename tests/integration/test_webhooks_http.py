@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers.devstack_process import start_devstack
+from devstack.process import start_devstack
 from tests.helpers.webhooks import (
     EventCollector,
     change,

@@ -22,12 +22,12 @@ import boto3
 import requests
 
 from devstack.aws_faults import FaultProxy
+from devstack.process import DUMMY_CREDENTIALS, REGION, DevstackProcess
 from qbo_connect.config import load_settings
 from qbo_connect.intuit import TokenSet
 from qbo_connect.store.connections import Connection
 from qbo_connect.store.table import connection_key
 from qbo_connect.vault.sealing import TokenCipher
-from tests.helpers.devstack_process import DUMMY_CREDENTIALS, REGION, DevstackProcess
 from tests.helpers.store import TableRepositories, vault_over
 
 CLIENT_ID = "faults-client"

@@ -1,6 +1,6 @@
 """Fixtures for the reliability suite: everything over real HTTP on 127.0.0.1.
 
-- ``moto_server`` (session): a moto server in its own process (tests/reliability/motoserver.py:
+- ``moto_server`` (session): a moto server in its own process (devstack/moto_server.py:
   atomic DynamoDB conditional writes like the real service, and per-operation request counts).
 - ``aws_http`` (session): on that server, the table built from template.yaml's own properties,
   a KMS key, the Intuit client secret, and an EventBridge rule on the default bus that copies
@@ -39,6 +39,7 @@ import pytest
 import requests
 
 from devstack import aws_calls, handlers
+from devstack.moto_server import MotoServerProcess, start_process
 from qbo_connect.config import load_settings
 from qbo_connect.events import EventPublisher
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
@@ -46,7 +47,6 @@ from qbo_connect.store.connections import Connection
 from qbo_connect.vault.records import ACCESS_FIELD, REFRESH_FIELD
 from qbo_connect.vault.sealing import TokenCipher
 from tests.helpers.store import TableRepositories, vault_over
-from tests.reliability.motoserver import MotoServerProcess, start_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("worker.py")

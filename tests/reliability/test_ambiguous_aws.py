@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from devstack.aws_faults import FaultProxy
+from devstack.moto_server import start_process
+from devstack.process import start_devstack
 from qbo_connect.config import Settings
-from tests.helpers.devstack_process import start_devstack
 from tests.reliability.aws_faults_stack import (
     EXPIRING,
     NEEDS_REAUTH,
@@ -28,7 +29,6 @@ from tests.reliability.aws_faults_stack import (
     wait_for,
 )
 from tests.reliability.conftest import token_is_valid_at_intuit
-from tests.reliability.motoserver import start_process
 
 UPDATE_ITEM = "DynamoDB_20120810.UpdateItem"
 # Body markers that pick one of the vault's UpdateItems out of all of them.

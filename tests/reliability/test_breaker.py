@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.devstack_process import start_devstack
+from devstack.process import start_devstack
 from tests.reliability.aws_faults_stack import NEEDS_REAUTH, STACK_ENV, FaultStack
 
 CONNECTIONS = 50

@@ -1,6 +1,6 @@
 """clients/python/qbo_connect_client.py against a real Lambda Invoke API over HTTP.
 
-The local stack (``python -m devstack`` via tests/helpers/devstack_process.py) serves the
+The local stack (``python -m devstack`` via devstack/process.py) serves the
 Lambda Invoke API the way ``sam local start-lambda`` does, in front of the real handlers, moto
 and its own Intuit simulator. A connection is imported through ConnectionsFunction with tokens
 the stack's simulator issued; then the helper is used exactly as another workload would.
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers.devstack_process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess, start_devstack
 from tests.reliability.conftest import new_realm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -172,7 +172,7 @@ def test_the_landing_page_names_the_app_the_account_and_the_access_in_plain_word
 
 
 def test_the_router_answers_unknown_paths_and_failures_with_pages_in_the_right_language():
-    from devstack.stack import build_http_event
+    from devstack.events import build_http_event
     from qbo_connect.connect.web import HttpRouter
 
     app = HttpRouter("Test")

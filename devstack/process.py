@@ -1,4 +1,4 @@
-"""Start ``python -m devstack`` in a subprocess for integration tests.
+"""Start ``python -m devstack`` in a subprocess: for integration tests and the benchmark.
 
 Why a subprocess: the local stack sets one ``os.environ`` for all functions and imports the
 handlers and the layer package once, exactly like a Lambda container; doing that inside the
@@ -7,7 +7,7 @@ free ports (port 0) also lets tests run in parallel and guarantees a clean teard
 
 Usage::
 
-    from tests.helpers.devstack_process import start_devstack
+    from devstack.process import start_devstack
 
     def test_something(tmp_path):
         with start_devstack(tmp_path, extra_args=["--auto-approve"]) as stack:
@@ -33,7 +33,7 @@ from typing import Any
 
 from devstack.stack import INTUIT_ENDPOINT_KEYS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
 DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 REGION = "us-east-1"
@@ -162,6 +162,13 @@ class DevstackProcess:
             **DUMMY_CREDENTIALS,
             **kwargs,
         )
+
+    def boto3_resource(self, service: str) -> Any:
+        """A boto3 resource (e.g. ``dynamodb``) for the stack's moto server."""
+        import boto3
+
+        session = boto3.session.Session(region_name=REGION, **DUMMY_CREDENTIALS)
+        return session.resource(service, endpoint_url=self.aws)
 
     def lambda_client(self, **kwargs: Any) -> Any:
         """A boto3 Lambda client for the stack's Invoke API (no retries: tests see every call)."""

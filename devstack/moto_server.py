@@ -1,14 +1,16 @@
-"""A moto server for the reliability tests and the benchmark, run as its own process.
+"""The one moto launcher: moto as the local AWS endpoint, in a thread or in its own process.
 
-It serves ``devstack.moto_fixes.moto_app()`` (moto with atomic DynamoDB conditional writes and
-a lossless SQS, as the local stack does), and adds one thing, test infrastructure only:
+Both serve ``devstack.moto_fixes.moto_app()`` (moto with atomic DynamoDB conditional writes and
+a lossless SQS) behind :class:`devstack.local_guard.LocalOnly`: moto answers CORS for any origin
+and accepts any signature, so unguarded, any web page could read what it holds.
 
-* Every request is counted by operation (``X-Amz-Target``, e.g. ``TrentService.Decrypt``), and
-  ``GET /_probe/counts`` / ``POST /_probe/reset`` expose the counts. That is how the tests and
-  the benchmark count KMS calls made by other processes.
-
-Run: ``python -m tests.reliability.motoserver --port 0``; the first stdout line is
-``{"port": <n>}``. SIGTERM or SIGINT stops it. :func:`start_process` does all of that.
+* :func:`in_thread` is what the local stack runs (``python -m devstack``).
+* :func:`start_process` runs ``python -m devstack.moto_server --port 0`` for the reliability
+  tests and the benchmark; the first stdout line is ``{"port": <n>}``, SIGTERM or SIGINT stops
+  it. That server also counts every request by operation (``X-Amz-Target``, e.g.
+  ``TrentService.Decrypt``) and exposes the counts at ``GET /_probe/counts`` (``POST
+  /_probe/reset`` clears them): that is how the tests and the benchmark count KMS calls made by
+  other processes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,45 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from devstack.local_guard import LocalOnly
+from devstack.servers import HOST
+
+
+def in_thread(port: int) -> Any:
+    """A ThreadedMotoServer that reports a bind failure instead of hanging its start().
+
+    moto's app is served behind :class:`LocalOnly`: moto answers CORS for any origin and
+    accepts any signature, so without it any web page could read the local secrets.
+    """
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from moto.server import ThreadedMotoServer
+    from werkzeug.serving import make_server
+
+    from devstack.moto_fixes import moto_app
+
+    class Server(ThreadedMotoServer):
+        error: BaseException | None = None
+
+        def _server_entry(self) -> None:
+            try:
+                # moto's app with atomic conditional writes and a lossless SQS (moto_fixes).
+                self._server = make_server(
+                    self._ip_address,
+                    self._port,
+                    LocalOnly(moto_app(), name="AWS endpoint"),
+                    True,
+                    request_handler=MotoRequestHandler,
+                )
+            except BaseException as exc:  # werkzeug raises SystemExit on a bind failure
+                self.error = exc
+                self._server_ready_event.set()
+                return
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return Server(ip_address=HOST, port=port, verbose=False)
+
 
 PROBE_PREFIX = "/_probe/"
 
@@ -66,7 +107,7 @@ class ProbeApp:
         return [json.dumps(body).encode()]
 
 
-def serve(host: str = "127.0.0.1", port: int = 0) -> tuple[Any, int]:
+def serve(host: str = HOST, port: int = 0) -> tuple[Any, int]:
     """Build the server (not yet serving); returns (server, bound port)."""
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
@@ -77,26 +118,28 @@ def serve(host: str = "127.0.0.1", port: int = 0) -> tuple[Any, int]:
         def log_request(self, code: Any = "-", size: Any = "-") -> None:
             """No access log: the tests read this process's output for leaks, not traffic."""
 
-    app = ProbeApp(moto_app())
+    app = LocalOnly(ProbeApp(moto_app()), name="AWS endpoint")
     server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
     return server, int(server.server_address[1])
 
 
 @dataclass
 class MotoServerProcess:
-    """A running ``python -m tests.reliability.motoserver`` and its probe endpoints."""
+    """A running ``python -m devstack.moto_server`` and its probe endpoints."""
 
     url: str
     process: subprocess.Popen
 
     def counts(self) -> dict[str, int]:
-        with urllib.request.urlopen(self.url + PROBE_PREFIX + "counts", timeout=10) as resp:
+        url = self.url + PROBE_PREFIX + "counts"  # always http://127.0.0.1:<port>
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310
             counts: dict[str, int] = json.loads(resp.read())
             return counts
 
     def reset_counts(self) -> None:
-        req = urllib.request.Request(self.url + PROBE_PREFIX + "reset", data=b"", method="POST")
-        with urllib.request.urlopen(req, timeout=10):
+        url = self.url + PROBE_PREFIX + "reset"  # always http://127.0.0.1:<port>
+        req = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310
             pass
 
     def stop(self) -> None:
@@ -111,14 +154,14 @@ class MotoServerProcess:
 
 def start_process(env: dict[str, str] | None = None, timeout: float = 60) -> MotoServerProcess:
     """Start the server in its own process on a free port; returns once it is listening."""
-    repo_root = Path(__file__).resolve().parents[2]
+    repo_root = Path(__file__).resolve().parents[1]
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(repo_root), child_env.get("PYTHONPATH", "")) if p
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.reliability.motoserver", "--port", "0"],
+        [sys.executable, "-m", "devstack.moto_server", "--port", "0"],
         cwd=repo_root,
         env=child_env,
         stdout=subprocess.PIPE,
@@ -132,12 +175,12 @@ def start_process(env: dict[str, str] | None = None, timeout: float = 60) -> Mot
         proc.kill()
         raise RuntimeError(f"moto server did not start (exit code {proc.poll()})")
     port = json.loads(line)["port"]
-    return MotoServerProcess(url=f"http://127.0.0.1:{port}", process=proc)
+    return MotoServerProcess(url=f"http://{HOST}:{port}", process=proc)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
+    parser = argparse.ArgumentParser(description="moto as the local AWS endpoint")
+    parser.add_argument("--host", default=HOST)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     server, port = serve(args.host, args.port)
