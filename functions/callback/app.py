@@ -17,6 +17,7 @@ from qbo_connect.connect.request import Request
 from qbo_connect.connect.web import HttpResponse, HttpRouter, respond
 from qbo_connect.telemetry import logger, metrics
 from qbo_connect.wiring import connect as wiring
+from qbo_connect.wiring import usage as usage_wiring
 
 app = HttpRouter("Callback", branding=wiring.branding)
 
@@ -31,4 +32,7 @@ def callback(event: Mapping[str, Any]) -> HttpResponse:
 )
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    try:
+        return app.resolve(event, context)
+    finally:
+        usage_wiring.flush_if_due()  # the realm proof is a CorePlus call of the service's

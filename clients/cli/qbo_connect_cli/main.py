@@ -518,3 +518,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         output.err().print("qbo-connect: interrupted")
         code = 130
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+# Commands kept in modules of their own register themselves on `cli` when imported.
+from qbo_connect_cli import usage_command  # noqa: E402, F401

@@ -198,7 +198,7 @@ class CallbackSteps(LinkSteps, FlowBase):
         """Prove the realm, check its owner, spend the link, store: or refuse."""
         try:
             company_name = self.adopter.prove_realm(
-                client, tokens, realm_id, claimed_realm=claimed, scopes=scopes
+                client, tokens, realm_id, claimed_realm=claimed, scopes=scopes, tenant_id=tenant_id
             )
             self.adopter.existing_for(realm_id, tenant_id)
             if link_token is not None:
@@ -209,7 +209,9 @@ class CallbackSteps(LinkSteps, FlowBase):
                 except AlreadyConsumed:
                     raise ctx.refuse(Outcome.LINK_USED) from None
             if company_name is None:
-                company_name = self.adopter.company_name(client, tokens, realm_id, tuple(scopes))
+                company_name = self.adopter.company_name(
+                    client, tokens, realm_id, tuple(scopes), tenant_id
+                )
             return self.adopter.store_grant(
                 realm_id=realm_id,
                 tenant_id=tenant_id,

@@ -273,7 +273,7 @@ class ConnectionsService:
 
         try:
             company_name = adopter.prove_realm(
-                client, tokens, realm_id, claimed_realm=None, scopes=scopes
+                client, tokens, realm_id, claimed_realm=None, scopes=scopes, tenant_id=tenant_id
             )
             adoption = adopter.store_grant(
                 realm_id=realm_id,

@@ -87,6 +87,8 @@ class GrantAdopter:
     connections: ConnectionRepository
     settings: Settings
     clock: Callable[[], float] = time.time
+    #: Counts one CorePlus call of the service's own: (tenant_id, realm_id).
+    usage: Callable[[str, str], None] | None = None
 
     # ----- ownership ---------------------------------------------------------------------
 
@@ -119,6 +121,7 @@ class GrantAdopter:
         *,
         claimed_realm: str | None,
         scopes: tuple[str, ...] | list[str],
+        tenant_id: str = "",
     ) -> str | None:
         """Prove the tokens are for ``realm_id``; returns the company name when it was read.
 
@@ -139,6 +142,7 @@ class GrantAdopter:
                 "needs the accounting scope for a CompanyInfo check"
             )
         try:
+            self.count_read(tenant_id, realm_id)
             info = client.quick(QUICK_TIMEOUT_SECONDS).company_info(realm_id, tokens.access_token)
         except IntuitError as exc:
             # 401/403: Intuit says the token is not for this company. Anything else (transient
@@ -159,14 +163,25 @@ class GrantAdopter:
         name = info.get("CompanyName")
         return name.strip()[:256] if isinstance(name, str) and name.strip() else None
 
+    def count_read(self, tenant_id: str, realm_id: str) -> None:
+        """A CompanyInfo read is a CorePlus call of the service's own (the usage meter)."""
+        if self.usage is not None:
+            self.usage(tenant_id, realm_id)
+
     def company_name(
-        self, client: IntuitClient, tokens: TokenSet, realm_id: str, scopes: tuple[str, ...]
+        self,
+        client: IntuitClient,
+        tokens: TokenSet,
+        realm_id: str,
+        scopes: tuple[str, ...],
+        tenant_id: str = "",
     ) -> str | None:
         """Best effort, one quick attempt each: CompanyInfo, then userinfo. Never raises."""
         quick = client.quick(QUICK_TIMEOUT_SECONDS)
         name: Any = None
         if ACCOUNTING_SCOPE in scopes:
             try:
+                self.count_read(tenant_id, realm_id)
                 name = quick.company_info(realm_id, tokens.access_token).get("CompanyName")
             except Exception as exc:
                 logger.info(

@@ -15,6 +15,7 @@ from qbo_connect.operations.usage import UsageService
 from qbo_connect.store.usage import UsageRepository
 from qbo_connect.telemetry import metrics
 from qbo_connect.usage.budget import BudgetGuard
+from qbo_connect.usage.classify import SERVICE, Call
 from qbo_connect.usage.meter import UsageMeter
 from qbo_connect.wiring import aws
 
@@ -77,6 +78,11 @@ def usage_service() -> UsageService:
             f"{settings.usage_flush_seconds:g} s of calls, until it flushes"
         ),
     )
+
+
+def count_service_read(tenant_id: str, realm_id: str) -> None:
+    """One CorePlus call the service made itself (a realm proof, a probe)."""
+    meter().record(tenant_id=tenant_id, realm_id=realm_id, call=Call(coreplus=1), source=SERVICE)
 
 
 def flush_if_due() -> None:

@@ -109,7 +109,11 @@ def vault() -> TokenVault:
 @lru_cache(maxsize=1)
 def adopter() -> GrantAdopter:
     """Adoption of a grant (callback and import): proves the realm, checks its owner, stores."""
-    return GrantAdopter(vault(), connections=connections(), settings=aws.settings())
+    from qbo_connect.wiring import usage
+
+    return GrantAdopter(
+        vault(), connections=connections(), settings=aws.settings(), usage=usage.count_service_read
+    )
 
 
 def _reset() -> None:
