@@ -207,9 +207,10 @@ def test_cross_site_go_is_refused_and_the_landing_page_names_app_and_tenant(brow
     session = browser.link("tenant-a", tenant_name="Acme <i>Ltd</i>")
     before = browser.scan()
     url = f"{stack.api}/connect?session={session}&go=1"
-    refused = browser.http.get(
-        url, headers={"Sec-Fetch-Site": "cross-site"}, allow_redirects=False, timeout=10
-    )
+    # A cross-site top-level navigation (how another site would start it): the local stack
+    # lets navigations through to the service, which must refuse it itself.
+    cross_site = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    refused = browser.http.get(url, headers=cross_site, allow_redirects=False, timeout=10)
     assert_page(refused, 403, "connecting must be started from this page")
     assert "Set-Cookie" not in refused.headers and "Location" not in refused.headers
     assert browser.scan() == before
