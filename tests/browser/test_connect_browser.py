@@ -236,7 +236,7 @@ def test_landing_consent_success_with_branding(stack, chromium, axe_source, widt
             "Acme Books wants to connect to your QuickBooks company"
         )
         main = page.inner_text("main")
-        assert "Account: Bob's Bikes" in main
+        assert "Your account at Acme Books: Bob's Bikes" in main
         access = page.locator("main li").all_inner_texts()
         assert access[0].startswith("your accounting data") and "your email address" in access
         _header_and_footer(page)

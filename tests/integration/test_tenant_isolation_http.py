@@ -219,7 +219,7 @@ def test_cross_site_go_is_refused_and_the_landing_page_names_app_and_tenant(brow
         landing,
         200,
         "Books &lt;b&gt;&amp; Co wants to connect to your QuickBooks company",
-        "Account: Acme &lt;i&gt;Ltd&lt;/i&gt;",
+        "Your account at Books &lt;b&gt;&amp; Co: Acme &lt;i&gt;Ltd&lt;/i&gt;",
     )
     assert "<i>" not in landing.text and "<b>" not in landing.text
     same_origin = browser.http.get(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.devstack_process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess, start_devstack
 from tests.integration.test_cli_http import Cli, sim
 
 pytestmark = pytest.mark.timeout(240)

@@ -163,7 +163,9 @@ def test_the_landing_page_names_the_app_the_account_and_the_access_in_plain_word
     assert "<h1>Acme &lt;b&gt;&quot;Books&quot;&lt;/b&gt; wants to connect to your QuickBooks" in (
         page.body
     )
-    assert "Account: Bob&#x27;s Bikes" in page.body
+    assert (
+        "Your account at Acme &lt;b&gt;&quot;Books&quot;&lt;/b&gt;: Bob&#x27;s Bikes" in page.body
+    )
     assert page.body.index("your accounting data") < page.body.index("your email address")
     assert (
         "form-action 'self' https://appcenter.intuit.com"
@@ -197,3 +199,19 @@ def test_the_router_answers_unknown_paths_and_failures_with_pages_in_the_right_l
     failed = get("/boom", "en")
     assert failed["statusCode"] == 500 and "Something went wrong" in failed["body"]
     assert "secret detail" not in failed["body"] and "Traceback" not in failed["body"]
+
+
+def test_success_is_visible_and_every_page_says_what_to_do_next():
+    connected = pages.outcome_page(Outcome.CREATED, company_name="Acme", branding=BRAND)
+    assert 'class="badge success"' in connected.body and 'aria-hidden="true"' in connected.body
+    assert 'id="next">You can close this tab now and go back to Acme' in connected.body
+    with_return = pages.outcome_page(
+        Outcome.CREATED, company_name="Acme", branding=BRAND, return_url="https://app.example/x"
+    )
+    assert 'id="return"' in with_return.body and 'id="next"' not in with_return.body
+    for outcome in (Outcome.STATE_EXPIRED, Outcome.OTHER_TENANT, Outcome.INTERNAL_ERROR):
+        page = pages.outcome_page(outcome, branding=BRAND)
+        assert 'class="badge problem"' in page.body, outcome
+        assert 'id="next">Close this tab, go back to Acme' in page.body, outcome
+    french = pages.outcome_page(Outcome.RECONNECTED, language="fr-CA", branding=BRAND)
+    assert "Vous pouvez fermer cet onglet" in french.body and "badge success" in french.body

@@ -64,7 +64,15 @@ BASE_STYLE = (
     ".ref{font-size:.9rem;font-family:ui-monospace,Menlo,Consolas,monospace}"
     "footer{margin-top:2rem;padding-top:1rem;border-top:1px solid #8886;font-size:.9rem}"
     "footer a{margin-right:1.5rem}"
+    ".badge{display:flex;align-items:center;justify-content:center;width:3rem;height:3rem;"
+    "border-radius:50%;font-size:1.75rem;font-weight:700;margin:0 0 .75rem}"
+    ".badge.success{background:#dcfce7;color:#14532d}"
+    ".badge.problem{background:#fee2e2;color:#7f1d1d}"
+    ".next{font-weight:600}"
 )
+
+#: The visual cue of a page's outcome (the heading says it in words for screen readers).
+BADGES = {"success": "\u2713", "problem": "!"}
 
 
 def style_for(branding: Branding) -> str:
@@ -197,8 +205,13 @@ def render(
     details: Sequence[str] = (),
     items: Sequence[str] = (),
     return_link: Link | None = None,
+    tone: str = "",
+    next_step: str | None = None,
 ) -> HttpResult:
     """One page; every piece of text and every attribute is escaped here.
+
+    ``tone`` (``success`` or ``problem``) puts a visual mark above the heading; ``next_step``
+    is what the person can do now, shown when the page offers no button or link to go on.
 
     Around the content: a header with the app's logo and name and, for a sandbox deployment,
     a visible "Sandbox" mark; a footer with the support and privacy links. A page with a status
@@ -216,7 +229,12 @@ def render(
         header.append(f'<span class="app">{esc(brand.app_name)}</span>')
     if brand.sandbox:
         header.append(f'<span class="sandbox" id="sandbox">{esc(ui["sandbox"])}</span>')
-    parts = [f"<h1>{esc(heading or title)}</h1>"]
+    parts = []
+    if tone in BADGES:
+        parts.append(
+            f'<div class="badge {tone}" id="badge" aria-hidden="true">{BADGES[tone]}</div>'
+        )
+    parts.append(f"<h1>{esc(heading or title)}</h1>")
     parts += [f"<p>{esc(p)}</p>" for p in paragraphs]
     parts += [f"<p><strong>{esc(d)}</strong></p>" for d in details]
     if items:
@@ -241,6 +259,8 @@ def render(
         parts.append(
             f'<p><a id="return" href="{esc(return_link.href)}">{esc(return_link.label)}</a></p>'
         )
+    if next_step and link is None and return_link is None and form is None:
+        parts.append(f'<p class="next" id="next">{esc(next_step)}</p>')
     if note:
         parts.append(f'<p class="note">{esc(note)}</p>')
     reference = new_reference() if status >= 400 else ""
@@ -322,7 +342,10 @@ def outcome_page(
         values["company"] = ui["quote"].format(name=company_name)
     else:
         values["company"] = ui["company_id"].format(realm_id=realm_id or "?")
+    success = outcome in (Outcome.CREATED, Outcome.RECONNECTED)
     return render(
+        tone="success" if success else "problem" if row.status >= 400 else "",
+        next_step=render_text(ui["next_done" if row.status < 400 else "next_problem"], values),
         status=row.status,
         title=render_text(text.title, values),
         paragraphs=[render_text(p, values) for p in text.paragraphs] + ([detail] if detail else []),
@@ -375,7 +398,9 @@ def landing_page(
         status=row.status,
         title=render_text(text.title, values),
         paragraphs=[render_text(p, values) for p in text.paragraphs],
-        details=[ui["account"].format(account=tenant_name)] if tenant_name else (),
+        details=[ui["account"].format(account=tenant_name, app=values["app"])]
+        if tenant_name
+        else (),
         items=scope_words(scopes, language),
         form=Form(action="connect", fields=tuple(fields), button=button),
         note=render_text(ui["disconnect_note"], values),
