@@ -25,6 +25,10 @@ PY313_BIN := $(shell if python3.13 -c 'import sys' >/dev/null 2>&1; then \
 	ls -d "$$(pyenv root)"/versions/3.13.*/bin 2>/dev/null | sort -V | tail -n 1; fi)
 # Only pip's own noise from this machine's pip.conf is filtered; errors still show and fail.
 PIP_FILTER := grep -v -e "is ignored: it is neither a file nor a directory" || true
+# The first install takes a while: one line per package pip fetches, instead of silence
+# (pip's errors go to stderr, which is not filtered by this).
+PIP_PROGRESS := awk '/^Collecting /{ n++; printf "    %3d  %s\n", n, $$2; fflush() } \
+	/^Installing collected packages/{ print "    installing them..."; fflush() }'
 
 .PHONY: help install dev test lint format typecheck unit-test test-py313 validate build deploy \
 	bench clean check-py313 security
@@ -37,10 +41,11 @@ help:
 	@echo "make deploy ENV=sandbox|production   build and sam deploy --config-env ENV"
 
 $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
-	@echo "==> creating $(VENV) and installing dev dependencies"
+	@echo "==> creating $(VENV) and installing dev dependencies (the first time takes a minute)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | { $(PIP_FILTER); }
-	@$(BIN)/python -m pip install -q -r requirements-dev.txt 2>&1 | { $(PIP_FILTER); }
+	@$(BIN)/python -m pip install -r requirements-dev.txt 2> >({ $(PIP_FILTER); } >&2) \
+		| $(PIP_PROGRESS)
 	@echo "==> installing the project (the qbo-connect CLI) into $(VENV)"
 	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { $(PIP_FILTER); }
 	@touch $@

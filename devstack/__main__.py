@@ -22,6 +22,9 @@ from devstack.logs import ReadableStream
 from devstack.stack import DEFAULT_STATE_DIR, DEFAULT_TEMPLATE, LocalStack, PortInUseError
 from devstack.template import TemplateError
 
+#: The fixed ports of ``make dev`` (the simulator's is any free one unless given).
+DEFAULT_PORTS = {"api_port": 3000, "lambda_port": 3001, "aws_port": 5000, "intuit_port": 0}
+
 
 def _port(value: str) -> int:
     port = int(value)
@@ -52,11 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
             "HTTP API, the Lambda Invoke API, the SQS poller and the schedule. All on 127.0.0.1."
         ),
     )
-    parser.add_argument("--api-port", type=_port, default=3000, help="HTTP API (0 = any free)")
     parser.add_argument(
-        "--lambda-port", type=_port, default=3001, help="Lambda Invoke API (0 = any free)"
+        "--api-port", type=_port, default=None, help="HTTP API (default 3000; 0 = any free)"
     )
-    parser.add_argument("--aws-port", type=_port, default=5000, help="moto server (0 = any free)")
+    parser.add_argument(
+        "--lambda-port",
+        type=_port,
+        default=None,
+        help="Lambda Invoke API (default 3001; 0 = any free)",
+    )
+    parser.add_argument(
+        "--aws-port", type=_port, default=None, help="moto server (default 5000; 0 = any free)"
+    )
+    parser.add_argument(
+        "--any-ports",
+        action="store_true",
+        help=(
+            "every port not given explicitly is any free one, so stacks can run side by side "
+            "(with a real Intuit app, keep its registered redirect URI's port: --api-port 3000)"
+        ),
+    )
     parser.add_argument(
         "--aws-endpoint",
         type=_endpoint,
@@ -71,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--intuit-port", type=_port, default=0, help="Intuit simulator (default 0 = any free)"
+        "--intuit-port", type=_port, default=None, help="Intuit simulator (default 0 = any free)"
     )
     parser.add_argument(
         "--state-dir",
@@ -124,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ports(args: argparse.Namespace) -> dict[str, int]:
+    """The ports to listen on: explicit ones, else any free one (--any-ports), else defaults."""
+    ports = {}
+    for name, default in DEFAULT_PORTS.items():
+        given = getattr(args, name)
+        ports[name] = given if given is not None else 0 if args.any_ports else default
+    return ports
+
+
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("devstack %(levelname)s %(message)s"))
@@ -142,12 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         readable = ReadableStream(sys.stdout)
         sys.stdout = readable
     began = time.monotonic()
+    ports = _ports(args)
     stack = LocalStack(
-        api_port=args.api_port,
-        lambda_port=args.lambda_port,
-        aws_port=args.aws_port,
+        api_port=ports["api_port"],
+        lambda_port=ports["lambda_port"],
+        aws_port=ports["aws_port"],
+        intuit_port=ports["intuit_port"],
         aws_endpoint=args.aws_endpoint,
-        intuit_port=args.intuit_port,
         state_dir=args.state_dir,
         template_path=args.template,
         parameter_overrides=dict(args.parameter_overrides),
@@ -175,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PortInUseError as exc:
             print(
                 f"devstack: port {exc.port} ({exc.flag}) is not available: {exc.reason}; "
-                f"pass another {exc.flag} (0 = any free port)",
+                f"pass another {exc.flag} (0 = any free port), or --any-ports for all of them",
                 file=sys.stderr,
             )
             return 2

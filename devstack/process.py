@@ -246,12 +246,7 @@ def start_devstack(
         sys.executable,
         "-m",
         "devstack",
-        "--api-port",
-        "0",
-        "--lambda-port",
-        "0",
-        "--aws-port",
-        "0",
+        "--any-ports",
         "--state-dir",
         str(state_dir),
     ]
