@@ -52,7 +52,7 @@ for _path in (REPO_ROOT / "layers" / "core", REPO_ROOT):
 
 import requests  # noqa: E402
 
-from devstack.intuit_webhooks import cloudevents_body, legacy_body, sign  # noqa: E402
+from devstack.intuit_sim.webhooks import cloudevents_body, legacy_body, sign  # noqa: E402
 from devstack.process import DevstackProcess, start_devstack  # noqa: E402
 from qbo_connect.store.connections import ConnectionRepository, SealedTokens  # noqa: E402
 from qbo_connect.webhooks.settings import DETAIL_TYPE  # noqa: E402

@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import requests
 
-from devstack.intuit_webhooks import cloudevents_body, legacy_body, sign
+from devstack.intuit_sim.webhooks import cloudevents_body, legacy_body, sign
 from devstack.process import DUMMY_CREDENTIALS, REGION
 from qbo_connect.store.connections import SealedTokens
 from tests.helpers.events import drain_events

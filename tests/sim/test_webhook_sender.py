@@ -13,7 +13,7 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from devstack.intuit_webhooks import INTUIT_RETRY_SCHEDULE, WebhookSender
+from devstack.intuit_sim.webhooks import INTUIT_RETRY_SCHEDULE, WebhookSender
 from qbo_connect.webhooks.payload import parse
 from qbo_connect.webhooks.signature import signature_matches
 

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from devstack.intuit_webhooks import cloudevents_body, legacy_body
+from devstack.intuit_sim.webhooks import cloudevents_body, legacy_body
 from qbo_connect.errors import MalformedPayload
 from qbo_connect.store.connections import ConnectionRepository, SealedTokens
 from qbo_connect.store.webhook_ledger import Ledger
