@@ -165,3 +165,32 @@ def test_local_target_needs_a_running_stack(tmp_path, monkeypatch):
     assert find_endpoints_file(tmp_path / "sub") == state / "endpoints.json"
     with pytest.raises(Unreachable, match="has stopped"):
         local_target()
+
+
+def test_service_values_are_text_with_control_characters_replaced():
+    from rich.console import Console
+
+    from qbo_connect_cli import output
+
+    hostile = "Acme [/b] [link=https://x.example]y[/link]\x1b[31m\x07\u202e\x9b\n"
+    assert output.safe(hostile) == (
+        "Acme [/b] [link=https://x.example]y[/link]"
+        + "\N{REPLACEMENT CHARACTER}[31m"
+        + "\N{REPLACEMENT CHARACTER}" * 4
+    )
+    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    console.print(output.table([("name", "name")], [{"name": hostile}], title=hostile))
+    console.print(output.details([("company", hostile)]))
+    console.print(output.plain(hostile))
+    printed = console.file.getvalue()  # type: ignore[attr-defined]
+    assert printed.count("[/b]") == 4 and "\x1b" not in printed and "\u202e" not in printed
+
+
+def test_an_import_row_with_columns_swapped_is_refused_and_never_shows_the_token(tmp_path):
+    from qbo_connect_cli.importer import RowResult
+
+    path = write(tmp_path, "swapped.csv", HEADER + "RT1-secret-token-value,t1,9130,\n")
+    (row,) = read_rows(path)
+    assert row.problem is not None and "columns swapped" in row.problem
+    shown = RowResult(row.line, row.realm_id, row.tenant_id, "failed").as_dict()
+    assert "RT1-secret-token-value" not in json.dumps(shown)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,18 @@ class Row:
         return payload
 
 
+#: What a realm id and a tenant id look like (the service's own rules). A value that does not
+#: is never shown back: with two columns swapped, it may be a refresh token.
+REALM_SHAPE = re.compile(r"[0-9]{1,32}")
+TENANT_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
+HIDDEN = "(hidden)"
+
+
+def shown(value: str, shape: re.Pattern[str]) -> str:
+    """``value`` if it has the expected shape, else a placeholder (it may be a secret)."""
+    return value if shape.fullmatch(value) else HIDDEN
+
+
 @dataclass
 class RowResult:
     line: int
@@ -99,8 +112,8 @@ class RowResult:
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "row": self.line,
-            "realm_id": self.realm_id,
-            "tenant_id": self.tenant_id,
+            "realm_id": shown(self.realm_id, REALM_SHAPE),
+            "tenant_id": shown(self.tenant_id, TENANT_SHAPE),
             "result": self.result,
         }
         if self.code:
@@ -185,6 +198,12 @@ def _check(rows: Iterable[Row]) -> None:
         ]
         if missing:
             row.problem = f"missing {', '.join(missing)}"
+            continue
+        if not REALM_SHAPE.fullmatch(row.realm_id):
+            row.problem = "realm_id must be the numeric QuickBooks company id (columns swapped?)"
+            continue
+        if not TENANT_SHAPE.fullmatch(row.tenant_id):
+            row.problem = "tenant_id must be 1-128 characters: letters, digits and . _ : @ / + = -"
             continue
         environment = row.fields.get("environment")
         if environment and environment not in ENVIRONMENTS:

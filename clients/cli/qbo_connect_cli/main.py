@@ -152,7 +152,7 @@ def report_error(options: Options, exc: CliError) -> None:
     if options.json:
         output.print_json(exc.to_dict())
     kind = "refused" if isinstance(exc, ServiceError) else "error"
-    output.err().print(f"qbo-connect: {kind}: {exc.code}: {exc.message}", markup=False)
+    output.err().print(output.plain(f"qbo-connect: {kind}: {exc.code}: {exc.message}"))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -232,10 +232,9 @@ def links_create(
     else:
         console = output.out()
         console.print(
-            f"Connect link for tenant {tenant} (expires {answer.get('expires_at')}):",
-            markup=False,
+            output.plain(f"Connect link for tenant {tenant} (expires {answer.get('expires_at')}):")
         )
-        console.print(str(answer.get("url")), markup=False, soft_wrap=True)
+        console.print(output.plain(str(answer.get("url"))), soft_wrap=True)
     return EXIT_OK
 
 
@@ -365,8 +364,8 @@ def connections_disconnect(options: Options, realm: str, tenant: str | None, yes
         current = options.connections("get_connection", realm_id=realm, tenant_id=tenant)
         company = (current.get("connection") or {}).get("company_name") or "unnamed company"
         click.confirm(
-            f"Disconnect realm {realm} ({company})? Intuit access is revoked and the tokens "
-            "deleted; the user must connect again",
+            f"Disconnect realm {realm} ({output.safe(str(company))})? Intuit access is revoked "
+            "and the tokens deleted; the user must connect again",
             abort=True,
             err=True,
         )
@@ -379,7 +378,7 @@ def connections_disconnect(options: Options, realm: str, tenant: str | None, yes
         if answer.get("revoked")
         else f"not revoked at Intuit: {answer.get('revoke_error') or 'no token'}"
     )
-    output.out().print(f"Disconnected {realm} ({how}).", markup=False)
+    output.out().print(output.plain(f"Disconnected {realm} ({how})."))
     return EXIT_OK
 
 
@@ -443,20 +442,22 @@ def connections_import(options: Options, file: Path, dry_run: bool, concurrency:
         rows_shown = [r.as_dict() for r in results]
         output.out().print(output.table(IMPORT_COLUMNS, rows_shown, title=title))
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
-    output.err().print(f"{len(results)} row(s): {summary}", markup=False)
+    output.err().print(output.plain(f"{len(results)} row(s): {summary}"))
     if importer.stopped is not None:
         output.err().print(
-            f"qbo-connect: stopped: {importer.stopped.message}; re-run the same file when the "
-            "stack is reachable (rows already imported stay unchanged)",
-            markup=False,
+            output.plain(
+                f"qbo-connect: stopped: {importer.stopped.message}; re-run the same file when the "
+                "stack is reachable (rows already imported stay unchanged)"
+            )
         )
         return importer.stopped.exit_code
     if failed:
         imported = counts.get(IMPORTED, 0)
         note = "" if dry_run else f" ({imported} imported)"
         output.err().print(
-            f"qbo-connect: {len(failed)} row(s) failed{note}; fix them and re-run the file",
-            markup=False,
+            output.plain(
+                f"qbo-connect: {len(failed)} row(s) failed{note}; fix them and re-run the file"
+            )
         )
         return EXIT_FAILED
     return EXIT_OK
@@ -498,8 +499,7 @@ def token(
         return EXIT_OK
     sys.stdout.write(f"{answer.get('access_token')}\n")
     output.err().print(
-        f"expires {answer.get('expires_at')}; API base {answer.get('api_base_url')}",
-        markup=False,
+        output.plain(f"expires {answer.get('expires_at')}; API base {answer.get('api_base_url')}")
     )
     return EXIT_OK
 

@@ -37,7 +37,7 @@ def _print_report(answer: dict[str, Any]) -> None:
     limits = answer.get("limits") or {}
     soft = int(limits.get("soft_limit") or 0)
     console.print(
-        Text(
+        output.plain(
             f"CorePlus usage for {answer.get('month')} (as of {answer.get('as_of')}): "
             f"{totals.get('coreplus', 0)} CorePlus, {totals.get('core', 0)} Core calls; "
             f"projected {answer.get('projected_coreplus')} CorePlus this month"
@@ -115,7 +115,7 @@ def usage_set_quota(options: Options, tenant: str, quota: str) -> int:
         output.print_json(answer)
     else:
         output.out().print(
-            Text(f"Tenant {tenant}: monthly CorePlus quota {answer.get('effective_quota')}")
+            output.plain(f"Tenant {tenant}: monthly CorePlus quota {answer.get('effective_quota')}")
         )
     return EXIT_OK
 

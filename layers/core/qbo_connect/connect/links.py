@@ -52,7 +52,8 @@ def requested_scopes(value: Any, base: tuple[str, ...], allowed: tuple[str, ...]
     refused = sorted({s for s in extras if s not in allowed and s not in base})
     if refused:
         raise InvalidRequest(
-            f"scopes not allowed: {', '.join(refused)} (allowed extra scopes: "
+            # The count, never the values: whatever a caller put there is not echoed.
+            f"{len(refused)} scope(s) not allowed (allowed extra scopes: "
             f"{', '.join(allowed) or 'none'})"
         )
     return list(dict.fromkeys([*base, *extras]))

@@ -314,9 +314,13 @@ class ConnectionsService:
             value = value.split()
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InvalidRequest("scopes must be a list of strings")
-        unknown = sorted(set(value) - KNOWN_SCOPES)
+        unknown = set(value) - KNOWN_SCOPES
         if unknown or not value:
-            raise InvalidRequest(f"scopes must be Intuit scopes; unknown: {unknown}")
+            # Never the values themselves: a refresh token in the wrong column lands here.
+            raise InvalidRequest(
+                f"scopes must be Intuit scopes ({', '.join(sorted(KNOWN_SCOPES))}); "
+                f"{len(unknown)} value(s) are not"
+            )
         return tuple(sorted(set(value)))
 
 
