@@ -40,19 +40,36 @@ from __future__ import annotations
 import json
 import os
 import threading
+import uuid
 from typing import Any
 
-__all__ = ["ENV_FUNCTION_NAME", "QboConnectError", "get_access_token"]
+__all__ = [
+    "ENV_API_FUNCTION_NAME",
+    "ENV_FUNCTION_NAME",
+    "QboConnectError",
+    "call",
+    "get_access_token",
+]
 
 #: The env var read when ``function_name`` is not given (name or ARN of GetTokenFunction).
 ENV_FUNCTION_NAME = "QBO_CONNECT_GET_TOKEN_FUNCTION"
+#: The env var read by :func:`call` (name or ARN of QuickBooksApiFunction).
+ENV_API_FUNCTION_NAME = "QBO_CONNECT_API_FUNCTION"
 #: Codes after which the same call may succeed later without anyone doing anything.
 RETRYABLE_CODES = frozenset(
-    {"refresh_unavailable", "throttled", "function_error", "internal_error"}
+    {
+        "refresh_unavailable",
+        "throttled",
+        "function_error",
+        "internal_error",
+        "rate_limited",
+        "quickbooks_unavailable",
+    }
 )
 
 _client_lock = threading.Lock()
 _default_client: Any = None
+_api_client: Any = None
 
 
 class QboConnectError(Exception):
@@ -113,6 +130,82 @@ def get_access_token(
     request: dict[str, Any] = {"realm_id": realm_id, "min_valid_seconds": min_valid_seconds}
     if tenant_id is not None:
         request["tenant_id"] = tenant_id
+    body = _invoke(client, name, request)
+    if not isinstance(body.get("access_token"), str) or not body["access_token"]:
+        raise QboConnectError("invalid_response", f"{name} returned no access_token")
+    return body
+
+
+def call(
+    realm_id: str,
+    method: str,
+    path: str,
+    *,
+    tenant_id: str | None = None,
+    query: dict[str, Any] | None = None,
+    body: Any = None,
+    content_type: str | None = None,
+    request_id: str | None = None,
+    minorversion: int | None = None,
+    max_wait_seconds: float | None = None,
+    function_name: str | None = None,
+    lambda_client: Any = None,
+) -> dict[str, Any]:
+    """One QuickBooks API call through QuickBooksApiFunction (the token never leaves it).
+
+    ``path`` is relative to ``/v3/company/{realm_id}/`` (``companyinfo/<realm>``, ``query``,
+    ``invoice``). The answer is QuickBooks' own: ``status``, ``body``, ``content_type``,
+    ``intuit_tid``, ``attempts``, ``waited_ms``, ``fault`` when there is one. A POST gets a
+    ``request_id`` made here before the first invoke unless you pass one, and the automatic
+    invoke retries send the same payload, so QuickBooks creates the entity once.
+    ``function_name`` defaults to the ``QBO_CONNECT_API_FUNCTION`` env var. Raises
+    :class:`QboConnectError` when no answer was obtained (``rate_limited`` and the others).
+    """
+    name = function_name or os.environ.get(ENV_API_FUNCTION_NAME, "").strip()
+    if not name:
+        raise QboConnectError(
+            "configuration_error",
+            f"pass function_name or set {ENV_API_FUNCTION_NAME} to the QuickBooksApiFunction "
+            "name or ARN",
+        )
+    if method == "POST" and request_id is None:
+        request_id = uuid.uuid4().hex[:32]
+    request: dict[str, Any] = {"realm_id": realm_id, "method": method, "path": path}
+    optional = {
+        "tenant_id": tenant_id,
+        "query": query,
+        "body": body,
+        "content_type": content_type,
+        "request_id": request_id,
+        "minorversion": minorversion,
+        "max_wait_seconds": max_wait_seconds,
+    }
+    request.update({k: v for k, v in optional.items() if v is not None})
+    client = lambda_client if lambda_client is not None else _api_lambda_client()
+    return _invoke(client, name, request)
+
+
+def _api_lambda_client() -> Any:
+    """A Lambda client whose read timeout outlives QuickBooksApiFunction's 300 s."""
+    global _api_client
+    with _client_lock:
+        if _api_client is None:
+            import boto3
+            from botocore.config import Config
+
+            _api_client = boto3.client(
+                "lambda",
+                config=Config(
+                    read_timeout=330,
+                    connect_timeout=5,
+                    retries={"mode": "standard", "max_attempts": 3},
+                ),
+            )
+        return _api_client
+
+
+def _invoke(client: Any, name: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Invoke ``name`` with ``request``; its JSON object answer, or QboConnectError."""
     payload = json.dumps(request)
     try:
         response = client.invoke(
@@ -144,8 +237,6 @@ def get_access_token(
         raise QboConnectError(
             str(error.get("code") or "internal_error"), str(error.get("message") or "")
         )
-    if not isinstance(body.get("access_token"), str) or not body["access_token"]:
-        raise QboConnectError("invalid_response", f"{name} returned no access_token")
     return body
 
 

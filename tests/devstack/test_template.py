@@ -152,6 +152,7 @@ def test_functions_merge_globals(template):
         "ConnectFunction",
         "CallbackFunction",
         "GetTokenFunction",
+        "QuickBooksApiFunction",
         "ConnectionsFunction",
         "RefreshSweepFunction",
         "RefreshWorkerFunction",

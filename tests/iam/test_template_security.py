@@ -19,6 +19,7 @@ TOKEN_CONTEXT = {"purpose": "qbo-connect-tokens", "realm_id": "9130357766042906"
 SEALERS = {"CallbackFunction", "ConnectionsFunction"}
 OPENERS = {
     "GetTokenFunction",
+    "QuickBooksApiFunction",  # the proxy opens the access token it calls QuickBooks with
     "ConnectionsFunction",
     "RefreshWorkerFunction",
     "ConnectFunction",  # /disconnected: the probe with the stored access token
@@ -99,6 +100,7 @@ def test_only_the_functions_that_call_intuit_read_the_client_secret(template) ->
         "ConnectFunction",
         "CallbackFunction",
         "GetTokenFunction",
+        "QuickBooksApiFunction",  # a 401 forces a refresh under the lease
         "ConnectionsFunction",
         "RefreshWorkerFunction",
     }

@@ -38,6 +38,13 @@ REASONS: dict[str, str] = {
     # conflict
     "held_by_other_tenant": "the company is connected to another tenant",
     "store_contention": "the connection kept changing while it was being stored",
+    # QuickBooksApiFunction (docs/proxy.md)
+    "invalid_path": "the path could leave the company (or is not a path QuickBooks uses)",
+    "reserved_query_parameter": "minorversion or requestid sent inside query",
+    "request_id": "request_id is not 1-50 printable ASCII characters (36 for a batch)",
+    "upload_not_supported": "multipart uploads (Attachable) are out of the proxy's scope",
+    "governor": "no room for the call within max_wait_seconds (governor or cool-down)",
+    "no_answer": "QuickBooks did not answer (timeouts, connection errors) after the retries",
 }
 
 
@@ -70,6 +77,9 @@ class ServiceError(Exception):
             error["reason"] = self.reason
         if self.intuit_tid:
             error["intuit_tid"] = self.intuit_tid
+        for name in ("retry_after_seconds", "request_id"):
+            if self.details.get(name) is not None:
+                error[name] = self.details[name]  # type: ignore[assignment]
         return {"error": error}
 
     def log_fields(self) -> dict[str, Any]:
@@ -98,6 +108,25 @@ class RefreshUnavailable(ServiceError):
     """Intuit could not be reached or refused for now; the stored tokens are untouched."""
 
     code = "refresh_unavailable"
+
+
+class RateLimited(ServiceError):
+    """The proxy's governor, or a cool-down after a QuickBooks throttle, kept a call from
+    being sent; ``retry_after_seconds`` says when to try again."""
+
+    code = "rate_limited"
+
+
+class QuickBooksUnavailable(ServiceError):
+    """QuickBooks gave no answer (timeouts, connection errors) after the proxy's retries."""
+
+    code = "quickbooks_unavailable"
+
+
+class ResponseTooLarge(ServiceError):
+    """QuickBooks' answer exceeds what a direct invoke may return: page the query."""
+
+    code = "response_too_large"
 
 
 class ConfigurationError(ServiceError):

@@ -178,6 +178,27 @@ class TokenVault:
         with _running_as(GET_TOKEN):
             return self.reader.get_token(realm_id, min_valid_seconds, tenant_id)
 
+    def refresh_past(
+        self, realm_id: str, used_version: int, *, tenant_id: str | None = None
+    ) -> AccessToken:
+        """A token newer than the one read at ``used_version`` (QuickBooks refused that one).
+
+        Refreshes under the lease only if the version has not moved since: any number of
+        callers, in any number of containers, that met a 401 with the same token cause one
+        Intuit refresh; the others wait for it or find it done.
+        """
+        with _running_as(GET_TOKEN):
+            conn = self.require_usable(
+                owned_by(self.connections.get_connection(realm_id, consistent=True), tenant_id),
+                realm_id,
+            )
+            self.refresh_until(
+                realm_id,
+                lambda c: c.version > used_version and c.access_token_enc is not None,
+                conn,
+            )
+            return self.reader.get_token(realm_id, 0, tenant_id)
+
     # ----- refresh ---------------------------------------------------------------------------
 
     def refresh(

@@ -93,6 +93,7 @@ class TokenReader:
             realm_id=realm_id,
             environment=conn.environment,
             api_base_url=self.settings.intuit.api_base_url,
+            version=conn.version,
         )
 
     def _touch(self, conn: Connection) -> None:

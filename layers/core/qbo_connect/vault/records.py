@@ -31,6 +31,9 @@ class AccessToken:
     realm_id: str
     environment: str
     api_base_url: str
+    #: The connection's version the token was read at (never in an answer): a caller that
+    #: meets a 401 asks for a token newer than this (``TokenVault.refresh_past``).
+    version: int = 0
 
     def to_response(self) -> dict[str, Any]:
         return {
