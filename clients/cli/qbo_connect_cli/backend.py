@@ -25,16 +25,19 @@ EXIT_UNREACHABLE = 3
 
 CONNECTIONS_FUNCTION = "ConnectionsFunction"
 GET_TOKEN_FUNCTION = "GetTokenFunction"
+API_FUNCTION = "QuickBooksApiFunction"
 #: The stack Outputs that name the functions (template.yaml's Outputs section).
 FUNCTION_OUTPUTS = {
     CONNECTIONS_FUNCTION: "ConnectionsFunctionName",
     GET_TOKEN_FUNCTION: "GetTokenFunctionName",
+    API_FUNCTION: "QuickBooksApiFunctionName",
 }
 LOCAL_ENDPOINTS = Path(".devstack") / "endpoints.json"
 ENV_STACK = "QBO_CONNECT_STACK"
 ENV_ENDPOINTS = "QBO_CONNECT_ENDPOINTS"
-#: Above the functions' own 90 s timeout: a refresh that waits for a lease still answers.
-READ_TIMEOUT_SECONDS = 100
+#: Above the functions' own timeouts (QuickBooksApiFunction's 300 s: Intuit's 120 s plus the
+#: governor's waits), so a slow answer still arrives.
+READ_TIMEOUT_SECONDS = 330
 _DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
 _EXPIRED_CREDENTIALS = {"ExpiredToken", "ExpiredTokenException", "UnrecognizedClientException"}
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from qbo_connect_cli import __version__, output
+from qbo_connect_cli import __version__, api_command, output
 from qbo_connect_cli.backend import (
     CONNECTIONS_FUNCTION,
     ENV_ENDPOINTS,
@@ -502,6 +502,9 @@ def token(
         output.plain(f"expires {answer.get('expires_at')}; API base {answer.get('api_base_url')}")
     )
     return EXIT_OK
+
+
+api_command.register(cli, command_body)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

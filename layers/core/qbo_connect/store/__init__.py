@@ -33,4 +33,7 @@ not a conflict.
 - Sweep run state: ``pk = "SWEEP#DueIndex"``, ``sk = "STATE"``: the sweep's run lease and,
   per DueIndex shard, its watermark and the pairs it last enqueued (see the section at the end).
   No ``tenant_id``, no ``due_shard``: no index sees it.
+- QuickBooks API governor (``governor.py``): ``pk = "GOVERNOR#<realm_id>"``, ``sk =
+  "GOVERNOR"``: the realm's slot timeline, in-flight permits and cool-down, changed only by
+  compare-and-set on its version ``v`` (see ``qbo_connect.api.governor``); ``ttl``.
 """

@@ -1,0 +1,141 @@
+"""QuickBooksApiFunction over HTTP against the local stack and its Intuit simulator: a proxied
+GET, one Intuit refresh for a storm of 401s, hostile paths that send nothing, and no token in
+any answer or log line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from devstack.process import DevstackProcess, start_devstack
+
+CLIENT_ID = "proxy-test-client"
+TENANT = "proxy-tenant"
+TIMEOUT = 10
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
+    process = start_devstack(
+        tmp_path_factory.mktemp("proxy"),
+        env={"INTUIT_CLIENT_ID": CLIENT_ID, "INTUIT_CLIENT_SECRET": "proxy-test-secret-value"},
+        extra_args=["--no-schedule", "--auto-approve"],
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def sim(stack: DevstackProcess, method: str, path: str, body: Any = None) -> Any:
+    response = requests.request(method, stack.intuit + path, json=body, timeout=TIMEOUT)
+    response.raise_for_status()
+    return response.json()
+
+
+def invoke(stack: DevstackProcess, function: str, payload: dict[str, Any]) -> dict[str, Any]:
+    response = stack.lambda_client().invoke(FunctionName=function, Payload=json.dumps(payload))
+    assert "FunctionError" not in response, response
+    return json.loads(response["Payload"].read())
+
+
+def connect(stack: DevstackProcess, realm: str) -> list[str]:
+    """Import a connection for ``realm``; returns the token values issued so far."""
+    issued = sim(stack, "POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
+    answer = invoke(
+        stack,
+        "ConnectionsFunction",
+        {
+            "action": "import_connection",
+            "realm_id": realm,
+            "tenant_id": TENANT,
+            "refresh_token": issued["refresh_token"],
+        },
+    )
+    assert "connection" in answer, answer
+    return [issued["refresh_token"], issued["access_token"]]
+
+
+def api(stack: DevstackProcess, realm: str, path: str, **extra: Any) -> dict[str, Any]:
+    payload = {"realm_id": realm, "tenant_id": TENANT, "method": "GET", "path": path, **extra}
+    return invoke(stack, "QuickBooksApiFunction", payload)
+
+
+def current_access_token(stack: DevstackProcess, realm: str) -> str:
+    """The access token the vault holds now (the one the proxy calls QuickBooks with)."""
+    answer = invoke(stack, "GetTokenFunction", {"realm_id": realm, "tenant_id": TENANT})
+    return str(answer["access_token"])
+
+
+def test_a_proxied_get_answers_as_quickbooks_did(stack):
+    realm = "9130357000000001"
+    issued = connect(stack, realm)
+    answer = api(stack, realm, f"companyinfo/{realm}")
+    assert answer["status"] == 200, answer
+    assert answer["body"]["CompanyInfo"]["CompanyName"]
+    assert answer["content_type"].startswith("application/json")
+    assert answer["attempts"] == 1 and answer["minorversion"] == 75
+    assert "request_id" not in answer and "fault" not in answer
+    # The token is used inside the function only: not in the answer, not in any log line.
+    text = json.dumps(answer) + stack.log_text()
+    for value in [*issued, current_access_token(stack, realm)]:
+        assert value not in text
+
+
+def test_a_storm_of_401s_causes_one_intuit_refresh(stack):
+    realm = "9130357000000002"
+    connect(stack, realm)
+    assert api(stack, realm, f"companyinfo/{realm}")["status"] == 200  # the token is cached
+    # Intuit's clock moves past the access token's hour: QuickBooks now answers 401 to it,
+    # while the stored expiry (our clock) still says it is valid.
+    sim(stack, "POST", "/_sim/advance-clock", {"seconds": 3700})
+    before = len(sim(stack, "GET", "/_sim/refresh-calls"))
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: api(stack, realm, f"companyinfo/{realm}"), range(20)))
+    assert [a.get("status") for a in answers] == [200] * 20, answers
+    assert len(sim(stack, "GET", "/_sim/refresh-calls")) - before == 1
+    # Every caller met the 401 or the refreshed token: some were retried once.
+    assert max(a["attempts"] for a in answers) == 2
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../9130357000000009/companyinfo/9130357000000009", "a//b", "%2e%2e/x", "https://x/y"],
+)
+def test_hostile_paths_send_nothing(stack, path):
+    realm = "9130357000000003"
+    before = sim(stack, "GET", "/_sim/counters")
+    answer = api(stack, realm, path)
+    assert answer["error"]["code"] == "invalid_request", answer
+    assert sim(stack, "GET", "/_sim/counters") == before
+
+
+def test_the_cli_calls_quickbooks_through_the_proxy(stack, tmp_path):
+    from tests.integration.test_cli_http import Cli
+
+    realm = "9130357000000004"
+    issued = connect(stack, realm)
+    cli = Cli(stack)
+    shown = cli("api", "GET", f"companyinfo/{realm}", "--realm", realm, "--tenant", TENANT)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["CompanyInfo"]["CompanyName"]
+    assert "HTTP 200" in shown.stderr
+    answer = cli.json("api", "GET", f"companyinfo/{realm}", "--realm", realm)
+    assert answer["status"] == 200 and answer["attempts"] == 1
+    # A POST the simulator does not serve yet comes back as QuickBooks' own error, with the
+    # request id the CLI made before invoking.
+    body = tmp_path / "customer.json"
+    body.write_text('{"DisplayName": "Proxy Test"}', encoding="utf-8")
+    posted = cli("api", "POST", "customer", "--realm", realm, "--body", f"@{body}", "--json")
+    answer = json.loads(posted.stdout)
+    assert len(answer["request_id"]) == 32
+    printed = "\n".join(cli.outputs)
+    for value in [*issued, current_access_token(stack, realm)]:
+        assert value not in printed
