@@ -75,10 +75,20 @@ _api_client: Any = None
 class QboConnectError(Exception):
     """GetTokenFunction (or the invoke itself) failed; ``code`` is stable, ``message`` is safe."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retry_after_seconds: float | None = None,
+        request_id: str | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        #: ``rate_limited``: when to try again. ``request_id``: the id of a POST to retry with.
+        self.retry_after_seconds = retry_after_seconds
+        self.request_id = request_id
 
     @property
     def retryable(self) -> bool:
@@ -234,8 +244,13 @@ def _invoke(client: Any, name: str, request: dict[str, Any]) -> dict[str, Any]:
         raise QboConnectError("invalid_response", f"{name} returned no JSON object")
     error = body.get("error")
     if isinstance(error, dict):
+        retry_after = error.get("retry_after_seconds")
+        request_id = error.get("request_id")
         raise QboConnectError(
-            str(error.get("code") or "internal_error"), str(error.get("message") or "")
+            str(error.get("code") or "internal_error"),
+            str(error.get("message") or ""),
+            retry_after_seconds=retry_after if isinstance(retry_after, int | float) else None,
+            request_id=request_id if isinstance(request_id, str) else None,
         )
     return body
 

@@ -44,7 +44,36 @@ _SHARED_SECRET_CACHE = (
     "secret /connect read moments before in Powertools' cache, so its own read never happens "
     "there; a callback container in Lambda reads the secret to exchange the code."
 )
+_PROXY_SHARES_THE_VAULT = (
+    "QuickBooksApiFunction reads tokens through the same vault wiring as GetTokenFunction; the "
+    "local stack runs every function in one process, so the client secret (Powertools' cache) "
+    "and the unwrapped data keys (the cipher's cache) that another function loaded moments "
+    "before are found there and never read again. In Lambda, the proxy's own container reads "
+    "the secret to refresh after a 401 and unwraps the data key to open the token."
+)
 UNEXERCISED_GRANTS: dict[tuple[str, str, str], str] = {
+    (
+        "QuickBooksApiFunction",
+        "secretsmanager:GetSecretValue",
+        "QuickBooksApiFunction.Policies[0].Statement[1]",
+    ): _PROXY_SHARES_THE_VAULT,
+    (
+        "QuickBooksApiFunction",
+        "kms:Decrypt",
+        "QuickBooksApiFunction.Policies[0].Statement[2]",
+    ): _PROXY_SHARES_THE_VAULT,
+    ("QuickBooksApiFunction", "kms:Decrypt", "TokenKey.KeyPolicy.OpenTokens"): (
+        _PROXY_SHARES_THE_VAULT
+    ),
+    (
+        "QuickBooksApiFunction",
+        "events:PutEvents",
+        "QuickBooksApiFunction.Policies[0].Statement[3]",
+    ): (
+        "A refresh the proxy forces after a 401 publishes a lifecycle event only when it settles "
+        "a connection's fate (needs_reauthorization after the invalid_grant window), which no "
+        "proxy test reaches yet; GetTokenFunction's identical grant is exercised."
+    ),
     (
         "CallbackFunction",
         "secretsmanager:GetSecretValue",
