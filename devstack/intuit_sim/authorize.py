@@ -97,21 +97,24 @@ class AuthorizeEndpoint(OAuthServer):
 
     def _consent_page(self, txn: str, client_id: str, scopes: tuple[str, ...]) -> Response:
         esc = html.escape
+        with self._lock:
+            app = self.app_names.get(client_id, self.app_name)
         items = "".join(
             f"<li>{esc(_SCOPE_LABELS.get(s, s))} <code>{esc(s)}</code></li>" for s in scopes
         )
         realm_field = ""
         if REALM_SCOPES & set(scopes):
             realm = self.next_realm_id
-            company = self.company_names.get(realm, self.company_name)
+            company = self.company_name_for(realm)
             realm_field = (
                 f"<p><label for=realm_id>Company ({esc(company)}) realm ID</label><br>"
                 f'<input id=realm_id name=realm_id value="{esc(realm)}" '
                 'pattern="[A-Za-z0-9_-]{1,64}" required></p>'
             )
         body = (
-            "<h1>Intuit simulator: connect your app</h1>"
-            f"<p>The app <strong id=client_id>{esc(client_id)}</strong> wants access to:</p>"
+            f"<h1>Connect <span id=app_name>{esc(app)}</span> to QuickBooks</h1>"
+            "<p class=note>Intuit simulator: no real company is involved.</p>"
+            f"<p><strong>{esc(app)}</strong> wants access to:</p>"
             f"<ul id=scopes>{items}</ul>"
             f'<form method=post action="{esc(PATH_AUTHORIZE)}">'
             f'<input type=hidden name=txn value="{esc(txn)}">{realm_field}'

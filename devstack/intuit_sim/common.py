@@ -66,9 +66,15 @@ def _redirect(location: str) -> Response:
 def _html_page(title: str, body: str, status: int = 200) -> Response:
     page = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;max-width:40em;margin:3em auto}"
-        "button{font-size:1em;padding:.5em 1.5em;margin-right:1em}</style></head>"
+        # Readable from 320 px up: fluid width, wrapping text, full-width touch targets.
+        "<style>body{font-family:sans-serif;font-size:1rem;line-height:1.5;max-width:40em;"
+        "margin:2em auto;padding:0 1em;overflow-wrap:anywhere}"
+        "h1{font-size:1.4rem}.note{color:#555;font-size:.9rem}ul{padding-left:1.2em}"
+        "input{font-size:1rem;padding:.5em;width:100%;box-sizing:border-box}"
+        "button{font-size:1rem;padding:.75em 1.5em;margin:.5em 1em .5em 0;min-height:44px}"
+        "@media (max-width:480px){button{width:100%;margin-right:0}}</style></head>"
         f"<body>{body}</body></html>"
     )
     resp = Response(page, status=status, content_type="text/html; charset=utf-8")

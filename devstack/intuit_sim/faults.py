@@ -201,3 +201,50 @@ class FaultInjection(SimulatorState):
                 headers["Retry-After"] = str(int(ra) if float(ra).is_integer() else ra)
             return _oauth_error("too_many_requests", 429, "simulated throttling", **headers)
         return _oauth_error("invalid_grant", 400)
+
+
+#: Accepted ``throttle_format`` and ``lost_mode`` values of :class:`ApiFaultPlan`.
+THROTTLE_FORMATS = ("json", "xml")
+LOST_MODES = ("drop", "timeout")
+
+
+@dataclass
+class ApiFaultPlan:
+    """Faults of the QuickBooks API, for one realm or for all (realm ``None``).
+
+    Counts mean "the next N matching requests". ``lost_answers`` applies the write and then
+    drops the connection (``drop``) or holds it for ``timeout_seconds`` first (``timeout``): the
+    client never learns that the write happened. ``throttle_format`` and ``throttle_status``
+    shape every throttle of the realm, injected (``throttles``) or from the limits.
+    """
+
+    latency_seconds: float = 0.0
+    status_5xx: int = 0
+    status_code: int = 503
+    throttles: int = 0
+    lost_answers: int = 0
+    lost_mode: str = "drop"
+    timeout_seconds: float = 30.0
+    throttle_format: str = "json"
+    throttle_status: int = 429
+
+    def __post_init__(self) -> None:
+        for key in ("status_5xx", "throttles", "lost_answers"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be a non-negative integer")
+        for key in ("latency_seconds", "timeout_seconds"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{key} must be a non-negative number")
+        if self.status_code not in (500, 502, 503, 504):
+            raise ValueError("status_code must be 500, 502, 503 or 504")
+        if self.throttle_format not in THROTTLE_FORMATS:
+            raise ValueError(f"throttle_format must be one of {THROTTLE_FORMATS}")
+        if self.throttle_status not in (429, 403):
+            raise ValueError("throttle_status must be 429 or 403")
+        if self.lost_mode not in LOST_MODES:
+            raise ValueError(f"lost_mode must be one of {LOST_MODES}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)

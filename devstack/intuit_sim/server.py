@@ -29,7 +29,7 @@ from devstack.intuit_sim.authorize import AuthorizeEndpoint
 from devstack.intuit_sim.common import _json, _new_tid, _oauth_error, _QuietHandler, log
 from devstack.intuit_sim.faults import _Faults
 from devstack.intuit_sim.oauth import _AccessToken, _Code, _Grant, _Pending
-from devstack.intuit_sim.quickbooks import _COMPANYINFO_RE, QuickBooksApi
+from devstack.intuit_sim.quickbooks import _API_RE, _COMPANYINFO_RE, QuickBooksApi
 from devstack.intuit_sim.state import (
     PATH_AUTHORIZE,
     PATH_DISCOVERY,
@@ -79,6 +79,7 @@ class IntuitSimulator(AuthorizeEndpoint, QuickBooksApi):
         code_ttl: int = 600,
         default_realm_id: str = "9130357766042906",
         company_name: str = "Sandbox Company_US_1",
+        app_name: str = "Simulated App",
         clock: Callable[[], float] = time.time,
         webhook_url: str = "",
         webhook_verifier_token: str = "",
@@ -101,6 +102,9 @@ class IntuitSimulator(AuthorizeEndpoint, QuickBooksApi):
         self.company_name = company_name
         #: Optional per-realm company names; realms not listed use ``company_name``.
         self.company_names: dict[str, str] = {}
+        #: What the consent page calls the app: per client id, else ``app_name``.
+        self.app_name = app_name
+        self.app_names: dict[str, str] = {}
         self._clock = clock
         self._clock_offset = 0.0
 
@@ -163,6 +167,7 @@ class IntuitSimulator(AuthorizeEndpoint, QuickBooksApi):
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._base_url: str | None = None
+        self._init_quickbooks()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -233,9 +238,11 @@ class IntuitSimulator(AuthorizeEndpoint, QuickBooksApi):
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def add_client(self, client_id: str, client_secret: str) -> None:
+    def add_client(self, client_id: str, client_secret: str, app_name: str | None = None) -> None:
         with self._lock:
             self._clients[client_id] = client_secret
+            if app_name:
+                self.app_names[client_id] = app_name
 
     def configure(self, **settings: Any) -> None:
         """Change behaviour at runtime; the admin API's ``POST /_sim/config`` lands here."""
@@ -248,6 +255,7 @@ class IntuitSimulator(AuthorizeEndpoint, QuickBooksApi):
             "refresh_token_ttl": int,
             "code_ttl": int,
             "company_name": str,
+            "app_name": str,
         }
         unknown = set(settings) - set(allowed)
         if unknown:
@@ -276,6 +284,7 @@ class IntuitSimulator(AuthorizeEndpoint, QuickBooksApi):
             "refresh_hard_ttl": self.refresh_hard_ttl,
             "code_ttl": self.code_ttl,
             "company_name": self.company_name,
+            "app_name": self.app_name,
             "clock_offset": self._clock_offset,
         }
 
@@ -316,7 +325,13 @@ class IntuitSimulator(AuthorizeEndpoint, QuickBooksApi):
         }
         route = routes.get(path)
         if route is None and _COMPANYINFO_RE.match(path):
-            route = ("companyinfo", self._companyinfo, ("GET",))
+            route = ("companyinfo", self._quickbooks, ("GET",))
+        elif route is None and _API_RE.match(path):
+            if request.method not in ("GET", "POST"):
+                resp = _json({"error": "method_not_allowed"}, 405)
+                resp.headers["Allow"] = "GET, POST"
+                return resp
+            return self._quickbooks(request)
         if route is None:
             return _json({"error": "not_found"}, 404)
         name, handler, methods = route
@@ -373,11 +388,15 @@ class IntuitSimulator(AuthorizeEndpoint, QuickBooksApi):
                 self.configure(**body)
                 return _json(self.config())
             if route == ("POST", "/_sim/clients"):
-                self.add_client(str(body["client_id"]), str(body["client_secret"]))
+                self.add_client(
+                    str(body["client_id"]), str(body["client_secret"]), body.get("app_name")
+                )
                 return _json({"ok": True})
             if route == ("POST", "/_sim/advance-clock"):
                 self.advance_clock(float(body["seconds"]))
                 return _json({"now": self.now()})
+            if request.path.startswith("/_sim/api/") or request.path == "/_sim/webhooks/drop":
+                return self._api_admin(request, body)
             if route == ("GET", "/_sim/grants"):
                 return _json(self.grants())
             if request.path.startswith("/_sim/webhooks") or request.path == "/_sim/entity-change":
@@ -385,4 +404,40 @@ class IntuitSimulator(AuthorizeEndpoint, QuickBooksApi):
                 return _json(answer, status)
         except (KeyError, TypeError, ValueError) as exc:
             return _json({"error": "invalid_request", "error_description": str(exc)}, 400)
+        return _json({"error": "not_found"}, 404)
+
+    def _api_admin(self, request: Request, body: dict[str, Any]) -> Response:
+        """``/_sim/api/...``: the QuickBooks API's limits, faults, counts, companies, changes."""
+        route = (request.method, request.path)
+        if route == ("GET", "/_sim/api/counts"):
+            return _json(self.api_counts(request.args.get("realm_id")))
+        if route == ("POST", "/_sim/api/reset-counts"):
+            self.reset_api_counts()
+            return _json({"ok": True})
+        if route == ("GET", "/_sim/api/limits"):
+            return _json(self.api_limits.as_dict())
+        if route == ("POST", "/_sim/api/limits"):
+            return _json(self.configure_api(**body))
+        if route == ("GET", "/_sim/api/faults"):
+            return _json(self.api_faults())
+        if route == ("POST", "/_sim/api/faults"):
+            realm = body.pop("realm_id", None)
+            return _json(self.set_api_faults(None if realm is None else str(realm), **body))
+        if route == ("DELETE", "/_sim/api/faults"):
+            self.clear_api_faults()
+            return _json(self.api_faults())
+        if route == ("POST", "/_sim/api/company-name"):
+            self.set_company_name(str(body["realm_id"]), body["name"])
+            return _json({"realm_id": body["realm_id"], "name": body["name"]})
+        if route == ("POST", "/_sim/api/change"):
+            answer = self.change_entity(
+                str(body["realm_id"]),
+                str(body["entity"]),
+                str(body.get("operation", "Update")),
+                dict(body.get("body") or {}),
+            )
+            return _json(answer)
+        if route == ("POST", "/_sim/webhooks/drop"):
+            self.drop_webhooks(bool(body["drop"]))
+            return _json({"drop": bool(body["drop"])})
         return _json({"error": "not_found"}, 404)

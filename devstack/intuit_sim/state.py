@@ -108,3 +108,20 @@ class SimulatorState:
         with self._lock:
             for key in keys:
                 self._counters[key] += 1
+
+    def company_name_for(self, realm_id: str) -> str:
+        """The company's name: set by the test, ``company_name`` for the default realm, else a
+        generated ``Sandbox Company 1234`` (the realm's last digits), distinct per realm."""
+        with self._lock:
+            name = self.company_names.get(realm_id)
+            if name is not None:
+                return name
+            if realm_id == self.default_realm_id:
+                return self.company_name
+            suffix = realm_id[-4:] if realm_id.isdigit() else realm_id
+            name = f"Sandbox Company {suffix}"
+            taken = set(self.company_names.values()) | {self.company_name}
+            if name in taken:
+                name = f"Sandbox Company {realm_id}"
+            self.company_names[realm_id] = name
+            return name

@@ -155,7 +155,7 @@ def test_import_connection_refreshes_once_and_stores(harness: Harness, service) 
         "tenant-import",
         "active",
     )
-    assert conn["company_name"] == harness.sim.company_name
+    assert conn["company_name"] == harness.sim.company_name_for(realm_id)
     assert_metadata_only(harness, response)
     assert harness.sim.counters()["token.refresh_token.ok"] == 1
     # The imported connection serves tokens without another refresh, and they work

@@ -188,7 +188,7 @@ def test_consent_page_approve(make_sim: Callable[..., IntuitSimulator]) -> None:
     html = page.text
     assert "id=approve" in html and ">Connect<" in html
     assert "id=deny" in html and ">Cancel<" in html
-    assert CLIENT_ID in html and 'value="1111"' in html
+    assert CLIENT_ID not in html and sim.app_name in html and 'value="1111"' in html
     assert "src=" not in html and "<link" not in html  # no external assets
     # When the user picks another company and approves
     resp = requests.post(
@@ -229,10 +229,11 @@ def test_consent_page_deny(make_sim: Callable[..., IntuitSimulator]) -> None:
     assert "code" not in params
 
 
-def test_consent_page_escapes_client_id(make_sim: Callable[..., IntuitSimulator]) -> None:
+def test_consent_page_escapes_the_app_name(make_sim: Callable[..., IntuitSimulator]) -> None:
     evil = '<script>alert("x")</script>'
-    sim = make_sim(auto_approve=False, clients={evil: "s"})
-    page = authorize(sim, client_id=evil)
+    sim = make_sim(auto_approve=False)
+    sim.add_client(CLIENT_ID, CLIENT_SECRET, app_name=evil)
+    page = authorize(sim)
     assert page.status_code == 200
     assert "<script>" not in page.text and "&lt;script&gt;" in page.text
 
@@ -529,7 +530,7 @@ def test_userinfo(sim: IntuitSimulator) -> None:
 
 
 def test_companyinfo(make_sim: Callable[..., IntuitSimulator], clock: FakeClock) -> None:
-    sim = make_sim(clock=clock, company_name="Acme Test Co")
+    sim = make_sim(clock=clock, company_name="Acme Test Co", default_realm_id="123145")
     tokens = sim.issue_tokens(client_id=CLIENT_ID, realm_id="123145")
     ok = company_info(sim, tokens["access_token"], "123145")
     assert ok.status_code == 200

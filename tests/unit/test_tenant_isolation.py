@@ -85,7 +85,7 @@ def test_unedited_flow_without_openid_is_proven_by_companyinfo(accounting_only):
     result = h.callback(query, cookie)
     assert (result.status, result.outcome) == (200, "created")
     (item,) = connections_items(h)
-    assert item["realm_id"] == REALM_A and item["company_name"] == h.sim.company_name
+    assert item["realm_id"] == REALM_A and item["company_name"] == h.sim.company_name_for(REALM_A)
     assert h.sim.counters()["companyinfo"] >= 1
     assert h.sim.counters().get("revoke", 0) == 0
 
@@ -152,7 +152,7 @@ def test_import_as_the_right_realm_works(h):
         {"realm_id": REALM_A, "tenant_id": "tenant-a", "refresh_token": foreign["refresh_token"]}
     )
     assert result["connection"]["realm_id"] == REALM_A
-    assert result["connection"]["company_name"] == h.sim.company_name
+    assert result["connection"]["company_name"] == h.sim.company_name_for(REALM_A)
     assert [g["revoked"] for g in h.sim.grants()] == [False]
     assert h.vault.get_token(REALM_A, tenant_id="tenant-a").access_token
 
