@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--realm-id", default="9130357766042906")
     parser.add_argument("--company-name", default="Sandbox Company_US_1")
+    parser.add_argument("--app-name", default="Simulated App", help="shown on the consent page")
     parser.add_argument("--refresh-grace-seconds", type=float, default=86400.0)
     parser.add_argument("--rotate-every-seconds", type=float, default=0.0)
     parser.add_argument("--access-token-ttl", type=int, default=3600)
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         access_token_ttl=args.access_token_ttl,
         default_realm_id=args.realm_id,
         company_name=args.company_name,
+        app_name=args.app_name,
     )
     try:
         sim.start()
