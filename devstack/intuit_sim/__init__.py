@@ -40,9 +40,11 @@ Nothing here logs token values, codes or client secrets; the refresh log keeps S
 
 Layout, one module per concern: ``oauth`` (grants, token endpoint, rotation and grace, revoke,
 userinfo, id_tokens, JWKS, discovery), ``authorize`` (authorize endpoint and consent page),
-``quickbooks`` (the Accounting API), ``webhooks`` (the signed sender), ``faults`` (fault
-injection), ``state`` (what they share) and ``server`` (the HTTP server, routing and the
-``/_sim/`` admin API). ``python -m devstack.intuit_sim`` runs it on its own.
+``quickbooks`` (the Accounting API's gateway: tokens, limits, faults, ``requestid``),
+``quickbooks_calls`` (its calls), ``entities`` (the books), ``limits`` (Intuit's throttles),
+``webhooks`` (the signed sender), ``faults`` (fault injection), ``state`` (what they share) and
+``server`` (the HTTP server, routing and the ``/_sim/`` admin API). ``python -m
+devstack.intuit_sim`` runs it on its own.
 """
 
 from devstack.intuit_sim.cli import main

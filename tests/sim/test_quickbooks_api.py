@@ -543,3 +543,16 @@ def test_a_repeat_arriving_while_the_first_is_in_flight_gets_the_same_answer(
     assert len({answer["Customer"]["Id"] for answer in answers}) == 1
     sim.clear_api_faults()
     assert api.query("select count(*) from Customer") == {"totalCount": 1}
+
+
+def test_no_token_reaches_the_logs(
+    sim: IntuitSimulator, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    sim.configure_api(per_minute=1)
+    create_customer(api, "Logged", requestid="log-1")
+    api.get(f"companyinfo/{OTHER_REALM}")  # 403
+    api.get(f"companyinfo/{REALM}")  # 429
+    Api(sim, REALM, api.token + "x").get(f"companyinfo/{REALM}")  # 401
+    assert sim.api_counts(REALM)["429"] == 1 and sim.api_counts(REALM)["401"] == 1
+    assert api.token not in caplog.text and api.token[:40] not in caplog.text
