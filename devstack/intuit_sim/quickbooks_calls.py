@@ -28,7 +28,6 @@ from devstack.intuit_sim.entities import (
     parse_time,
 )
 from devstack.intuit_sim.oauth import OAuthServer
-from devstack.intuit_sim.webhooks import _iso as webhook_time
 
 BATCH_MAX_ITEMS = 30
 CDC_MAX_DAYS = 30
@@ -270,7 +269,9 @@ class QuickBooksCalls(OAuthServer):
                     "name": change.entity,
                     "id": change.entity_id,
                     "operation": change.operation,
-                    "lastUpdated": webhook_time(change.at),
+                    # The very instant MetaData.LastUpdatedTime shows, in the webhook's Z form,
+                    # so a change feed can match the two exactly.
+                    "lastUpdated": iso_time(change.at).replace("+00:00", "Z"),
                 }
             ]
         )
