@@ -5,6 +5,7 @@ any answer or log line."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -139,3 +140,66 @@ def test_the_cli_calls_quickbooks_through_the_proxy(stack, tmp_path):
     printed = "\n".join(cli.outputs)
     for value in [*issued, current_access_token(stack, realm)]:
         assert value not in printed
+
+
+def test_a_post_whose_answer_is_lost_creates_one_entity(stack):
+    realm = "9130357000000005"
+    connect(stack, realm)
+    # The simulator applies the next write and then drops the connection: the answer is lost.
+    sim(stack, "POST", "/_sim/api/faults", {"realm_id": realm, "lost_answers": 1})
+    try:
+        answer = invoke(
+            stack,
+            "QuickBooksApiFunction",
+            {
+                "realm_id": realm,
+                "tenant_id": TENANT,
+                "method": "POST",
+                "path": "customer",
+                "body": {"DisplayName": "Lost Answer Ltd"},
+            },
+        )
+    finally:
+        sim(stack, "DELETE", "/_sim/api/faults")
+    # The retry carried the same requestid: QuickBooks gave the first answer again.
+    assert answer["status"] == 200, answer
+    assert answer["attempts"] == 2 and len(answer["request_id"]) == 32
+    counts = sim(stack, "GET", f"/_sim/api/counts?realm_id={realm}")
+    assert (counts["writes"], counts["lost"], counts["replays"]) == (1, 1, 1), counts
+    found = api(
+        stack,
+        realm,
+        "query",
+        query={"query": "select * from Customer where DisplayName = 'Lost Answer Ltd'"},
+    )
+    assert len(found["body"]["QueryResponse"]["Customer"]) == 1, found
+
+
+def test_an_xml_throttle_cools_the_realm_down_for_every_container(stack):
+    realm = "9130357000000006"
+    connect(stack, realm)
+    sim(
+        stack,
+        "POST",
+        "/_sim/api/faults",
+        {"realm_id": realm, "throttles": 1, "throttle_format": "xml"},
+    )
+    try:
+        throttled = api(stack, realm, f"companyinfo/{realm}")
+    finally:
+        sim(stack, "DELETE", "/_sim/api/faults")
+    # Returned as QuickBooks gave it, not retried, its XML fault normalised
+    assert throttled["status"] == 429 and throttled["attempts"] == 1, throttled
+    assert throttled["fault"]["code"] == "3001"
+    # The cool-down is in the table, where every container's next lease meets it
+    item = (
+        stack.boto3_resource("dynamodb")
+        .Table(stack.endpoints["table"])
+        .get_item(Key={"pk": f"GOVERNOR#{realm}", "sk": "GOVERNOR"}, ConsistentRead=True)["Item"]
+    )
+    assert float(item["cool_until"]) > time.time() + 50
+    before = sim(stack, "GET", f"/_sim/api/counts?realm_id={realm}")["requests"]
+    refused = api(stack, realm, f"companyinfo/{realm}", max_wait_seconds=1)
+    assert refused["error"]["code"] == "rate_limited", refused
+    assert 50 <= refused["error"]["retry_after_seconds"] <= 60
+    assert sim(stack, "GET", f"/_sim/api/counts?realm_id={realm}")["requests"] == before
