@@ -203,3 +203,28 @@ def test_an_xml_throttle_cools_the_realm_down_for_every_container(stack):
     assert refused["error"]["code"] == "rate_limited", refused
     assert 50 <= refused["error"]["retry_after_seconds"] <= 60
     assert sim(stack, "GET", f"/_sim/api/counts?realm_id={realm}")["requests"] == before
+
+
+def test_25_concurrent_callers_never_meet_a_quickbooks_throttle(stack):
+    # The simulator enforces Intuit's limits as sliding windows (500/min, 10/s, 10 in flight);
+    # the governor at its defaults keeps one realm under them, however many callers push.
+    realm = "9130357000000007"
+    connect(stack, realm)
+    sim(stack, "POST", "/_sim/api/faults", {"realm_id": realm, "latency_seconds": 0.05})
+    stop_at = time.monotonic() + 12
+    statuses: list[Any] = []
+
+    def caller(_: int) -> None:
+        while time.monotonic() < stop_at:
+            answer = api(stack, realm, f"companyinfo/{realm}", max_wait_seconds=5)
+            statuses.append(answer.get("status") or answer["error"]["code"])
+
+    try:
+        with ThreadPoolExecutor(25) as pool:
+            list(pool.map(caller, range(25)))
+    finally:
+        sim(stack, "DELETE", "/_sim/api/faults")
+    counts = sim(stack, "GET", f"/_sim/api/counts?realm_id={realm}")
+    assert counts["429"] == 0 and 429 not in statuses, counts
+    assert statuses.count(200) >= 60, statuses  # the realm was kept busy, at most 8 a second
+    assert set(statuses) <= {200, "rate_limited"}
