@@ -27,4 +27,7 @@ def _call(event: Any) -> dict[str, Any]:
 @logger.inject_lambda_context(clear_state=True, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    return respond(lambda: _call(event))
+    try:
+        return respond(lambda: _call(event))
+    finally:
+        wiring.flush_usage()

@@ -62,6 +62,11 @@ UNEXERCISED_GRANTS: dict[tuple[str, str, str], str] = {
         "kms:Decrypt",
         "QuickBooksApiFunction.Policies[0].Statement[2]",
     ): _PROXY_SHARES_THE_VAULT,
+    ("QuickBooksApiFunction", "dynamodb:Query", "QuickBooksApiFunction.Policies[0].Statement[0]"): (
+        "The budget guard reads the tenants' CorePlus quotas (a Query of the usage partition) "
+        "only for production calls; the local stack talks to the sandbox simulator, whose calls "
+        "Intuit does not meter, so the guard admits them without reading."
+    ),
     ("QuickBooksApiFunction", "kms:Decrypt", "TokenKey.KeyPolicy.OpenTokens"): (
         _PROXY_SHARES_THE_VAULT
     ),

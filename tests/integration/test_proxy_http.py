@@ -228,3 +228,19 @@ def test_25_concurrent_callers_never_meet_a_quickbooks_throttle(stack):
     assert counts["429"] == 0 and 429 not in statuses, counts
     assert statuses.count(200) >= 60, statuses  # the realm was kept busy, at most 8 a second
     assert set(statuses) <= {200, "rate_limited"}
+
+
+def test_proxied_calls_are_metered_to_the_connections_tenant(stack):
+    realm = "9130357000000008"
+    connect(stack, realm)
+    invoke(stack, "ConnectionsFunction", {"action": "flush_usage"})
+    before = invoke(stack, "ConnectionsFunction", {"action": "usage", "tenant_id": TENANT})
+    # tenant_id left out: the calls are metered to the connection's owner all the same
+    payload = {"realm_id": realm, "method": "GET", "path": f"companyinfo/{realm}"}
+    for _ in range(3):
+        assert invoke(stack, "QuickBooksApiFunction", payload)["status"] == 200
+    invoke(stack, "ConnectionsFunction", {"action": "flush_usage"})
+    after = invoke(stack, "ConnectionsFunction", {"action": "usage", "tenant_id": TENANT})
+    # The simulator is a sandbox: Intuit does not meter those calls, they are counted apart.
+    delta = after["totals"]["sandbox_coreplus"] - before["totals"]["sandbox_coreplus"]
+    assert delta == 3, (before["totals"], after["totals"])

@@ -214,3 +214,58 @@ def test_the_token_is_reused_while_valid_for_more_than_five_minutes():
     for _ in range(3):
         proxy.call(ApiRequest.from_payload({"realm_id": "9130", "method": "GET", "path": "cdc"}))
     assert vault.reads == 1
+
+
+@dataclass
+class FakeMetering:
+    refuse: bool = False
+    admitted: list[tuple[str, Any]] = field(default_factory=list)
+    recorded: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    def classify(self, method, path, body):
+        from qbo_connect.usage.classify import classify
+
+        return classify(method, path, body=body)
+
+    def admit(self, tenant_id, call):
+        from qbo_connect.errors import BudgetExhausted
+
+        self.admitted.append((tenant_id, call))
+        if self.refuse and call.coreplus:
+            raise BudgetExhausted("spent", reason="tenant_quota", used=1, limit=1, resets_at=0)
+
+    def record(self, tenant_id, realm_id, call):
+        self.recorded.append((tenant_id, realm_id, call))
+
+
+def test_every_answered_attempt_is_metered_to_the_connections_owner():
+    session = ScriptedSession(response(503), response(200))
+    proxy, _ = make(session)
+    proxy.metering = FakeMetering()  # type: ignore[assignment]
+    vault_token = token(1)
+    proxy.tokens._cache[("9130", None)] = (
+        AccessToken("access-v1", NOW + 3600, "9130", "sandbox", "https://qb", 1, "acme"),
+        NOW,
+    )
+    assert vault_token.tenant_id is None
+    proxy.call(ApiRequest.from_payload({"realm_id": "9130", "method": "GET", "path": "cdc"}))
+    recorded = proxy.metering.recorded  # type: ignore[union-attr]
+    assert [(t, r, c.coreplus) for t, r, c in recorded] == [("acme", "9130", 1)] * 2
+
+
+def test_a_read_past_the_budget_is_refused_before_anything_is_sent():
+    from qbo_connect.errors import BudgetExhausted
+
+    session = ScriptedSession(response(200), response(200))
+    proxy, records = make(session)
+    proxy.metering = FakeMetering(refuse=True)  # type: ignore[assignment]
+    with pytest.raises(BudgetExhausted):
+        proxy.call(
+            ApiRequest.from_payload(
+                {"realm_id": "9130", "tenant_id": "acme", "method": "GET", "path": "cdc"}
+            )
+        )
+    assert session.sent == [] and records[-1].outcome == "budget_exhausted"
+    # A write (Core) still goes through.
+    answer = proxy.call(post(tenant_id="acme"))
+    assert answer["status"] == 200 and len(session.sent) == 1

@@ -49,8 +49,10 @@ PERMIT_HOLD_SECONDS = 5.0
 PERMIT_MARGIN_SECONDS = 1.5
 #: While calls are in flight, their container renews its permits this often.
 PERMIT_RENEW_SECONDS = 2.0
-#: The most slots one write takes (about a second of the realm's rate at the defaults).
-MAX_CHUNK = 8
+#: The most slots one write takes (about two seconds of the realm's rate at the defaults).
+MAX_CHUNK = 16
+#: A chunk covers this many seconds of the container's recent call rate.
+CHUNK_SECONDS_OF_DEMAND = 3
 #: Compare-and-set attempts of one lease before the caller waits and tries again.
 MAX_WRITE_ATTEMPTS = 8
 #: How often a caller waiting for an in-flight permit looks again.
@@ -240,7 +242,8 @@ class Governor:
 
     def _chunk(self, state: _Realm) -> int:
         """How many slots to take: enough for what this container is doing now."""
-        return max(1, min(MAX_CHUNK, max(state.waiting, 2 * len(state.recent))))
+        demand = CHUNK_SECONDS_OF_DEMAND * len(state.recent)
+        return max(1, min(MAX_CHUNK, max(state.waiting, demand)))
 
     def _lease(
         self,
@@ -280,11 +283,19 @@ class Governor:
                 if batch:
                     new.batch_next_at = start + self.limits.batch_spacing()
             permits = state.permits
-            if need_permit or keep is not None:
+            # Permits are renewed by every write this container makes anyway (a slot lease
+            # renews them for free); a write for permits alone happens only when needed.
+            touch_permits = need_permit or keep is not None or state.permits > 0
+            if touch_permits:
                 others = sum(n for c, (n, _) in new.permits.items() if c != self.container_id)
-                wanted = keep if keep is not None else max(state.in_flight + 1, state.permits)
+                if keep is not None:
+                    wanted = keep
+                elif need_permit:
+                    wanted = max(state.in_flight + 1, state.permits)
+                else:
+                    wanted = state.permits
                 permits = min(wanted, self.limits.max_in_flight - others)
-                if keep is None and permits <= state.in_flight and not slots:
+                if need_permit and keep is None and permits <= state.in_flight and not slots:
                     return False  # every permit is held elsewhere: wait for one
                 permits = max(permits, state.in_flight)
                 new.permits[self.container_id] = (permits, now + PERMIT_HOLD_SECONDS)
@@ -292,7 +303,7 @@ class Governor:
             if current is None:
                 state.shared = new
                 (state.batch_slots if batch else state.slots).extend(slots)
-                if need_permit or keep is not None:
+                if touch_permits:
                     state.permits, state.permits_until = permits, now + PERMIT_HOLD_SECONDS
                 return True
             state.shared = current

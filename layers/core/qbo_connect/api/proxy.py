@@ -24,6 +24,7 @@ import requests
 
 from qbo_connect.api.faults import is_throttle, normalise
 from qbo_connect.api.governor import Governor
+from qbo_connect.api.metering import ProxyMetering
 from qbo_connect.api.paths import company_url, masked
 from qbo_connect.api.request import ApiRequest
 from qbo_connect.api.settings import ProxySettings
@@ -59,6 +60,8 @@ class QuickBooksProxy:
     governor: Governor
     session: requests.Session
     observe: Callable[[CallRecord], None] = lambda record: None
+    #: CorePlus metering (None: calls are not metered, e.g. in unit tests of the call itself).
+    metering: ProxyMetering | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
 
@@ -116,6 +119,11 @@ class QuickBooksProxy:
             else request.max_wait_seconds
         )
         token = self.tokens.get(request.realm_id, request.tenant_id)
+        tenant = request.tenant_id or token.tenant_id
+        usage = None
+        if self.metering is not None and tenant:
+            usage = self.metering.classify(request.method, request.path, request.body)
+            self.metering.admit(tenant, usage)  # budget_exhausted: nothing is sent
         refreshed = False
         transient_attempts = 0
         while True:
@@ -152,6 +160,8 @@ class QuickBooksProxy:
                     f"QuickBooks did not answer after {state['attempts']} attempts",
                     reason="no_answer",
                 )
+            if self.metering is not None and usage is not None and tenant:
+                self.metering.record(tenant, request.realm_id, usage)  # Intuit counts attempts
             tid = response.headers.get("intuit_tid")
             state["status"], state["tid"] = response.status_code, tid
             answer = self._shape(response, request_id, state, minor, request.minorversion)

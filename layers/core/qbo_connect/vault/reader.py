@@ -94,6 +94,7 @@ class TokenReader:
             environment=conn.environment,
             api_base_url=self.settings.intuit.api_base_url,
             version=conn.version,
+            tenant_id=conn.tenant_id,
         )
 
     def _touch(self, conn: Connection) -> None:

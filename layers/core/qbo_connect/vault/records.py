@@ -34,6 +34,8 @@ class AccessToken:
     #: The connection's version the token was read at (never in an answer): a caller that
     #: meets a 401 asks for a token newer than this (``TokenVault.refresh_past``).
     version: int = 0
+    #: The connection's owner (never in an answer): the tenant its calls are metered to.
+    tenant_id: str | None = None
 
     def to_response(self) -> dict[str, Any]:
         return {

@@ -9,12 +9,14 @@ from __future__ import annotations
 from functools import lru_cache
 
 from qbo_connect.api.governor import Governor, Limits
+from qbo_connect.api.metering import ProxyMetering
 from qbo_connect.api.observer import record_call
 from qbo_connect.api.proxy import QuickBooksProxy
 from qbo_connect.api.settings import ProxySettings, load_proxy_settings
 from qbo_connect.api.tokens import ProxyTokens
 from qbo_connect.store.governor import GovernorTable
 from qbo_connect.wiring import aws
+from qbo_connect.wiring import usage as usage_family
 from qbo_connect.wiring import vault as vault_family
 
 
@@ -47,7 +49,17 @@ def proxy() -> QuickBooksProxy:
         governor=governor(),
         session=aws.http_session(),
         observe=record_call,
+        metering=ProxyMetering(
+            usage_family.guard(),
+            usage_family.meter(),
+            batch_counting=aws.settings().coreplus_batch_counting,
+        ),
     )
+
+
+def flush_usage() -> None:
+    """The end of an invocation: the meter's buffer is written when old or large enough."""
+    usage_family.flush_if_due()
 
 
 def _reset() -> None:
