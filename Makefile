@@ -92,8 +92,19 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The suite runs on TEST_WORKERS parallel workers (pytest-xdist; one file stays on one worker, so
+# a module's local stack is started once). The IAM test reads the AWS calls every other test
+# recorded, and a worker cannot wait for the others: it runs next, in its own session over the
+# same record directory. --durations prints the slowest tests.
+TEST_WORKERS ?= 2
 unit-test: $(VENV)/.installed $(AXE)
-	$(BIN)/python -m pytest tests -q
+	@calls="$$(mktemp -d -t qbo-aws-calls-XXXXXX)"; export QBO_AWS_CALL_LOG_DIR="$$calls"; \
+	echo "==> tests on $(TEST_WORKERS) workers (AWS call records in $$calls)"; \
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
+		-m "not after_suites" --durations=25; \
+	echo "==> IAM: the recorded calls against template.yaml"; \
+	$(BIN)/python -m pytest tests/iam -q -p no:cacheprovider -m after_suites; \
+	rm -rf "$$calls"
 
 check-py313:
 	@if [ -z "$(PY313_BIN)" ]; then \

@@ -7,6 +7,7 @@ on loopback. Integration tests start the local stack in a subprocess (tests/help
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -39,6 +40,29 @@ if _CALL_LOG_OWNED:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``after_suites`` read what the others recorded: they run last."""
     items.sort(key=lambda item: item.get_closest_marker("after_suites") is not None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note which tests this session runs, beside its call records, for the IAM test.
+
+    Parallel workers (pytest-xdist) cannot order a test after all the others, so CI runs the
+    ``after_suites`` tests in a second session over the same record directory; that session
+    learns from these notes which suites the first one ran, and whether it ran them whole.
+    Every worker collects the same tests and writes the same note under its own name.
+    """
+    directory = os.environ.get("QBO_AWS_CALL_LOG_DIR")
+    if not directory or not session.items:
+        return
+    option = session.config.option
+    note = {
+        "paths": sorted({str(Path(item.path).resolve()) for item in session.items}),
+        "args": [str(Path(arg.split("::", 1)[0]).resolve()) for arg in session.config.args],
+        "keyword": getattr(option, "keyword", "") or "",
+        "markexpr": getattr(option, "markexpr", "") or "",
+    }
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    target = Path(directory) / f"session-{os.getpid()}-{worker}.json"
+    target.write_text(json.dumps(note), encoding="utf-8")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -12,7 +12,10 @@ records and checks
    :data:`UNEXERCISED_GRANTS` with the reason it is still needed.
 
 Run alone (``pytest tests/iam``) there is nothing to check: the test skips, except with
-``CI=true``, where a missing record fails the run.
+``CI=true``, where a missing record fails the run. With parallel workers (``make test``), the
+suites run first with ``-m "not after_suites"`` and this module runs next in its own session
+over the same ``$QBO_AWS_CALL_LOG_DIR``: tests/conftest.py notes there which tests each session
+ran, so the converse still knows whether every producer suite ran whole.
 """
 
 from __future__ import annotations
@@ -97,16 +100,42 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _producers_ran(session: pytest.Session) -> tuple[bool, bool]:
-    """(some producer test ran, every producer suite ran unfiltered)."""
-    paths = {str(Path(item.path).resolve()) for item in session.items}
-    dirs = [REPO_ROOT / p for p in PRODUCERS]
-    ran = {d: any(p.startswith(str(d) + os.sep) for p in paths) for d in dirs}
+#: The mark expression CI's parallel run uses to leave this module to a session of its own.
+WITHOUT_AFTER_SUITES = "not after_suites"
+
+
+def _session_note(session: pytest.Session) -> dict[str, Any]:
+    """This session's tests and filters, in the shape tests/conftest.py writes beside records."""
     option = session.config.option
-    filtered = bool(getattr(option, "keyword", "") or getattr(option, "markexpr", ""))
-    args = [Path(a.split("::", 1)[0]).resolve() for a in session.config.args]
-    whole = all(any(a == d or a in d.parents for a in args) for d in dirs)
-    return any(ran.values()), all(ran.values()) and whole and not filtered
+    return {
+        "paths": [str(Path(item.path).resolve()) for item in session.items],
+        "args": [str(Path(a.split("::", 1)[0]).resolve()) for a in session.config.args],
+        "keyword": getattr(option, "keyword", "") or "",
+        "markexpr": getattr(option, "markexpr", "") or "",
+    }
+
+
+def _earlier_notes(directory: Path | None) -> list[dict[str, Any]]:
+    """The notes of the sessions that wrote into the same record directory (CI's first run)."""
+    if directory is None or not directory.is_dir():
+        return []
+    return [json.loads(p.read_text(encoding="utf-8")) for p in directory.glob("session-*.json")]
+
+
+def _producers_ran(notes: list[dict[str, Any]]) -> tuple[bool, bool]:
+    """(some producer test ran, every producer suite ran unfiltered in some session)."""
+    dirs = [str(REPO_ROOT / p) for p in PRODUCERS]
+
+    def ran(note: dict[str, Any], d: str) -> bool:
+        return any(p.startswith(d + os.sep) for p in note["paths"])
+
+    def whole(note: dict[str, Any], d: str) -> bool:
+        filtered = note["keyword"] or note["markexpr"] not in ("", WITHOUT_AFTER_SUITES)
+        covered = any(a == d or d.startswith(a + os.sep) for a in note["args"])
+        return ran(note, d) and covered and not filtered
+
+    some = any(ran(note, d) for note in notes for d in dirs)
+    return some, all(any(whole(note, d) for note in notes) for d in dirs)
 
 
 def _load_records(directory: Path) -> tuple[dict[str, dict[str, str]], list[dict[str, Any]]]:
@@ -130,9 +159,9 @@ def _load_records(directory: Path) -> tuple[dict[str, dict[str, str]], list[dict
 
 @pytest.fixture(scope="module")
 def observed(request: pytest.FixtureRequest) -> dict[str, Any]:
-    _, all_ran = _producers_ran(request.session)
     directory = os.environ.get(ENV_VAR)
     records = Path(directory) if directory else None
+    _, all_ran = _producers_ran([_session_note(request.session), *_earlier_notes(records)])
     bindings, calls = _load_records(records) if records and records.is_dir() else ({}, [])
     if not calls:
         message = (
