@@ -119,7 +119,7 @@ test-py313: check-py313
 	@test -f .venv313/.installed -a .venv313/.installed -nt requirements-dev.txt || { \
 		.venv313/bin/python -m pip install -q -r requirements-dev.txt 2>&1 | { $(PIP_FILTER); }; \
 		touch .venv313/.installed; }
-	.venv313/bin/python -m pytest tests/unit tests/sim -q -p no:cacheprovider
+	.venv313/bin/python -m pytest tests/unit tests/component -q -p no:cacheprovider
 
 validate: install
 	@echo "==> cfn-lint"

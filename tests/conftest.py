@@ -2,7 +2,7 @@
 
 Fast tests use moto's in-process ``mock_aws`` for AWS (with the table built from template.yaml's
 own properties, so tests cannot drift from the deploy) and the Intuit simulator over real HTTP
-on loopback. Integration tests start the local stack in a subprocess (tests/helpers).
+on loopback. The tests in tests/http start the local stack in a subprocess.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """IAM proven against observed calls: what each function's code called vs. template.yaml.
 
 Runs after every other test of the session (``after_suites`` marker, ordered by
-tests/conftest.py): the integration, reliability and devstack suites record every AWS call each
+tests/conftest.py): the http, reliability and component suites record every AWS call each
 function makes (``devstack.aws_calls``) into ``$QBO_AWS_CALL_LOG_DIR``; this module reads those
 records and checks
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.after_suites
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Suites whose functions' calls are recorded; the converse check needs all of them to have run.
-PRODUCERS = ("tests/integration", "tests/reliability", "tests/devstack")
+PRODUCERS = ("tests/http", "tests/reliability", "tests/component")
 
 #: Grants no test exercises, each with the reason it stays. (An entry whose grant a run happens
 #: to exercise, e.g. after a cache expired, is not an error: these are the local stack's blind
@@ -165,7 +165,7 @@ def observed(request: pytest.FixtureRequest) -> dict[str, Any]:
     bindings, calls = _load_records(records) if records and records.is_dir() else ({}, [])
     if not calls:
         message = (
-            "no AWS calls were recorded: the IAM test needs the integration and reliability "
+            "no AWS calls were recorded: the IAM test needs the http and reliability "
             f"suites in the same session (records go to ${ENV_VAR})"
         )
         if all_ran or _in_ci():
@@ -212,7 +212,7 @@ def test_every_recorded_call_is_allowed_by_template(observed: dict[str, Any]) ->
 
 def test_every_granted_action_is_exercised_or_explained(observed: dict[str, Any]) -> None:
     if not observed["complete"]:
-        message = "the converse needs the whole integration, reliability and devstack suites"
+        message = "the converse needs the whole http, reliability and component suites"
         if _in_ci():
             pytest.fail(message)
         pytest.skip(message)

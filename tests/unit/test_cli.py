@@ -1,6 +1,6 @@
 """The qbo-connect CLI's pure parts: reading import files, and turning AWS failures into
 one-line errors with the right exit code (the end-to-end runs are in
-tests/integration/test_cli_http.py)."""
+tests/http/test_cli_http.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Intuit's Disconnect URL logic (disconnect_hint.DisconnectHints) on moto + the simulator.
 
-The HTTP tests (tests/integration/test_disconnect_url_http.py) prove the two headline cases
+The HTTP tests (tests/http/test_disconnect_url_http.py) prove the two headline cases
 over the local stack; these cover the cases around them quickly: an outage is not a
 disconnect, the rate limits, a connection that changed meanwhile, a retried write.
 """

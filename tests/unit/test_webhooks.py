@@ -1,6 +1,6 @@
 """Webhooks in-process: payload shapes, signatures, verifier rotation, the dedup ledger, the
 processor and the gateway's answers. AWS is moto's in-process mock (table from template.yaml);
-the HTTP path through the local stack is tests/integration/test_webhooks_http.py.
+the HTTP path through the local stack is tests/http/test_webhooks_http.py.
 """
 
 from __future__ import annotations

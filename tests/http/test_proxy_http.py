@@ -119,7 +119,7 @@ def test_hostile_paths_send_nothing(stack, path):
 
 
 def test_the_cli_calls_quickbooks_through_the_proxy(stack, tmp_path):
-    from tests.integration.test_cli_http import Cli
+    from tests.http.test_cli_http import Cli
 
     realm = "9130357000000004"
     issued = connect(stack, realm)

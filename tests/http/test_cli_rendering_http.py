@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from devstack.process import DevstackProcess, start_devstack
-from tests.integration.test_cli_http import Cli, clean_env, cli_path, sim
+from tests.http.test_cli_http import Cli, clean_env, cli_path, sim
 
 pytestmark = pytest.mark.timeout(240)
 CLIENT_ID = "render-test-client"

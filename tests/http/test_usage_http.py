@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devstack.process import DevstackProcess, start_devstack
-from tests.integration.test_cli_http import Cli, sim
+from tests.http.test_cli_http import Cli, sim
 
 pytestmark = pytest.mark.timeout(240)
 CLIENT_ID = "usage-test-client"

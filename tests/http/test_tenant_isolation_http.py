@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from devstack.process import DevstackProcess, start_devstack
-from tests.integration.test_connect_flow_http import Browser, assert_page, q
+from tests.http.test_connect_flow_http import Browser, assert_page, q
 from tests.unit.test_tenant_isolation import verify_with_readme
 
 APP_PREFIX = "http://127.0.0.1:9/app"

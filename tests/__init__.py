@@ -1,0 +1,1 @@
+"""The test suite, in tiers: unit, component, http, reliability, browser, iam."""
