@@ -196,6 +196,10 @@ class Browser:
         self.context.close()
 
 
+#: The simulated company's name on the success page.
+COMPANY = "Rivera Bikes"
+
+
 def _sim(stack: DevstackProcess, **config: Any) -> None:
     import requests
 
@@ -221,6 +225,13 @@ def _header_and_footer(page: Any) -> None:
 def test_landing_consent_success_with_branding(stack, chromium, axe_source, width):
     realm = {"desktop": "4620816365009001", "phone": "4620816365009002"}[width]
     _sim(stack, auto_approve=False, next_realm_id=realm)
+    import requests
+
+    requests.post(
+        stack.intuit + "/_sim/api/company-name",
+        json={"realm_id": realm, "name": COMPANY},
+        timeout=10,
+    ).raise_for_status()
     url = _link(stack, f"tenant-{width}", tenant_name="Bob's Bikes")
     browser = Browser(chromium, axe_source, width)
     page = browser.page
@@ -265,7 +276,7 @@ def test_landing_consent_success_with_branding(stack, chromium, axe_source, widt
             page.click("#approve")
         assert page.locator("h1").inner_text() == "QuickBooks connected"
         main = page.inner_text("main")
-        assert "Sandbox Company_US_1" in main and APP_NAME in main
+        assert COMPANY in main and APP_NAME in main
         assert "What happens next" in main
         _header_and_footer(page)
         browser.check("connect-3-success")

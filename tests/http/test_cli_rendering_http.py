@@ -56,9 +56,9 @@ def import_one(stack: DevstackProcess, cli: Cli, tmp_path: Path, realm: str, ten
 
 def test_a_hostile_company_name_is_printed_as_text_everywhere(stack, tmp_path):
     # Given a company whose name is markup, an OSC 8 hyperlink, colour codes and a bidi override
-    sim(stack, "POST", "/_sim/config", {"company_name": HOSTILE})
-    cli = Cli(stack)
     realm = "9130356600000001"
+    sim(stack, "POST", "/_sim/api/company-name", {"realm_id": realm, "name": HOSTILE})
+    cli = Cli(stack)
     import_one(stack, cli, tmp_path, realm, "render-tenant")
     # When the operator lists and shows it
     listed = cli("connections", "list", "--tenant", "render-tenant")
@@ -72,9 +72,9 @@ def test_a_hostile_company_name_is_printed_as_text_everywhere(stack, tmp_path):
 
 
 def test_the_disconnect_prompt_shows_the_name_as_text(stack, tmp_path):
-    sim(stack, "POST", "/_sim/config", {"company_name": HOSTILE})
-    cli = Cli(stack)
     realm = "9130356600000002"
+    sim(stack, "POST", "/_sim/api/company-name", {"realm_id": realm, "name": HOSTILE})
+    cli = Cli(stack)
     import_one(stack, cli, tmp_path, realm, "render-tenant")
     endpoints = str(stack.state_dir / "endpoints.json")
     # A terminal: the prompt is asked, answered "n", and nothing is disconnected.

@@ -229,16 +229,22 @@ def test_happy_path_stores_an_encrypted_connection(browser, stack):
     assert authorize["client_id"] and authorize["scope"].split()[0] == (
         "com.intuit.quickbooks.accounting"
     )
-    response = browser.get(browser.approve(location), cookie)
-    # Then the success page shows, the cookie is cleared, the connection is stored
-    assert_page(response, 200, "QuickBooks connected", "Sandbox Company_US_1", "is connected")
+    callback = browser.approve(location)
+    company = "Rivera Bikes & Co"
+    browser.sim(
+        "POST", "/_sim/api/company-name", {"realm_id": q(callback)["realmId"], "name": company}
+    )
+    response = browser.get(callback, cookie)
+    # Then the success page shows the company's name (escaped), the cookie is cleared, the
+    # connection is stored
+    assert_page(response, 200, "QuickBooks connected", "Rivera Bikes &amp; Co", "is connected")
     assert "Max-Age=0" in response.headers["Set-Cookie"]
     item = browser.connection()
     assert item is not None
     assert item["tenant_id"]["S"] == "tenant-a"
     assert item["environment"]["S"] == "sandbox"
     assert item["status"]["S"] == "active"
-    assert item["company_name"]["S"] == "Sandbox Company_US_1"
+    assert item["company_name"]["S"] == company
     assert "connected_at" in item and "refresh_hard_expires_at" in item
     assert {s["S"] for s in item["scopes"]["L"]} == set(authorize["scope"].split())
     # with no plaintext token in any attribute, and a token GetToken can hand out

@@ -268,7 +268,7 @@ def test_a_stale_touch_never_causes_a_second_rotation(aws: FaultStack) -> None:
     committed = aws.connection(realm_id)
     assert committed.version == 2 and committed.due_at is not None
     # ... and the reader that read version 1 records its use afterwards
-    aws.vault._touch(stale)
+    aws.vault.reader._touch(stale)
     # Then the committed due time stands, so the sweep does not claim the connection and
     # Intuit sees no second rotation
     assert aws.connection(realm_id).due_at == committed.due_at

@@ -24,9 +24,9 @@ from tests.unit.test_connect_flow import Harness
 
 #: The only tags and attributes our page template produces.
 TAGS = {"html", "head", "meta", "title", "style", "body", "main", "h1", "p", "form", "input"}
-TAGS |= {"button", "a", "header", "footer", "span", "img", "ul", "li", "strong"}
+TAGS |= {"button", "a", "header", "footer", "span", "img", "ul", "li", "strong", "div"}
 ATTRIBUTES = {"lang", "charset", "name", "content", "method", "action", "type", "value"}
-ATTRIBUTES |= {"class", "id", "href", "src", "alt"}
+ATTRIBUTES |= {"class", "id", "href", "src", "alt", "aria-hidden"}
 NASTY = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>', "'", "&amp;", "%00"]
 NASTY += ["%ZZ", "%", "\u202e", "\n", "\r\n", "..", "javascript:", "%E2%80%AE", "5151%0A"]
 

@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from qbo_connect.errors import BudgetExhausted
+from qbo_connect.store.connections import ConnectionRepository
 from qbo_connect.store.usage import TOTAL_SK, UsageRepository, realm_sk, tenant_sk
 from qbo_connect.usage.budget import BudgetGuard
 from qbo_connect.usage.classify import API, PER_CALL, SERVICE, Call, classify
@@ -110,6 +111,20 @@ def test_exact_counts_per_tenant_realm_class_and_source_from_concurrent_containe
     realms = [i for i in repo.month_items("2026-12") if i["sk"].startswith("R#")]
     assert sum(coreplus_of(item) for item in realms) == 200
     assert repo.get("2026-12", realm_sk("t0", "0"))["core_service"] == 200
+
+
+def test_usage_items_stay_out_of_the_tenant_and_due_indexes(repo, aws):
+    # Given a tenant whose calls were metered and flushed
+    meter = make_meter(repo, Clock(DEC_1))
+    meter.record(tenant_id="acme", realm_id="9130356600000001", call=READ)
+    meter.flush()
+    # Then no usage item carries an index key, so listing the tenant's connections through
+    # TenantIndex finds none (a usage item there would be listed as an empty connection)
+    items = repo.month_items("2026-12")
+    assert {i["sk"] for i in items} >= {realm_sk("acme", "9130356600000001"), tenant_sk("acme")}
+    assert not [i for i in items if "tenant_id" in i or "due_shard" in i]
+    connections = ConnectionRepository(repo.table)
+    assert connections.list_connections("acme", limit=10) == ([], None)
 
 
 def test_a_retried_flush_meets_its_own_write_and_counts_once(repo):

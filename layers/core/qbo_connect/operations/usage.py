@@ -65,8 +65,8 @@ class UsageService:
                     "sandbox_core": int(item.get("sandbox_core", 0)),
                     "sandbox_coreplus": int(item.get("sandbox_coreplus", 0)),
                 }
-            elif sk.startswith("T#") and tenant_filter in (None, item.get("tenant_id")):
-                tenant_id = str(item.get("tenant_id") or sk[2:])
+            elif sk.startswith("T#") and tenant_filter in (None, item.get("usage_tenant")):
+                tenant_id = str(item.get("usage_tenant") or sk[2:])
                 tenants.append(
                     {
                         "tenant_id": tenant_id,
@@ -75,11 +75,11 @@ class UsageService:
                         "quota": quotas.get(tenant_id, self.guard.default_tenant_quota),
                     }
                 )
-            elif sk.startswith("R#") and tenant_filter in (None, item.get("tenant_id")):
+            elif sk.startswith("R#") and tenant_filter in (None, item.get("usage_tenant")):
                 realms.append(
                     {
-                        "realm_id": item.get("realm_id"),
-                        "tenant_id": item.get("tenant_id"),
+                        "realm_id": item.get("usage_realm"),
+                        "tenant_id": item.get("usage_tenant"),
                         "core": core_of(item),
                         "coreplus": coreplus_of(item),
                     }

@@ -19,6 +19,7 @@ from qbo_connect.errors import (
 )
 from qbo_connect.events import OUTBOX_PREFIX, PendingEvent
 from qbo_connect.store.table import (
+    CONNECTION_SK,
     DESERIALIZE,
     DUE_INDEX,
     OUTBOX_RETRY_SECONDS,
@@ -232,7 +233,13 @@ class ConnectionRepository(Repository):
         if cursor:
             kwargs["ExclusiveStartKey"] = dict(cursor)
         response = self.table.query(**kwargs)
-        items = [Connection.from_item(i) for i in response.get("Items", [])]
+        # Only connection items belong here; anything else that ever carries a ``tenant_id``
+        # must not show up as a connection with empty fields.
+        items = [
+            Connection.from_item(i)
+            for i in response.get("Items", [])
+            if i.get("sk") == CONNECTION_SK
+        ]
         last = response.get("LastEvaluatedKey")
         return items, (to_python(last) if last else None)
 

@@ -1,6 +1,7 @@
 """Usage items: CorePlus and Core call counts per month, tenant and realm, and tenant quotas.
 
-Keys (no ``tenant_id`` or ``due_shard`` attribute, so neither index sees them):
+Keys (no ``tenant_id`` or ``due_shard`` attribute, so neither index sees them: the tenant and
+realm a count belongs to are stored as ``usage_tenant`` and ``usage_realm``):
 
 - ``pk = "USAGE#<YYYY-MM>"``, ``sk = "R#<tenant>#<realm>"``: one realm's counts for the month;
 - ``pk = "USAGE#<YYYY-MM>"``, ``sk = "T#<tenant>"``: the tenant's counts for the month, and the

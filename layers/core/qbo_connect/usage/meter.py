@@ -168,12 +168,12 @@ class UsageMeter:
                 realm_sk(tenant_id, realm_id),
                 counts,
                 seq,
-                {"tenant_id": tenant_id, "realm_id": realm_id},
+                {"usage_tenant": tenant_id, "usage_realm": realm_id},
                 result,
             ):
                 failed[(month, tenant_id, realm_id)] = counts
         for (month, tenant_id), counts in tenants.items():
-            self._add(month, tenant_sk(tenant_id), counts, seq, {"tenant_id": tenant_id}, result)
+            self._add(month, tenant_sk(tenant_id), counts, seq, {"usage_tenant": tenant_id}, result)
         for month, counts in months.items():
             item = self._add(month, TOTAL_SK, counts, seq, None, result)
             if isinstance(item, dict):
