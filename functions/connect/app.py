@@ -2,9 +2,9 @@
 
 Validates the connect link, shows the landing page, and on "Connect to QuickBooks" creates the
 OAuth state, sets the state cookie and redirects to Intuit. ``/disconnected`` is Intuit's
-Disconnect URL: it shows a page and only verifies the realm with Intuit (see
-``qbo_connect.connect.disconnect_hint``). The logic is in the package; this file only routes and
-translates. Query strings hold link tokens, so neither the event nor the query string is ever
+Disconnect URL: it shows a page and queues the hint for the refresh worker, which verifies it
+with Intuit (see ``qbo_connect.connect.disconnect_hint``). The logic is in the package; this
+file only routes and translates. Query strings hold link tokens, so neither the event nor the query string is ever
 logged.
 """
 
@@ -23,7 +23,6 @@ from qbo_connect.connect.web import (
     language_of,
     query_value,
     respond,
-    source_ip,
 )
 from qbo_connect.telemetry import logger, metrics
 from qbo_connect.wiring import connect as wiring
@@ -47,7 +46,7 @@ def reconnect(event: Mapping[str, Any]) -> HttpResponse:
 
 @app.get("/disconnected")
 def disconnected(event: Mapping[str, Any]) -> HttpResponse:
-    disconnect_hint.verify(wiring.disconnect_hints, query_value(event, "realmId"), source_ip(event))
+    disconnect_hint.announce(wiring.send_disconnect_hint, query_value(event, "realmId"))
     page = pages.outcome_page(
         Outcome.DISCONNECTED, language=language_of(event), branding=wiring.branding()
     )

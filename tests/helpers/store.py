@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from qbo_connect.store.connections import ConnectionRepository
+from qbo_connect.store.cooldowns import Cooldowns
 from qbo_connect.store.fleet import FleetRepository
 from qbo_connect.store.history import HistoryRepository
-from qbo_connect.store.rate_slots import RateSlots
 from qbo_connect.store.single_use import SingleUseRepository
 from qbo_connect.store.sweep_state import SweepStateRepository
 
@@ -26,7 +26,7 @@ class TableRepositories:
         self.connections = ConnectionRepository(table, due_shards=due_shards)
         self.fleet = FleetRepository(table)
         self.history = HistoryRepository(table)
-        self.rate_slots = RateSlots(table)
+        self.cooldowns = Cooldowns(table)
         self.single_use = SingleUseRepository(table)
         self.sweep_state = SweepStateRepository(table)
 
@@ -43,7 +43,7 @@ class TableRepositories:
             self.history,
             self.sweep_state,
             self.fleet,
-            self.rate_slots,
+            self.cooldowns,
         ):
             if hasattr(repository, name):
                 return getattr(repository, name)
@@ -124,13 +124,13 @@ def connect_flow(vault: Any, *, clock: Any = None, **kwargs: Any) -> Any:
 def disconnect_hints(vault: Any, *, clock: Any = None) -> Any:
     import time
 
-    from qbo_connect.connect.disconnect_hint import DisconnectHints
+    from qbo_connect.sweep.disconnect_check import DisconnectHints
 
     clock = clock or time.time
     return DisconnectHints(
         vault,
         connections=vault.connections,
-        rate_slots=_repos(vault).rate_slots,
+        cooldowns=_repos(vault).cooldowns,
         settings=vault.settings,
         cipher=vault.cipher,
         intuit=vault.intuit_client,

@@ -1,15 +1,18 @@
 """Intuit's Disconnect URL over HTTP, against the local stack and its Intuit simulator.
 
-``GET /disconnected?realmId=...`` is not authenticated, so a forged one for a healthy realm
-must change nothing (not a byte of the item, no event, no refresh at Intuit), while one that
-follows a real revocation at Intuit (the simulator's ``/_sim/revoke-realm``, what Intuit does
-when a user disconnects the app inside QuickBooks) marks the connection disconnected and emits
-exactly one ``connection.disconnected`` event. Events are read from the stack's events queue
-(an EventBridge rule copies every ``qbo-connect`` event there).
+``GET /disconnected?realmId=...`` is not authenticated. ConnectFunction answers at once with the
+same page for every realm and queues the hint; the refresh worker verifies it out of band, at
+most once per realm per day. So a forged hint for a healthy realm must change nothing (not a
+byte of the item, no event, no refresh at Intuit), while one that follows a real revocation at
+Intuit (the simulator's ``/_sim/revoke-realm``, what Intuit does when a user disconnects the
+app inside QuickBooks) marks the connection disconnected and emits exactly one
+``connection.disconnected`` event. Events are read from the stack's events queue (an
+EventBridge rule copies every ``qbo-connect`` event there).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,6 +96,31 @@ def hint(stack: DevstackProcess, realm: str) -> requests.Response:
     return response
 
 
+def verified(stack: DevstackProcess, realm: str) -> None:
+    """Wait until the worker has taken the realm's hint: its cool-down is stored and the
+    refresh queue holds nothing, visible or in flight."""
+    dynamodb, sqs = stack.boto3_client("dynamodb"), stack.boto3_client("sqs")
+    queue = stack.endpoints["queues"]["RefreshQueue"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        cooldown = dynamodb.get_item(
+            TableName=stack.endpoints["table"],
+            Key={"pk": {"S": f"COOLDOWN#DISCONNECT_HINT#{realm}"}, "sk": {"S": "COOLDOWN"}},
+            ConsistentRead=True,
+        ).get("Item")
+        counts = sqs.get_queue_attributes(
+            QueueUrl=queue,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        )["Attributes"]
+        if cooldown and not any(int(v) for v in counts.values()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the hint for {realm} was not verified within 60 s")
+
+
 def test_a_forged_hint_for_a_healthy_realm_changes_nothing(stack):
     # Given a healthy connection and a quiet event queue
     realm = "9130350000000001"
@@ -101,9 +129,10 @@ def test_a_forged_hint_for_a_healthy_realm_changes_nothing(stack):
     before = item(stack, realm)
     refreshes_before = len(sim(stack, "GET", "/_sim/refresh-calls"))
 
-    # When anyone sends its realm to the Disconnect URL, twice
+    # When anyone sends its realm to the Disconnect URL, twice, and the worker verifies it
     hint(stack, realm)
     hint(stack, realm)
+    verified(stack, realm)
 
     # Then not a byte of the item changed, Intuit saw no refresh, and no event went out
     assert item(stack, realm) == before
@@ -120,9 +149,11 @@ def test_a_hint_after_a_revocation_disconnects_and_emits_one_event(stack):
     drain_events(stack)
     assert sim(stack, "POST", "/_sim/revoke-realm", {"realm_id": realm})["revoked_grants"] == 1
 
-    # When Intuit sends the browser to the Disconnect URL (and it is reloaded)
+    # When Intuit sends the browser to the Disconnect URL (and it is reloaded), and the
+    # worker verifies the hint
     hint(stack, realm)
     hint(stack, realm)
+    verified(stack, realm)
 
     # Then the connection is disconnected, its tokens deleted, and exactly one event went out
     stored = item(stack, realm)
@@ -141,4 +172,5 @@ def test_a_hint_after_a_revocation_disconnects_and_emits_one_event(stack):
 def test_a_hint_for_an_unknown_or_malformed_realm_shows_the_same_page(stack):
     for realm in ("9130350000009999", "not-a-realm", ""):
         hint(stack, realm)
+    verified(stack, "9130350000009999")
     assert drain_events(stack) == []

@@ -87,12 +87,6 @@ UNEXERCISED_GRANTS: dict[tuple[str, str, str], str] = {
         "secretsmanager:GetSecretValue",
         "CallbackFunction.Policies[0].Statement[1]",
     ): (_SHARED_SECRET_CACHE),
-    ("ConnectFunction", "kms:Decrypt", "TokenKey.KeyPolicy.OpenTokens"): (
-        "TokenKey's OpenTokens statement: /disconnected unwraps the connection's data key to "
-        "probe its access token. The local stack runs every function in one process, so the "
-        "data key the callback (or a refresh) cached is found and KMS is never called there; "
-        "in Lambda, ConnectFunction's own container must call kms:Decrypt."
-    ),
 }
 
 

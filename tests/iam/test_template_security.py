@@ -21,8 +21,7 @@ OPENERS = {
     "GetTokenFunction",
     "QuickBooksApiFunction",  # the proxy opens the access token it calls QuickBooks with
     "ConnectionsFunction",
-    "RefreshWorkerFunction",
-    "ConnectFunction",  # /disconnected: the probe with the stored access token
+    "RefreshWorkerFunction",  # also probes a Disconnect URL hint with the stored access token
 }
 PUBLIC_FUNCTIONS = ("ConnectFunction", "CallbackFunction", "WebhookFunction")
 

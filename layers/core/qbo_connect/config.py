@@ -125,11 +125,9 @@ class Settings:
     accent_color: str = DEFAULT_ACCENT
     support_url: str = ""
     privacy_url: str = ""
-    # Intuit's Disconnect URL: at most one verification per realm per interval, and at most
-    # ``source_limit`` verifications per source address per window.
-    disconnect_hint_realm_interval_seconds: int = 300
-    disconnect_hint_source_limit: int = 10
-    disconnect_hint_source_window_seconds: int = 600
+    # Intuit's Disconnect URL: at most one verification (a probe and at most one refresh) per
+    # realm per interval, however many hints anyone sends.
+    disconnect_hint_realm_interval_seconds: int = 86400
     # CorePlus usage (qbo_connect.usage): this app's share of the workspace's monthly pool.
     coreplus_monthly_budget: int = 500_000
     coreplus_soft_limit_percent: float = 90.0
@@ -344,7 +342,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEEP_WARM_MINUTES", "keep_warm_minutes", _int, 60),
     Setting("DUE_SHARDS", "due_shards", _int, 16),
     Setting("SWEEP_REQUEUE_SECONDS", "sweep_requeue_seconds", _float, 900.0),
-    Setting("REFRESH_QUEUE_URL", "refresh_queue_url", _text, "", ("RefreshSweepFunction",)),
+    Setting(
+        "REFRESH_QUEUE_URL",
+        "refresh_queue_url",
+        _text,
+        "",
+        ("RefreshSweepFunction", "ConnectFunction"),
+    ),
     Setting("EVENT_BUS_NAME", "event_bus_name", _text, "default"),
     Setting("EMIT_REFRESHED_EVENTS", "emit_refreshed_events", _flag, False),
     Setting("SECRET_MAX_AGE_SECONDS", "secret_max_age_seconds", _int, 300),
@@ -357,9 +361,8 @@ SETTINGS: tuple[Setting, ...] = (
         "DISCONNECT_HINT_REALM_INTERVAL_SECONDS",
         "disconnect_hint_realm_interval_seconds",
         _int,
-        300,
+        86400,
     ),
-    Setting("DISCONNECT_HINT_SOURCE_LIMIT", "disconnect_hint_source_limit", _int, 10),
     Setting("COREPLUS_MONTHLY_BUDGET", "coreplus_monthly_budget", _int, 500_000),
     Setting("COREPLUS_SOFT_LIMIT_PERCENT", "coreplus_soft_limit_percent", _float, 90.0),
     Setting("COREPLUS_TENANT_QUOTA", "coreplus_tenant_quota", _int, 0),
@@ -367,9 +370,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RAW_TOKEN_READS", "raw_token_reads", _enabled, True),
     Setting("USAGE_FLUSH_SECONDS", "usage_flush_seconds", _float, 5.0),
     Setting("USAGE_FLUSH_CALLS", "usage_flush_calls", _int, 50),
-    Setting(
-        "DISCONNECT_HINT_SOURCE_WINDOW_SECONDS", "disconnect_hint_source_window_seconds", _int, 600
-    ),
 )
 
 

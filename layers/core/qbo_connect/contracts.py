@@ -75,15 +75,23 @@ def parse_or_drop(
 # ----- queue messages -------------------------------------------------------------------------
 
 
+#: RefreshMessage kinds: a due connection (the sweep's), or a Disconnect URL hint to verify
+#: (ConnectFunction's). A message without ``kind`` is a refresh, as every earlier version sent.
+REFRESH, DISCONNECT_HINT = "refresh", "disconnect_hint"
+MESSAGE_KINDS = (REFRESH, DISCONNECT_HINT)
+
+
 @dataclass(frozen=True)
 class RefreshMessage:
-    """The sweep's message to the refresh worker: one due connection."""
+    """A message to the refresh worker about one connection: refresh it when due, or verify
+    a Disconnect URL hint for it."""
 
     realm_id: str
     due_at: float | None = None
     #: Earlier versions' claim: the item's due time while that message was in flight.
     claimed_due_at: float | None = None
     enqueued_at: float | None = None
+    kind: str = REFRESH
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> RefreshMessage:
@@ -91,15 +99,21 @@ class RefreshMessage:
             realm_id = validation.realm_id(payload)
         except InvalidRequest as exc:
             raise MalformedMessage(exc.message) from None
+        kind = payload.get("kind", REFRESH)
+        if kind not in MESSAGE_KINDS:
+            raise MalformedMessage(f"kind must be one of {', '.join(MESSAGE_KINDS)}")
         return cls(
             realm_id=realm_id,
             due_at=_number(payload, "due_at"),
             claimed_due_at=_number(payload, "claimed_due_at"),
             enqueued_at=_number(payload, "enqueued_at"),
+            kind=kind,
         )
 
     def to_body(self) -> str:
         body: dict[str, Any] = {"realm_id": self.realm_id, "due_at": self.due_at}
+        if self.kind != REFRESH:
+            body["kind"] = self.kind
         if self.enqueued_at is not None:
             body["enqueued_at"] = round(self.enqueued_at, 3)
         return _compact(body)

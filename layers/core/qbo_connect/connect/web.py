@@ -73,11 +73,6 @@ def query_value(event: Mapping[str, Any], name: str) -> str | None:
     return None if value is None else str(value)
 
 
-def source_ip(event: Mapping[str, Any]) -> str:
-    http = (event.get("requestContext") or {}).get("http") or {}
-    return str(http.get("sourceIp") or "")
-
-
 def language_of(event: Mapping[str, Any]) -> str:
     """The page language for the request being answered (English if there is none)."""
     headers = event.get("headers")

@@ -26,6 +26,9 @@ still honoured while in flight during an upgrade):
   the DLQ after ``maxReceiveCount``; ``ConfigurationError`` (Intuit rejects the client) fails
   the item as well and is logged as an error: every refresh fails until the secret is fixed.
   A malformed body is acknowledged and logged: it can never succeed.
+- A ``disconnect_hint`` message (ConnectFunction's, for Intuit's Disconnect URL) is verified
+  with Intuit by ``sweep.disconnect_check`` at most once per realm per day, and acknowledged
+  whatever the verdict.
 - Records run one after another (so Intuit sees at most ``MaximumConcurrency`` refreshes at
   once). A record is not started when less time is left than one refresh's worst case (every
   Intuit attempt timing out); it fails instead and comes back later, so a slow Intuit makes the
@@ -54,7 +57,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from qbo_connect import events as lifecycle
 from qbo_connect.config import Settings
-from qbo_connect.contracts import RefreshMessage, parse_or_drop
+from qbo_connect.contracts import DISCONNECT_HINT, RefreshMessage, parse_or_drop
 from qbo_connect.errors import (
     ConfigurationError,
     Deferred,
@@ -64,6 +67,7 @@ from qbo_connect.errors import (
     RefreshUnavailable,
 )
 from qbo_connect.store.connections import Connection
+from qbo_connect.sweep.disconnect_check import DisconnectHints
 from qbo_connect.vault.due import DAY, EXPIRING_THRESHOLDS_DAYS
 from qbo_connect.vault.protocol import TokenVault
 from qbo_connect.vault.records import ExpiringNotice
@@ -89,8 +93,10 @@ class RefreshWorker:
         clock: Callable[[], float] = time.time,
         metrics: Any = None,
         min_remaining_ms: int | None = None,
+        disconnect_hints: Callable[[], DisconnectHints] | None = None,
     ) -> None:
         self.vault = vault
+        self.disconnect_hints = disconnect_hints
         self._clock = clock
         self.metrics = metrics
         self.min_remaining_ms = (
@@ -135,6 +141,8 @@ class RefreshWorker:
         )
         if message is None:
             return "malformed"
+        if message.kind == DISCONNECT_HINT:
+            return self.verify_disconnect_hint(message.realm_id)
         realm_id = message.realm_id
         notices: list[ExpiringNotice] = []  # what this message's refresh was given to record
 
@@ -177,6 +185,26 @@ class RefreshWorker:
         log = logger.debug if outcome == "refreshed" else logger.info
         log("refresh message done", extra={"realm_id": realm_id, "outcome": outcome})
         return outcome
+
+    def verify_disconnect_hint(self, realm_id: str) -> str:
+        """A Disconnect URL hint (``sweep.disconnect_check``); always acknowledged.
+
+        Its realm's cool-down is taken before anything else, so a redelivery could only be
+        refused by it: a failure is logged and the message acknowledged. A real disconnect is
+        still found by the next keep-alive refresh, and an event left pending by a failure here
+        is retried by the sweep (the disconnect's commit set the due time for it).
+        """
+        if self.disconnect_hints is None:
+            logger.warning("disconnect hint dropped: this worker does not verify hints")
+            return "hint_not_verified"
+        try:
+            verdict = self.disconnect_hints().handle(realm_id)
+        except Exception:
+            logger.exception("disconnect hint not verified", extra={"realm_id": realm_id})
+            verdict = "failed"
+        self._count(f"DisconnectHint_{verdict}")
+        logger.info("disconnect hint", extra={"realm_id": realm_id, "verdict": verdict})
+        return f"hint_{verdict}"
 
     def expiring_notice(self, conn: Connection) -> ExpiringNotice | None:
         """The hard-expiry notice due for ``conn`` now, if any (see the module docstring)."""

@@ -4,13 +4,12 @@ CallbackFunction), over the vault's family."""
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from qbo_connect.connect.branding import Branding
-from qbo_connect.connect.disconnect_hint import DisconnectHints
 from qbo_connect.connect.flow import ConnectFlow
 from qbo_connect.connect.pages import branding_from
 from qbo_connect.errors import ConfigurationError
-from qbo_connect.store.rate_slots import RateSlots
 from qbo_connect.store.single_use import SingleUseRepository
 from qbo_connect.wiring import aws, vault
 
@@ -37,18 +36,15 @@ def connect_flow() -> ConnectFlow:
 
 
 @lru_cache(maxsize=1)
-def disconnect_hints() -> DisconnectHints:
-    return DisconnectHints(
-        vault.vault(),
-        connections=vault.connections(),
-        rate_slots=RateSlots(aws.table()),
-        settings=aws.settings(),
-        cipher=vault.cipher(),
-        intuit=vault.intuit,
-        history=vault.history(),
-    )
+def _sqs() -> Any:
+    return aws.aws_client("sqs")
+
+
+def send_disconnect_hint(body: str) -> None:
+    """Put a Disconnect URL hint on the refresh queue, for the worker to verify."""
+    _sqs().send_message(QueueUrl=aws.settings().refresh_queue_url, MessageBody=body)
 
 
 def _reset() -> None:
     connect_flow.cache_clear()
-    disconnect_hints.cache_clear()
+    _sqs.cache_clear()

@@ -6,7 +6,9 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import EphemeralMetrics
 
+from qbo_connect.store.cooldowns import Cooldowns
 from qbo_connect.store.sweep_state import SweepStateRepository
+from qbo_connect.sweep.disconnect_check import DisconnectHints
 from qbo_connect.sweep.sweeper import Sweeper
 from qbo_connect.sweep.worker import RefreshWorker
 from qbo_connect.telemetry import metrics
@@ -32,10 +34,28 @@ def sweeper() -> Sweeper:
 
 
 @lru_cache(maxsize=1)
+def disconnect_hints() -> DisconnectHints:
+    return DisconnectHints(
+        vault.vault(),
+        connections=vault.connections(),
+        cooldowns=Cooldowns(aws.table()),
+        settings=aws.settings(),
+        cipher=vault.cipher(),
+        intuit=vault.intuit,
+        history=vault.history(),
+    )
+
+
+@lru_cache(maxsize=1)
 def worker() -> RefreshWorker:
-    return RefreshWorker(vault=vault.vault(), settings=aws.settings(), metrics=metrics)
+    return RefreshWorker(
+        vault=vault.vault(),
+        settings=aws.settings(),
+        metrics=metrics,
+        disconnect_hints=disconnect_hints,
+    )
 
 
 def _reset() -> None:
-    for cached in (sweeper, worker):
+    for cached in (sweeper, worker, disconnect_hints):
         cached.cache_clear()
