@@ -127,6 +127,8 @@ class EventCounter(threading.Thread):
 def build_deliveries(realms: list[str], count: int, changes: int) -> list[bytes]:
     """Distinct changes (a legacy change's id is a hash of its fields: never repeat them)."""
     batch = uuid.uuid4().hex[:8]
+    # Now, not a fixed date: the gateway drops changes older than its freshness bound.
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     bodies = []
     for i in range(count):
         items = [
@@ -135,7 +137,7 @@ def build_deliveries(realms: list[str], count: int, changes: int) -> list[bytes]
                 "name": "Invoice" if j % 2 else "Customer",
                 "id": f"{batch}-{i}-{j}",
                 "operation": "Update",
-                "lastUpdated": "2026-12-01T10:00:00.000Z",
+                "lastUpdated": now,
                 "event_id": str(uuid.uuid4()),
             }
             for j in range(changes)

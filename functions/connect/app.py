@@ -4,8 +4,8 @@ Validates the connect link, shows the landing page, and on "Connect to QuickBook
 OAuth state, sets the state cookie and redirects to Intuit. ``/disconnected`` is Intuit's
 Disconnect URL: it shows a page and queues the hint for the refresh worker, which verifies it
 with Intuit (see ``qbo_connect.connect.disconnect_hint``). The logic is in the package; this
-file only routes and translates. Query strings hold link tokens, so neither the event nor the query string is ever
-logged.
+file only routes and translates. Query strings hold link tokens, so neither the event nor the
+query string is ever logged.
 """
 
 from collections.abc import Mapping

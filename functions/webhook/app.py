@@ -39,6 +39,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name=OUTCOME_METRICS[result.outcome], unit=MetricUnit.Count, value=1)
     if result.changes:
         metrics.add_metric(name="WebhookChanges", unit=MetricUnit.Count, value=result.changes)
+    if result.stale:
+        metrics.add_metric(name="WebhookStaleChanges", unit=MetricUnit.Count, value=result.stale)
     logger.info(
         "webhook answered",
         extra={
@@ -46,6 +48,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "outcome": result.outcome,
             "shape": result.shape,
             "changes": result.changes,
+            "stale": result.stale,
             "realms": result.realms[:20],
         },
     )

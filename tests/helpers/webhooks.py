@@ -38,6 +38,12 @@ def new_realm() -> str:
     return f"77{int(time.time() * 1000) % 10**9:09d}{next(_counter):04d}"
 
 
+def now_iso() -> str:
+    """The current time as Intuit writes ``lastUpdated`` (the gateway drops stale changes)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
 def change(realm_id: str, name: str, entity_id: str, operation: str, **extra: Any) -> dict:
     """One change as the simulator's body builders take it."""
     return {
@@ -45,7 +51,7 @@ def change(realm_id: str, name: str, entity_id: str, operation: str, **extra: An
         "name": name,
         "id": entity_id,
         "operation": operation,
-        "lastUpdated": extra.pop("lastUpdated", "2026-12-01T10:00:00.000Z"),
+        "lastUpdated": extra.pop("lastUpdated", None) or now_iso(),
         "event_id": extra.pop("event_id", str(uuid.uuid4())),
         **extra,
     }

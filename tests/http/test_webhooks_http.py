@@ -101,12 +101,8 @@ def test_legacy_payload_with_two_changes_publishes_two_events_for_the_right_tena
     realm_a, realm_b = new_realm(), new_realm()
     seed_connection(stack, realm_a, "tenant-a")
     seed_connection(stack, realm_b, "tenant-b", environment="production")
-    body = legacy_body(
-        [
-            change(realm_a, "Customer", "11", "Create"),
-            change(realm_b, "Invoice", "22", "Delete", deletedId="21"),
-        ]
-    )
+    created = change(realm_a, "Customer", "11", "Create")
+    body = legacy_body([created, change(realm_b, "Invoice", "22", "Delete", deletedId="21")])
     # When Intuit delivers one legacy notification
     response = post_webhook(stack, body)
     # Then it is accepted at once and two events reach the bus, one per tenant
@@ -126,7 +122,7 @@ def test_legacy_payload_with_two_changes_publishes_two_events_for_the_right_tena
         "entity": "Customer",
         "entity_id": "11",
         "operation": "Create",
-        "occurred_at": "2026-12-01T10:00:00.000Z",
+        "occurred_at": created["lastUpdated"],
     }
     assert by_realm[realm_b]["tenant_id"] == "tenant-b"
     assert by_realm[realm_b]["environment"] == "production"

@@ -19,10 +19,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
+from qbo_connect import validation
 from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.connect.request import Request
 from qbo_connect.connect.return_url import return_url_allowed
-from qbo_connect.errors import DecryptionError, NotConnected
+from qbo_connect.contracts import GetTokenRequest
+from qbo_connect.errors import DecryptionError, InvalidRequest, NotConnected
 from qbo_connect.vault.records import REFRESH_FIELD
 from tests.helpers.store import connections_service
 from tests.unit.builders import connect
@@ -106,7 +108,8 @@ def test_companyinfo_unavailable_fails_closed_without_revoking(accounting_only):
 
 
 @pytest.mark.parametrize(
-    "realm", ["5151%0A", "5151%0D%0A", "%205151", "5151%00", "+5151", "%D9%A5%D9%A1"]
+    "realm",
+    ["5151%0A", "5151%0D%0A", "%205151", "5151%00", "+5151", "%D9%A5%D9%A1", "0" + REALM_A],
 )
 def test_realm_id_must_be_digits_and_nothing_else(h, realm):
     query, cookie = callback_query(h, h.link(), REALM_A)
@@ -121,8 +124,23 @@ def test_realm_id_must_be_digits_and_nothing_else(h, realm):
 def test_invoke_realm_ids_with_a_trailing_newline_are_refused(h):
     service = connections_service(h.vault)
     for payload in ({"realm_id": "5151\n"}, {"realm_id": " 5151"}, {"realm_id": "5151\r\n"}):
-        with pytest.raises(Exception, match="digits only"):
+        with pytest.raises(Exception, match="no leading zero"):
             service.get_connection(payload)
+
+
+def test_a_realm_id_has_one_spelling_so_a_padded_one_is_no_second_key(h):
+    # Given a connection of realm A
+    connect(h.vault, h.sim, realm_id=REALM_A, tenant_id="tenant-a")
+    service = connections_service(h.vault)
+    # Then a zero-padded or over-long spelling of a realm id is refused everywhere it enters,
+    # so it can never become a second item (its own lease and tokens) for the same company
+    for realm in ("0" + REALM_A, "00" + REALM_A, "0", "1" * 21):
+        with pytest.raises(InvalidRequest, match="no leading zero"):
+            service.get_connection({"realm_id": realm})
+        with pytest.raises(InvalidRequest):
+            GetTokenRequest.from_payload({"realm_id": realm})
+        assert not validation.is_realm_id(realm)
+    assert validation.is_realm_id("1" * 20) and validation.is_realm_id("1")
 
 
 # ----- 2. realm squatting by import ---------------------------------------------------------------
@@ -389,6 +407,14 @@ PREFIX = "https://app.example.com/integrations"
         "https://app.example.com/integrations/x/../../admin",
         "https://app.example.com//integrations/x",
         "https://app.example.com/Integrations/x",
+        # nothing outside printable ASCII reaches the Location header
+        "https://app.example.com/integrations/x\x85y",  # C1 NEL
+        "https://app.example.com/integrations/x\x9b31m",  # C1 CSI
+        "https://app.example.com/integrations/\u202egnp.exe",  # bidi override
+        "https://app.example.com/integrations/caf\u00e9",
+        "https://app.example.com/integrations?next=\u2028x",
+        "https://app.\u0435xample.com/integrations",  # a Cyrillic "e" in the host
+        "https://app.example.com/integrations/\ud800",  # a lone surrogate
     ],
 )
 def test_return_url_prefix_tricks_are_refused(url):

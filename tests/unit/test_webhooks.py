@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -37,7 +38,7 @@ from tests.helpers.webhooks import change as entity
 def test_legacy_shape_becomes_one_change_per_entity_with_stable_ids():
     body = legacy_body(
         [
-            entity("111", "Customer", "1", "Create"),
+            entity("111", "Customer", "1", "Create", lastUpdated="2026-12-01T10:00:00.000Z"),
             entity("222", "Invoice", "2", "Delete", deletedId="3"),
         ]
     )
@@ -102,6 +103,13 @@ def test_a_single_cloudevent_and_duplicates_inside_one_body():
         b'[{"specversion": "2.0", "id": "a", "type": "qbo.customer.created.v1", "time": "t",'
         b' "intuitaccountid": "1", "intuitentityid": "2"}]',
         b'[{"specversion": "1.0", "type": "qbo.customer.created.v1", "time": "t",'
+        b' "intuitaccountid": "1", "intuitentityid": "2"}]',
+        # a trailing newline, a zero-padded realm: never a second spelling of a realm or name
+        b'{"eventNotifications": [{"realmId": "1\\n", "dataChangeEvent": {"entities": []}}]}',
+        b'{"eventNotifications": [{"realmId": "0123", "dataChangeEvent": {"entities": []}}]}',
+        b'{"eventNotifications": [{"realmId": "1", "dataChangeEvent": {"entities": '
+        b'[{"name": "Customer\\n", "id": "1", "operation": "Create", "lastUpdated": "x"}]}}]}',
+        b'[{"specversion": "1.0", "id": "a", "type": "qbo.customer.created.v1\\n", "time": "t",'
         b' "intuitaccountid": "1", "intuitentityid": "2"}]',
     ],
 )
@@ -419,6 +427,51 @@ def test_gateway_answers_503_when_sqs_fails_so_intuit_retries():
     assert json.loads(result.to_response()["body"]) == {"error": "unavailable"}
 
 
+def test_a_signed_body_replayed_after_the_freshness_bound_publishes_nothing():
+    # Given a signed delivery captured when it was sent (one change new, one 6 days old)
+    now = datetime(2026, 12, 10, 12, tzinfo=UTC).timestamp()
+    iso = lambda t: datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")  # noqa: E731
+    legacy = legacy_body(
+        [
+            entity("1", "Customer", "1", "Update", lastUpdated=iso(now - 60)),
+            entity("1", "Customer", "2", "Update", lastUpdated=iso(now - 6 * 86400 - 1)),
+            entity("1", "Customer", "3", "Update", lastUpdated="not a time"),
+        ]
+    )
+    cloud = cloudevents_body(
+        [entity("1", "Invoice", "9", "Create", lastUpdated="2026-12-10T04:00:00-0700")],
+        source="intuit.test",
+    )
+    settings = load_webhook_settings({})
+    assert settings.max_change_age_seconds == 6 * 86400  # a day inside the ledger's 7 days
+
+    def deliver(body: bytes, at: float) -> tuple[Any, FakeSqs]:
+        sqs = FakeSqs()
+        queue = gateway.ChangeQueue(sqs, "https://queue", "https://dlq")
+        result = gateway.handle(
+            http_event(body, sign(body, "tok")),
+            verifier=FakeVerifier,
+            queue=lambda: queue,
+            max_body_bytes=10_000,
+            max_change_age_seconds=settings.max_change_age_seconds,
+            clock=lambda: at,
+        )
+        return result, sqs
+
+    # When it arrives: the stale change is dropped and counted, the others queued (a time that
+    # cannot be read is Intuit's to send: kept, and deduplicated by the ledger)
+    result, sqs = deliver(legacy, now)
+    assert (result.status, result.changes, result.stale) == (200, 2, 1)
+    queued = [c["entity_id"] for c in json.loads(sqs.batches[0][1][0]["MessageBody"])["changes"]]
+    assert queued == ["1", "3"]
+    # When the same bytes are replayed after the ledger may have forgotten them
+    result, sqs = deliver(legacy, now + 7 * 86400)
+    assert (result.status, result.changes, result.stale) == (200, 1, 2)
+    # A CloudEvent's time with Intuit's -0700 offset is read too
+    assert deliver(cloud, now)[0].stale == 0
+    assert deliver(cloud, now + 7 * 86400)[0].stale == 1
+
+
 def test_settings_overlap_in_minutes_unless_seconds_are_given():
     assert load_webhook_settings({}).overlap_seconds == 3600
     assert load_webhook_settings({"WEBHOOK_VERIFIER_OVERLAP_MINUTES": "5"}).overlap_seconds == 300
@@ -466,6 +519,8 @@ def test_handlers_with_the_sample_events(aws, monkeypatch, capsys):
         "TOKEN_KEY_ID": aws["key_id"],
         "INTUIT_CLIENT_SECRET_ID": aws["secret_id"],
         "WEBHOOK_VERIFIER_SECRET_ID": secret,
+        # The sample's changes carry a fixed date: remember ids (and accept changes) for years.
+        "WEBHOOK_DEDUP_TTL_SECONDS": str(20 * 365 * 86400),
         "WEBHOOK_QUEUE_URL": queue,
         "WEBHOOK_DEAD_LETTER_QUEUE_URL": dlq,
     }.items():

@@ -15,7 +15,11 @@ from qbo_connect.errors import InvalidRequest
 
 # ``\Z``, not ``$``: ``$`` also matches before a trailing newline, and "5151\n" must never
 # become a realm of its own. Use ``fullmatch`` with these patterns.
-REALM_ID = re.compile(r"[0-9]{1,32}\Z")
+#
+# A realm id has one spelling: Intuit's company ids are positive integers written without a
+# leading zero, at most 20 digits (an unsigned 64-bit number). "0" + a realm would otherwise be
+# a second key, with its own item, lease and tokens, for one company.
+REALM_ID = re.compile(r"[1-9][0-9]{0,19}\Z")
 TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}\Z")
 
 
@@ -35,7 +39,8 @@ def optional_str(payload: Mapping[str, Any], name: str, *, max_length: int = 409
 
 
 def is_realm_id(value: object) -> bool:
-    """A QuickBooks company id: 1-32 ASCII digits and nothing else (no sign, no whitespace)."""
+    """A QuickBooks company id in its one spelling: 1-20 ASCII digits, no leading zero, nothing
+    else (no sign, no whitespace)."""
     return isinstance(value, str) and value.isascii() and REALM_ID.fullmatch(value) is not None
 
 
@@ -44,7 +49,9 @@ def realm_id(payload: Mapping[str, Any], name: str = "realm_id") -> str:
     if not isinstance(value, str) or not value:
         raise InvalidRequest(f"{name} is required and must be a non-empty string")
     if not is_realm_id(value):
-        raise InvalidRequest(f"{name} must be the numeric QuickBooks company id (digits only)")
+        raise InvalidRequest(
+            f"{name} must be the numeric QuickBooks company id (1-20 digits, no leading zero)"
+        )
     return value
 
 

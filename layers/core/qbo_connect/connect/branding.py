@@ -25,7 +25,7 @@ from qbo_connect.errors import ConfigurationError
 DEFAULT_ACCENT = "#1e7a14"
 APP_NAME_MAX = 64
 URL_MAX = 512
-_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
 _UNSAFE_URL_CHARS = re.compile(r"[\s\"'<>\\`]")
 
 
@@ -61,7 +61,7 @@ def check_accent(value: str) -> str:
     value = value.strip()
     if not value:
         return DEFAULT_ACCENT
-    if not _HEX.match(value):
+    if not _HEX.fullmatch(value):
         raise ConfigurationError(f"ACCENT_COLOR must look like #1e7a14, got {value[:16]!r}")
     return value.lower()
 

@@ -9,9 +9,12 @@ Matching (``AllowedReturnUrls``)
     the parsed URL, never on the raw string, and paths a server could read differently from us
     are refused outright rather than normalised: dot segments (also percent-encoded, in any
     case), encoded slashes or backslashes, an encoded ``%`` (double encoding such as
-    ``%252e``), ``;`` path parameters (``..;/``) and empty segments (``//evil.com``). Control
-    characters and whitespace anywhere in the URL are refused too. With no prefix configured
-    every return_url is refused.
+    ``%252e``), ``;`` path parameters (``..;/``) and empty segments (``//evil.com``). Anything
+    outside printable ASCII is refused too: whitespace, ASCII and C1 controls, and every
+    non-ASCII code point (a bidi override, a homoglyph host, a character a browser or proxy
+    rewrites), so the ``Location`` header we send is exactly the URL that was matched. An app
+    percent-encodes its own path and query and writes an international host in punycode. With
+    no prefix configured every return_url is refused.
 
 The result appended to the URL
     ``realm_id``, ``tenant_id``, ``status`` (``connected`` or ``reconnected``), ``link_id``
@@ -69,8 +72,8 @@ def _prefix_parts(prefix: str) -> tuple[str, str, list[str], bool] | None:
 
 def return_url_allowed(url: str, prefixes: Iterable[str]) -> bool:
     """True when ``url`` is http(s), has no credentials and sits under an allowed prefix."""
-    if len(url) > MAX_RETURN_URL or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
-        return False
+    if len(url) > MAX_RETURN_URL or not all(0x21 <= ord(c) <= 0x7E for c in url):
+        return False  # printable ASCII only (see the module docstring)
     if "\\" in url:
         return False
     try:

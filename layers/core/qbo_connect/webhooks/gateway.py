@@ -5,7 +5,11 @@ In order, each step cheap and none of them touching ConnectionsTable:
 1. The body is bounded (413 above ``max_body_bytes``), read as the raw bytes Intuit signed.
 2. ``intuit-signature`` must sign those bytes with a valid verifier token (401 otherwise, and
    nothing is stored or enqueued).
-3. The body is parsed (either shape) into :class:`EntityChange` values.
+3. The body is parsed (either shape) into :class:`EntityChange` values. A change whose own time
+   (``lastUpdated``, or a CloudEvent's ``time``) is older than ``max_change_age_seconds`` is
+   dropped and counted: a signature proves who sent a body, not when, and the ledger that
+   deduplicates replays forgets ids after ``dedup_ttl_seconds``. The freshness bound sits a day
+   inside that window, so a captured body replayed later publishes nothing.
 4. The changes are sent to the webhook queue in as few SQS calls as the limits allow, and only
    then does Intuit get its 200. A failed enqueue answers 503, so Intuit retries the delivery
    (the processor drops whatever part of it was already queued).
@@ -25,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -52,6 +57,8 @@ class GatewayResult:
     body: dict[str, Any]
     outcome: str
     changes: int = 0
+    #: Changes dropped as older than the freshness bound.
+    stale: int = 0
     shape: str = ""
     realms: list[str] = field(default_factory=list)
 
@@ -146,6 +153,7 @@ def handle(
     verifier: Callable[[], VerifierTokens],
     queue: Callable[[], ChangeQueue],
     max_body_bytes: int,
+    max_change_age_seconds: float = 6 * 86400,
     clock: Callable[[], float] = time.time,
 ) -> GatewayResult:
     """Answer one ``POST /webhooks`` (HttpApi payload 2.0 event); see the module docstring.
@@ -175,16 +183,48 @@ def handle(
         result = _json(200, "malformed", status="kept", reference=reference)
         result.shape = "unknown"
         return result
+    changes, stale = fresh_changes(changes, now=received_at, max_age=max_change_age_seconds)
+    if stale:
+        _log.warning("stale webhook changes dropped", extra={"stale": stale})
     try:
         messages = queue().send(changes, received_at=received_at) if changes else 0
     except (EnqueueFailed, ClientError, BotoCoreError):
         # Intuit retries a non-200; whatever part was queued is deduplicated downstream.
         return _json(503, "enqueue_failed", error="unavailable")
     result = _json(200, "accepted", status="accepted", changes=len(changes), messages=messages)
+    if stale:
+        result.body["stale"] = stale
+    result.stale = stale
     result.changes = len(changes)
     result.shape = shape
     result.realms = sorted({c.realm_id for c in changes})
     return result
+
+
+def _timestamp(value: str) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time as Intuit writes them (``Z``, ``-0700``,
+    ``-07:00``, fractions); None when it cannot be read (or has no offset)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.timestamp() if parsed.tzinfo is not None else None
+
+
+def fresh_changes(
+    changes: Sequence[EntityChange], *, now: float, max_age: float
+) -> tuple[list[EntityChange], int]:
+    """The changes young enough to publish, and how many were too old.
+
+    A time that cannot be read is kept: the body is Intuit's (its signature was checked), and
+    the ledger still deduplicates it within its window.
+    """
+    fresh = []
+    for change in changes:
+        at = _timestamp(change.occurred_at)
+        if at is None or now - at <= max_age:
+            fresh.append(change)
+    return fresh, len(changes) - len(fresh)
 
 
 def answer(
@@ -205,6 +245,7 @@ def answer(
             verifier=verifier,
             queue=queue,
             max_body_bytes=settings().max_body_bytes,
+            max_change_age_seconds=settings().max_change_age_seconds,
         )
     except ConfigurationError as exc:
         _log.error("webhook configuration error", extra={"detail": exc.message})

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from qbo_connect.errors import MalformedPayload
+from qbo_connect.validation import is_realm_id
 
 #: Operations as Intuit names them in the legacy shape (and in our events).
 OPERATIONS = ("Create", "Update", "Delete", "Merge", "Void", "Emailed")
@@ -74,9 +75,9 @@ ENTITY_NAMES = (
     "VendorCredit",
 )
 _BY_LOWER = {name.lower(): name for name in ENTITY_NAMES}
-_CLOUDEVENT_TYPE = re.compile(r"^qbo\.([a-z][a-z0-9]*)\.([a-z]+)\.v[0-9]+$")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
-_REALM = re.compile(r"^[0-9]{1,32}$")
+# ``fullmatch`` with ``\Z``-free patterns: ``$`` would also accept a trailing newline.
+_CLOUDEVENT_TYPE = re.compile(r"qbo\.([a-z][a-z0-9]*)\.([a-z]+)\.v[0-9]+")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 _MAX_TEXT = 128
 
 LEGACY = "legacy"
@@ -197,7 +198,7 @@ def _cloudevent(event: Any, where: str) -> EntityChange:
     if str(event.get("specversion", "")).split(".", 1)[0] != "1":
         raise MalformedPayload(f"{where}.specversion must be 1.x")
     event_type = event.get("type")
-    match = _CLOUDEVENT_TYPE.match(event_type) if isinstance(event_type, str) else None
+    match = _CLOUDEVENT_TYPE.fullmatch(event_type) if isinstance(event_type, str) else None
     if match is None:
         raise MalformedPayload(f"{where}.type must look like qbo.<entity>.<verb>.v<n>")
     entity_lower, verb = match.groups()
@@ -223,13 +224,13 @@ def _cloudevent(event: Any, where: str) -> EntityChange:
 def _realm(value: Any, where: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not _REALM.match(value):
-        raise MalformedPayload(f"{where} must be a realm id (digits)")
+    if not is_realm_id(value):
+        raise MalformedPayload(f"{where} must be a realm id (digits, no leading zero)")
     return value
 
 
 def _entity_name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise MalformedPayload(f"{where} must be an entity name")
     return _BY_LOWER.get(value.lower(), value)
 

@@ -35,6 +35,15 @@ class WebhookSettings:
     secret_max_age_seconds: float = 300.0
     #: How long a processed event id is remembered (duplicates within it are dropped).
     dedup_ttl_seconds: int = 7 * 86400
+
+    @property
+    def max_change_age_seconds(self) -> float:
+        """A change older than this is not published (see ``webhooks.gateway``): the ledger
+        may have forgotten its id, so a captured signed body replayed later would publish it
+        again. One day less than the ledger keeps ids (Intuit retries a failing endpoint for
+        about a day, so no genuine delivery is that old)."""
+        return float(max(self.dedup_ttl_seconds - 86400, 3600))
+
     #: How long a processor's claim on an event lives before another delivery may take it over.
     claim_seconds: float = 120.0
     #: Backoff of a failed message: base * 2^(receives - 1), capped (SQS visibility timeout).
