@@ -40,7 +40,7 @@ help:
 	@echo "make lint | format | validate | build | bench | clean"
 	@echo "make deploy ENV=sandbox|production   build and sam deploy --config-env ENV"
 
-$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
+$(VENV)/.installed: requirements-dev.txt layers/core/requirements.in pyproject.toml
 	@echo "==> creating $(VENV) and installing dev dependencies (the first time takes a minute)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | { $(PIP_FILTER); }

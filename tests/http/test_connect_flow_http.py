@@ -204,6 +204,7 @@ def assert_page(response: requests.Response, status: int, *texts: str) -> None:
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
     assert "Traceback" not in response.text
     for text in texts:
         assert text in response.text

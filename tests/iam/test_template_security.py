@@ -143,6 +143,31 @@ def test_public_functions_have_reserved_concurrency_parameters(template) -> None
     assert routes["ThrottlingRateLimit"] > 0 and routes["ThrottlingBurstLimit"] > 0
 
 
+def test_every_public_route_has_its_own_throttle_and_the_disconnect_url_the_lowest(
+    template,
+) -> None:
+    # Given every HttpApi route the functions declare
+    declared = {
+        f"{event['Properties']['Method']} {event['Properties']['Path']}"
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Serverless::Function"
+        for event in (resource["Properties"].get("Events") or {}).values()
+        if event["Type"] == "HttpApi"
+    }
+    settings = template["Resources"]["ConnectApi"]["Properties"]["RouteSettings"]
+    # Then each has limits of its own (none depends on how a stage default is shared) ...
+    assert set(settings) == declared
+    for limits in settings.values():
+        assert limits["ThrottlingRateLimit"] > 0 and limits["ThrottlingBurstLimit"] > 0
+    # ... and the unauthenticated Disconnect URL cannot crowd out connecting or webhooks
+    hint = settings["GET /disconnected"]["ThrottlingRateLimit"]
+    assert all(
+        hint < limits["ThrottlingRateLimit"]
+        for key, limits in settings.items()
+        if key != "GET /disconnected"
+    )
+
+
 def test_every_scanner_skip_is_written_next_to_its_resource_with_a_reason(template) -> None:
     skips = 0
     for logical_id, resource in template["Resources"].items():
@@ -166,3 +191,31 @@ def test_security_doc_names_only_tests_that_exist() -> None:
         if not re.search(rf"^\s*def {name}\(", (root / path).read_text(encoding="utf-8"), re.M)
     ]
     assert not missing, f"docs/SECURITY.md names tests that do not exist: {missing}"
+
+
+def _requirement_lines(text: str) -> list[str]:
+    """Logical lines of a requirements file as pip reads them (continuations joined, comments
+    and blank lines dropped)."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [
+        " ".join(line.split(" #", 1)[0].split())
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_the_layer_installs_exactly_pinned_and_hashed_packages() -> None:
+    # Given the layer's lock file and its direct dependencies
+    layer = Path(__file__).resolve().parents[2] / "layers" / "core"
+    pinned: dict[str, str] = {}
+    for line in _requirement_lines((layer / "requirements.txt").read_text(encoding="utf-8")):
+        # Then every package, transitive ones too, is one exact version with its files' hashes
+        match = re.fullmatch(r"([A-Za-z0-9._-]+)==(\S+)((?: --hash=sha256:[0-9a-f]{64})+)", line)
+        assert match, f"not pinned with hashes: {line[:80]}"
+        pinned[match[1].lower().replace("_", "-")] = match[2]
+    for line in _requirement_lines((layer / "requirements.in").read_text(encoding="utf-8")):
+        name, _, version = line.partition("==")
+        name = re.sub(r"\[.*\]", "", name).strip().lower().replace("_", "-")
+        # and the lock holds each direct dependency at the version asked for
+        assert pinned.get(name) == version.strip(), name
+    assert {"urllib3", "cffi", "certifi"} <= set(pinned)

@@ -267,6 +267,7 @@ def test_landing_page_has_a_button_and_the_security_headers(h):
     assert headers["Referrer-Policy"] == "no-referrer"
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["Cache-Control"] == "no-store"
+    assert headers["Strict-Transport-Security"] == "max-age=31536000"
     assert result.cookies == []
     # Opening the landing page creates no state and does not use the link.
     assert [i["sk"] for i in h.scan()] == ["LINK"]

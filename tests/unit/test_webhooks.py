@@ -402,6 +402,7 @@ def test_gateway_enqueues_in_chunks_and_reads_base64_bodies():
     result = answer(http_event(body, sign(body, "tok"), b64=True), sqs, FakeVerifier(), 10**6)
     assert result.status == 200
     assert result.body == {"status": "accepted", "changes": 120, "messages": 3}
+    assert result.to_response()["headers"]["strict-transport-security"] == "max-age=31536000"
     ((url, entries),) = sqs.batches
     assert url == "https://queue"
     sizes = [len(json.loads(e["MessageBody"])["changes"]) for e in entries]

@@ -19,6 +19,10 @@ Security headers on every response (pages and redirects alike):
 - ``Referrer-Policy: no-referrer``: the callback URL carries the authorization code and the
   state, so no page or redirect of ours may leak it through ``Referer``.
 - ``Cache-Control: no-store``: pages are per-user and single-use.
+- ``Strict-Transport-Security: max-age=31536000``: a browser that has been here once never again
+  tries the service over plain HTTP (where a network attacker could rewrite a connect link or
+  read a callback's code). Without ``includeSubDomains``: on a custom domain the service must
+  not decide for the app's other hosts.
 
 The texts never contain a token, a code, a state or a link value, with one deliberate
 exception: the "Try again" link back to ``connect?session=...`` shown to the same browser that
@@ -95,12 +99,15 @@ STYLE_HASH = style_hash(STYLE)
 
 
 NONE = "'none'"
+#: One year; see the module docstring.
+HSTS = "max-age=31536000"
 BASE_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
+    "Strict-Transport-Security": HSTS,
 }
 
 

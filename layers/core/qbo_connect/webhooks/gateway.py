@@ -65,7 +65,12 @@ class GatewayResult:
     def to_response(self) -> dict[str, Any]:
         return {
             "statusCode": self.status,
-            "headers": {"content-type": "application/json", "cache-control": "no-store"},
+            "headers": {
+                "content-type": "application/json",
+                "cache-control": "no-store",
+                # Intuit posts over HTTPS only; the header costs nothing and keeps it so.
+                "strict-transport-security": "max-age=31536000",
+            },
             "body": json.dumps(self.body),
         }
 
