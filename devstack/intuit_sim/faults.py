@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from werkzeug.wrappers import Response
@@ -48,17 +48,7 @@ class _Faults:
     probability: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "latency_seconds": self.latency_seconds,
-            "status_5xx": self.status_5xx,
-            "rate_429": self.rate_429,
-            "retry_after": self.retry_after,
-            "timeouts": self.timeouts,
-            "timeout_seconds": self.timeout_seconds,
-            "invalid_grant": self.invalid_grant,
-            "endpoints": sorted(self.endpoints),
-            "probability": self.probability,
-        }
+        return {**asdict(self), "endpoints": sorted(self.endpoints)}
 
 
 @dataclass

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass
@@ -25,12 +25,7 @@ class Limits:
     batch_per_minute: int = 40
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "per_minute": self.per_minute,
-            "per_second": self.per_second,
-            "in_flight": self.in_flight,
-            "batch_per_minute": self.batch_per_minute,
-        }
+        return asdict(self)
 
 
 class RealmLimiter:
