@@ -16,13 +16,16 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
 
 from qbo_connect import validation
 from qbo_connect.errors import InvalidRequest, MalformedMessage, MalformedPayload
-from qbo_connect.webhooks.payload import EntityChange
+
+if TYPE_CHECKING:  # the webhook model is imported where a ChangesMessage is parsed, so the
+    # vault's functions (GetToken's cold start) do not load the webhook payload parser
+    from qbo_connect.webhooks.payload import EntityChange
 
 logger = Logger(child=True)
 
@@ -131,6 +134,8 @@ class ChangesMessage:
         changes = payload.get("changes")
         if not isinstance(changes, list):
             raise MalformedMessage("body has no changes array")
+        from qbo_connect.webhooks.payload import EntityChange
+
         try:
             parsed = tuple(EntityChange.from_dict(change) for change in changes)
         except MalformedPayload as exc:

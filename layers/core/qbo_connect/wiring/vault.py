@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from qbo_connect.events import EventPublisher
 from qbo_connect.intuit import ClientCredentials, IntuitClient
 from qbo_connect.store.connections import ConnectionRepository
 from qbo_connect.store.fleet import FleetRepository
 from qbo_connect.store.history import HistoryRepository
-from qbo_connect.vault.adoption import GrantAdopter
 from qbo_connect.vault.breaker import InvalidGrantBreaker
 from qbo_connect.vault.history import History
 from qbo_connect.vault.protocol import TokenVault
 from qbo_connect.vault.sealing import TokenCipher
 from qbo_connect.wiring import aws
+
+if TYPE_CHECKING:  # built for the callback and import only: GetToken's cold start skips it
+    from qbo_connect.vault.adoption import GrantAdopter
 
 _lock = threading.Lock()
 _intuit_clients: dict[ClientCredentials, IntuitClient] = {}
@@ -109,6 +112,7 @@ def vault() -> TokenVault:
 @lru_cache(maxsize=1)
 def adopter() -> GrantAdopter:
     """Adoption of a grant (callback and import): proves the realm, checks its owner, stores."""
+    from qbo_connect.vault.adoption import GrantAdopter
     from qbo_connect.wiring import usage
 
     return GrantAdopter(
