@@ -19,7 +19,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from devstack.logs import ReadableStream
-from devstack.stack import DEFAULT_STATE_DIR, DEFAULT_TEMPLATE, LocalStack, PortInUseError
+from devstack.stack import (
+    DEFAULT_STATE_DIR,
+    DEFAULT_TEMPLATE,
+    LocalStack,
+    PortInUseError,
+    StackError,
+)
 from devstack.template import TemplateError
 
 #: The fixed ports of ``make dev`` (the simulator's is any free one unless given).
@@ -86,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
             "queues and bus are created there as usual. It must apply DynamoDB conditional "
             "writes atomically, as DynamoDB does (a plain moto server does not: serve "
             "devstack.moto_fixes.moto_app()); this stack cannot patch it from here"
+        ),
+    )
+    parser.add_argument(
+        "--attach",
+        action="store_true",
+        help=(
+            "with --aws-endpoint: run the functions in this process (its own Lambda API and "
+            "HTTP gateway, its own module state, like a second Lambda container) over the "
+            "resources and Intuit simulator of the stack already running at that endpoint; "
+            "no schedules or pollers (the first stack runs them)"
         ),
     )
     parser.add_argument(
@@ -161,7 +177,10 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.attach and args.aws_endpoint is None:
+        parser.error("--attach needs --aws-endpoint URL (the AWS endpoint of the first stack)")
     _configure_logging(args.verbose)
     readable = None
     if not args.json_logs:
@@ -176,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         aws_port=ports["aws_port"],
         intuit_port=ports["intuit_port"],
         aws_endpoint=args.aws_endpoint,
+        attach=args.attach,
         state_dir=args.state_dir,
         template_path=args.template,
         parameter_overrides=dict(args.parameter_overrides),
@@ -209,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         except TemplateError as exc:
             print(f"devstack: template problem: {exc}", file=sys.stderr)
+            return 2
+        except StackError as exc:
+            print(f"devstack: {exc}", file=sys.stderr)
             return 2
         if readable is not None:
             readable.names = {rt.physical_name: lid for lid, rt in stack.functions.items()}

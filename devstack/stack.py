@@ -57,6 +57,8 @@ DEFAULT_STATE_DIR = REPO_ROOT / ".devstack"
 CONNECT_LINK_TENANT = "local-dev"
 EVENTS_RULE_SOURCE = "qbo-connect"
 EVENTS_QUEUE_SUFFIX = "events"
+#: The secret at the AWS endpoint that describes a stack for ``--attach``.
+ATTACH_DESCRIPTION_SUFFIX = "devstack-attach"
 WEBHOOK_SECRET_LOGICAL_ID = "WebhookVerifierSecret"
 WEBHOOK_TOKEN_ENV = "INTUIT_WEBHOOK_VERIFIER_TOKEN"
 WEBHOOK_TIME_SCALE = 0.01
@@ -144,6 +146,7 @@ class LocalStack:
         stack_name: str = tpl.DEFAULT_STACK_NAME,
         out: Callable[[str], None] | None = None,
         aws_endpoint: str | None = None,
+        attach: bool = False,
     ) -> None:
         self.ports = {"--api-port": api_port, "--lambda-port": lambda_port}
         self.aws_port = aws_port
@@ -158,8 +161,13 @@ class LocalStack:
         self.auto_approve = auto_approve
         self.refresh_grace = refresh_grace
         self.sweep_interval = sweep_interval
-        self.schedule_enabled = schedule
-        self.poller_enabled = poller
+        #: A second "container": this process's own Lambda API and module state over the
+        #: resources and the simulator of a stack already running at ``aws_endpoint``. The
+        #: first stack runs the schedules and pollers; this one runs none.
+        self.attach = attach
+        self.schedule_enabled = schedule and not attach
+        self.poller_enabled = poller and not attach
+        self.described_api_url = ""
         self.stack_name = stack_name
         self._out = out or (lambda line: print(line, flush=True))
 
@@ -249,11 +257,17 @@ class LocalStack:
         self.api_url, self.lambda_url = self._api.url, self._lambda.url
 
         (self.state_dir / "endpoints.json").unlink(missing_ok=True)
+        if self.attach and self.aws_endpoint is None:
+            raise StackError("--attach needs --aws-endpoint: the AWS endpoint of the first stack")
         self._start_moto()
-        public_base = parameters.get("PublicBaseUrl", "") or self.api_url
-        client_id, client_secret = self._client_credentials()
-        self._start_intuit(client_id, client_secret, public_base)
-        self._create_resources(fn_specs, client_id, client_secret)
+        if self.attach:
+            self._attach_to_description()
+        else:
+            public_base = parameters.get("PublicBaseUrl", "") or self.api_url
+            client_id, client_secret = self._client_credentials()
+            self._start_intuit(client_id, client_secret, public_base)
+            self._create_resources(fn_specs, client_id, client_secret)
+            self._publish_description()
         self._set_function_env()
         self._add_layers_to_path()
         for logical_id, spec in fn_specs.items():
@@ -613,6 +627,60 @@ class LocalStack:
         self.events_queue_url = url
         self.say(f"events with source {EVENTS_RULE_SOURCE!r} on bus {bus} are copied to {name}")
 
+    # ------------------------------------------------------------------ a second container
+
+    def _description_name(self) -> str:
+        return f"{self.stack_name}-{ATTACH_DESCRIPTION_SUFFIX}"
+
+    def _publish_description(self) -> None:
+        """Leave what a second process needs to run the same functions over the same resources
+        at the AWS endpoint itself (a secret: moto's Parameter Store caps values at 4 KB)."""
+        description = {
+            "physical": self.physical,
+            "intuit_env": self.intuit_env,
+            "events_queue_url": self.events_queue_url,
+            "api_url": self.api_url,
+            "webhook_verifier_token": self.webhook_verifier_token,
+        }
+        sm = self.client("secretsmanager")
+        try:
+            sm.create_secret(
+                Name=self._description_name(),
+                Description="devstack: the first stack's resources, for devstack --attach",
+                SecretString=json.dumps(description),
+            )
+        except sm.exceptions.ResourceExistsException:  # a stack started here before this one
+            sm.put_secret_value(
+                SecretId=self._description_name(), SecretString=json.dumps(description)
+            )
+
+    def _attach_to_description(self) -> None:
+        """Take the first stack's resources and Intuit endpoints from the AWS endpoint."""
+        try:
+            raw = self.client("secretsmanager").get_secret_value(SecretId=self._description_name())[
+                "SecretString"
+            ]
+        except Exception as exc:
+            raise StackError(
+                f"no stack to attach to at {self.aws_url}: start one there first "
+                f"({type(exc).__name__})"
+            ) from None
+        description = json.loads(raw)
+        self.physical = description["physical"]
+        self.intuit_env = dict(description["intuit_env"])
+        self.events_queue_url = description["events_queue_url"]
+        self.described_api_url = description["api_url"]
+        self.webhook_verifier_token = description["webhook_verifier_token"]
+        self.resolver = tpl.Resolver(
+            self.template,
+            self._lookup,
+            self.parameter_overrides,
+            stack_name=self.stack_name,
+            region=self.region,
+            account_id=self.account_id,
+        )
+        self.say(f"attached to the stack at {self.aws_url} ({len(self.physical)} resources)")
+
     def _set_function_env(self) -> None:
         assert self.resolver is not None
         env = tpl.globals_env(self.template, self.resolver)
@@ -622,7 +690,8 @@ class LocalStack:
                 continue  # an explicitly configured Intuit endpoint wins over the default
             self._setenv(key, value)
         if not env.get("PUBLIC_BASE_URL"):
-            self._setenv("PUBLIC_BASE_URL", self.api_url)
+            # Attached: the first stack's, which the simulator registered as redirect URI.
+            self._setenv("PUBLIC_BASE_URL", self.described_api_url or self.api_url)
         self._setenv("POWERTOOLS_TRACE_DISABLED", "true")
         for key, value in self.intuit_env.items():
             self._setenv(key, value)

@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from qbo_connect.api.governor import Governor, Limits
 from qbo_connect.errors import RateLimited
@@ -146,6 +147,31 @@ def test_a_cool_down_set_by_one_container_holds_every_container(table):
     ticket = second.acquire("9130", batch=False, max_wait=70)
     assert clock.now >= 1_800_000_000.0 + 60
     second.release(ticket)
+
+
+class BrokenTable(GovernorTable):
+    """DynamoDB refusing every write (throttled, or the table unreachable)."""
+
+    def write(self, *args: Any, **kwargs: Any) -> Any:
+        raise ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+            "UpdateItem",
+        )
+
+
+def test_without_its_shared_state_the_governor_sends_nothing_and_says_when_to_retry(aws):
+    clock = FakeClock()
+    table = BrokenTable(boto3.resource("dynamodb").Table(aws["table_name"]))
+    (governor,) = containers(table, clock, 1, Limits())
+    # A call is refused as rate_limited (never internal_error, never sent unbudgeted) ...
+    with pytest.raises(RateLimited) as refused:
+        governor.acquire("9130", batch=False, max_wait=5)
+    error = refused.value.to_dict()["error"]
+    assert error["reason"] == "store_unavailable" and error["retry_after_seconds"] == 1
+    # ... and a cool-down QuickBooks asked for still holds this container back
+    assert governor.cool_down("9130", 60) == clock.now + 60
+    with pytest.raises(RateLimited):
+        governor.acquire("9130", batch=False, max_wait=1)
 
 
 def test_limits_too_small_to_schedule_are_refused():

@@ -40,8 +40,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
+
 from qbo_connect.errors import RateLimited
 from qbo_connect.store.governor import GovernorState, GovernorTable
+
+logger = Logger(child=True)
 
 #: A container's in-flight permits live this long unless renewed (what a crash can strand).
 PERMIT_HOLD_SECONDS = 5.0
@@ -138,7 +143,21 @@ class Governor:
             while True:
                 with self._lock:
                     now = self._clock()
-                    pause = self._try_take(realm_id, state, now, deadline, batch)
+                    try:
+                        pause = self._try_take(realm_id, state, now, deadline, batch)
+                    except (ClientError, BotoCoreError) as exc:
+                        # Without the shared state no container can know the realm's rate:
+                        # nothing is sent, and the caller may try again shortly.
+                        logger.warning(
+                            "governor state unavailable; call not sent",
+                            extra={"realm_id": realm_id, "error_type": type(exc).__name__},
+                        )
+                        raise RateLimited(
+                            f"realm {realm_id}: the rate governor's state is unavailable; "
+                            "nothing was sent to QuickBooks",
+                            reason="store_unavailable",
+                            retry_after_seconds=1,
+                        ) from None
                     if pause is None:
                         return Ticket(realm_id, waited=now - started)
                 if now + pause > deadline + 1e-9:
@@ -168,7 +187,12 @@ class Governor:
                 with self._lock:
                     state = self._realms[ticket.realm_id]
                     if state.in_flight > 0:
-                        self._lease(ticket.realm_id, state, self._clock(), keep=state.in_flight)
+                        try:
+                            self._lease(ticket.realm_id, state, self._clock(), keep=state.in_flight)
+                        except (ClientError, BotoCoreError):
+                            # The permits lapse on their own after their hold; the request
+                            # in flight is not affected.
+                            logger.warning("governor permits not renewed")
 
         renewer = threading.Thread(target=renew, name="permit-renewer", daemon=True)
         renewer.start()
@@ -193,7 +217,16 @@ class Governor:
                 new = replace(
                     seen, version=seen.version + 1, cool_until=until, write_id=_write_id()
                 )
-                current = self.table.write(realm_id, seen, new, now=now)
+                try:
+                    current = self.table.write(realm_id, seen, new, now=now)
+                except (ClientError, BotoCoreError) as exc:
+                    # This container holds back already; the others learn of the throttle
+                    # from QuickBooks' next 429 (which the caller sees as QuickBooks gave it).
+                    logger.warning(
+                        "cool-down not shared: governor state unavailable",
+                        extra={"realm_id": realm_id, "error_type": type(exc).__name__},
+                    )
+                    return until
                 if current is None:
                     state.shared = new
                     return until
