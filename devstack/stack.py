@@ -180,6 +180,7 @@ class LocalStack:
         self.endpoints: dict[str, Any] = {}
         self.intuit_env: dict[str, str] = {}
         self.simulator: Any = None
+        self.client_id = ""
         self.resolver: tpl.Resolver | None = None
         self.api_url = ""
         self.lambda_url = ""
@@ -265,6 +266,7 @@ class LocalStack:
         else:
             public_base = parameters.get("PublicBaseUrl", "") or self.api_url
             client_id, client_secret = self._client_credentials()
+            self.client_id = client_id
             self._start_intuit(client_id, client_secret, public_base)
             self._create_resources(fn_specs, client_id, client_secret)
             self._publish_description()
@@ -952,6 +954,8 @@ class LocalStack:
             "webhook_url": f"{self.api_url}/webhooks",
             "webhook_verifier_token": self.webhook_verifier_token,
         }
+        if self.simulator is not None:
+            self.endpoints["simulator"] = self._simulator_trials()
         # It holds the verifier token: readable by this user only (directory 0700, file 0600).
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.suppress(OSError):  # a shared directory we do not own stays as it is
@@ -964,6 +968,29 @@ class LocalStack:
             handle.write(json.dumps(self.endpoints, indent=2) + "\n")
         os.replace(tmp, target)
         self.say(f"wrote {target}")
+
+    def _simulator_trials(self) -> dict[str, Any]:
+        """What local trials need from the simulator: the app's client id, a refresh token.
+
+        ``connections import`` adopts refresh tokens made elsewhere; locally they come from the
+        simulator's ``POST /_sim/issue-tokens``, which creates a grant as if a user had
+        consented (to the simulator's default company unless ``realm_id`` names another).
+        """
+        assert self.simulator is not None
+        url = f"{self.simulator.base_url}/_sim/issue-tokens"
+        body = json.dumps({"client_id": self.client_id})
+        return {
+            "client_id": self.client_id,
+            "issue_tokens_url": url,
+            "issue_tokens_body": {"client_id": self.client_id},
+            "issue_tokens_curl": (
+                f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{body}'"
+            ),
+            "issue_tokens_note": (
+                'add "realm_id" to the body to choose the company; the answer\'s refresh_token '
+                "goes in the refresh_token column of a `connections import` file"
+            ),
+        }
 
     def connect_link(self) -> tuple[str, str | None]:
         """A fresh connect link from ConnectionsFunction, or the bare /connect and why not."""

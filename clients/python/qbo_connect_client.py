@@ -31,6 +31,12 @@ stable ``code``: the service's own codes (``invalid_request``, ``not_connected``
 e.g. missing permission or unknown function; ``throttled``: Lambda throttled it;
 ``function_error``: the function itself crashed or timed out; ``invalid_response``).
 
+**Locally**, against ``make dev``, one exported variable is enough: point
+``QBO_CONNECT_ENDPOINTS`` at the stack's endpoints file and both calls use its Lambda endpoint,
+region and function names, with the dummy credentials the local stack accepts::
+
+    export QBO_CONNECT_ENDPOINTS=/path/to/qbo-connect/.devstack/endpoints.json
+
 Do not cache tokens longer than their ``expires_at`` and do not log them: ask again instead. A
 warm call costs one DynamoDB read inside the service and no KMS call.
 """
@@ -45,6 +51,7 @@ from typing import Any
 
 __all__ = [
     "ENV_API_FUNCTION_NAME",
+    "ENV_ENDPOINTS",
     "ENV_FUNCTION_NAME",
     "QboConnectError",
     "call",
@@ -55,6 +62,9 @@ __all__ = [
 ENV_FUNCTION_NAME = "QBO_CONNECT_GET_TOKEN_FUNCTION"
 #: The env var read by :func:`call` (name or ARN of QuickBooksApiFunction).
 ENV_API_FUNCTION_NAME = "QBO_CONNECT_API_FUNCTION"
+#: The env var naming the local stack's endpoints file (``.devstack/endpoints.json``): when set,
+#: calls go to that stack's Lambda API with its function names, and need no AWS configuration.
+ENV_ENDPOINTS = "QBO_CONNECT_ENDPOINTS"
 #: Codes after which the same call may succeed later without anyone doing anything.
 RETRYABLE_CODES = frozenset(
     {
@@ -70,6 +80,7 @@ RETRYABLE_CODES = frozenset(
 _client_lock = threading.Lock()
 _default_client: Any = None
 _api_client: Any = None
+_local_clients: dict[tuple[str, str, int], Any] = {}
 
 
 class QboConnectError(Exception):
@@ -130,13 +141,24 @@ def get_access_token(
     ``function_name`` defaults to the ``QBO_CONNECT_GET_TOKEN_FUNCTION`` env var;
     ``lambda_client`` to a shared ``boto3.client("lambda")``. Raises :class:`QboConnectError`.
     """
-    name = function_name or os.environ.get(ENV_FUNCTION_NAME, "").strip()
+    local = _local_endpoints()
+    name = (
+        function_name
+        or os.environ.get(ENV_FUNCTION_NAME, "").strip()
+        or _local_function(local, "GetTokenFunction")
+    )
     if not name:
         raise QboConnectError(
             "configuration_error",
-            f"pass function_name or set {ENV_FUNCTION_NAME} to the GetTokenFunction name or ARN",
+            f"pass function_name or set {ENV_FUNCTION_NAME} to the GetTokenFunction name or ARN "
+            f"(locally: set {ENV_ENDPOINTS} to the stack's .devstack/endpoints.json)",
         )
-    client = lambda_client if lambda_client is not None else _lambda_client()
+    if lambda_client is not None:
+        client = lambda_client
+    elif local is not None:
+        client = _local_lambda_client(local, read_timeout=100)
+    else:
+        client = _lambda_client()
     request: dict[str, Any] = {"realm_id": realm_id, "min_valid_seconds": min_valid_seconds}
     if tenant_id is not None:
         request["tenant_id"] = tenant_id
@@ -171,12 +193,17 @@ def call(
     ``function_name`` defaults to the ``QBO_CONNECT_API_FUNCTION`` env var. Raises
     :class:`QboConnectError` when no answer was obtained (``rate_limited`` and the others).
     """
-    name = function_name or os.environ.get(ENV_API_FUNCTION_NAME, "").strip()
+    local = _local_endpoints()
+    name = (
+        function_name
+        or os.environ.get(ENV_API_FUNCTION_NAME, "").strip()
+        or _local_function(local, "QuickBooksApiFunction")
+    )
     if not name:
         raise QboConnectError(
             "configuration_error",
             f"pass function_name or set {ENV_API_FUNCTION_NAME} to the QuickBooksApiFunction "
-            "name or ARN",
+            f"name or ARN (locally: set {ENV_ENDPOINTS} to the stack's .devstack/endpoints.json)",
         )
     if method == "POST" and request_id is None:
         request_id = uuid.uuid4().hex[:32]
@@ -191,8 +218,73 @@ def call(
         "max_wait_seconds": max_wait_seconds,
     }
     request.update({k: v for k, v in optional.items() if v is not None})
-    client = lambda_client if lambda_client is not None else _api_lambda_client()
+    if lambda_client is not None:
+        client = lambda_client
+    elif local is not None:
+        client = _local_lambda_client(local, read_timeout=330)
+    else:
+        client = _api_lambda_client()
     return _invoke(client, name, request)
+
+
+def _local_endpoints() -> dict[str, Any] | None:
+    """The local stack's endpoints file named by ``QBO_CONNECT_ENDPOINTS``, or None if unset."""
+    path = os.environ.get(ENV_ENDPOINTS, "").strip()
+    if not path:
+        return None
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as handle:
+            endpoints = json.load(handle)
+    except OSError as exc:
+        raise QboConnectError(
+            "configuration_error",
+            f"{ENV_ENDPOINTS}={path} cannot be read ({type(exc).__name__}): is `make dev` running?",
+        ) from None
+    except ValueError:
+        raise QboConnectError(
+            "configuration_error", f"{ENV_ENDPOINTS}={path} is not a local stack endpoints file"
+        ) from None
+    if not isinstance(endpoints, dict) or not isinstance(endpoints.get("lambda"), str):
+        raise QboConnectError(
+            "configuration_error", f"{ENV_ENDPOINTS}={path} is not a local stack endpoints file"
+        )
+    return endpoints
+
+
+def _local_function(endpoints: dict[str, Any] | None, logical_id: str) -> str:
+    """The local name of a function of the stack (its logical id when the file has none)."""
+    if endpoints is None:
+        return ""
+    functions = endpoints.get("functions")
+    name = functions.get(logical_id) if isinstance(functions, dict) else None
+    return str(name or logical_id)
+
+
+def _local_lambda_client(endpoints: dict[str, Any], *, read_timeout: int) -> Any:
+    """A Lambda client for the local stack: its endpoint and region, the dummy keys it accepts."""
+    url = str(endpoints["lambda"])
+    region = str(endpoints.get("region") or "us-east-1")
+    key = (url, region, read_timeout)
+    with _client_lock:
+        client = _local_clients.get(key)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            client = boto3.client(
+                "lambda",
+                endpoint_url=url,
+                region_name=region,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=Config(
+                    read_timeout=read_timeout,
+                    connect_timeout=5,
+                    retries={"mode": "standard", "max_attempts": 3},
+                ),
+            )
+            _local_clients[key] = client
+        return client
 
 
 def _api_lambda_client() -> Any:

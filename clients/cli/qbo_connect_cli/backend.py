@@ -246,11 +246,20 @@ def local_target(endpoints_file: Path | None = None) -> Target:
     import boto3
 
     path = endpoints_file or find_endpoints_file()
-    if path is None or not path.is_file():
-        shown = path or LOCAL_ENDPOINTS
+    if path is None:
+        here = Path.cwd().resolve()
         raise Unreachable(
             "local_stack_not_running",
-            f"the local stack is not running ({shown} not found): start it with `make dev`",
+            f"the local stack is not running, or not found: looked for {LOCAL_ENDPOINTS} in "
+            f"{here} and each parent directory up to {here.anchor}. Start the stack with "
+            "`make dev` in your qbo-connect checkout, run this from inside it, or point to its "
+            f"endpoints file with --endpoints FILE or {ENV_ENDPOINTS}=FILE",
+        )
+    if not path.is_file():
+        raise Unreachable(
+            "local_stack_not_running",
+            f"the local stack is not running ({path} not found): start it with `make dev`, "
+            f"or point --endpoints / {ENV_ENDPOINTS} at the file it writes",
         )
     try:
         endpoints = json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,177 @@
+"""A newcomer's first hour against ``make dev``: calling the service from your own code, and
+trying ``connections import``, with nothing but what the stack writes to endpoints.json.
+
+Before, the client helper failed with ``NoRegionError`` then ``NoCredentialsError`` until one
+found ``AWS_ENDPOINT_URL_LAMBDA``, a region and dummy keys; the simulator's client id was only in
+the startup log; the CLI outside the checkout said the stack was not running, not where it
+looked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from devstack.process import DevstackProcess, start_devstack
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLIENT_DIR = REPO_ROOT / "clients" / "python"
+REALM = "4620816365012345678"
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
+    process = start_devstack(
+        tmp_path_factory.mktemp("first-hour"),
+        extra_args=["--no-schedule", "--no-connect-link", "--auto-approve"],
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    """A shell with no AWS or qbo-connect settings at all, as a newcomer's is."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "QBO_CONNECT_", "BOTO_", "INTUIT_"))
+    }
+    env["HOME"] = extra.pop("HOME", env.get("HOME", "/nonexistent"))
+    env.update(extra)
+    return env
+
+
+def cli_path() -> str:
+    found = shutil.which("qbo-connect", path=str(Path(sys.executable).parent))
+    assert found, "qbo-connect is not installed in this virtualenv: run `make install`"
+    return found
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [cli_path(), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=180,
+        check=False,
+    )
+
+
+def endpoints_file(stack: DevstackProcess) -> Path:
+    return stack.state_dir / "endpoints.json"
+
+
+def mint_refresh_token(stack: DevstackProcess, realm_id: str) -> str:
+    """What endpoints.json says to do for a refresh token, done as it says."""
+    sim = stack.endpoints["simulator"]
+    body = {**sim["issue_tokens_body"], "realm_id": realm_id}
+    answer = requests.post(sim["issue_tokens_url"], json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    token = answer.json()["refresh_token"]
+    assert isinstance(token, str) and token
+    return token
+
+
+def test_endpoints_file_is_private_and_says_how_to_get_a_refresh_token(stack):
+    path = endpoints_file(stack)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    sim = stack.endpoints["simulator"]
+    assert sim["client_id"] and sim["issue_tokens_body"] == {"client_id": sim["client_id"]}
+    assert sim["issue_tokens_url"].startswith(stack.intuit)
+    assert sim["issue_tokens_url"] in sim["issue_tokens_curl"]
+    # The curl line, run as printed, answers a refresh token
+    curl = shutil.which("curl")
+    if curl is not None:
+        out = subprocess.run(
+            ["sh", "-c", sim["issue_tokens_curl"]], capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["refresh_token"].startswith("RT1-")
+
+
+def test_import_a_simulator_token_then_call_from_your_own_code_with_one_variable(stack, tmp_path):
+    # Given a refresh token minted the way endpoints.json says, in an import file
+    token = mint_refresh_token(stack, REALM)
+    rows = tmp_path / "connections.csv"
+    rows.write_text(f"realm_id,tenant_id,refresh_token\n{REALM},acme-inc,{token}\n")
+    env = bare_env(QBO_CONNECT_ENDPOINTS=str(endpoints_file(stack)))
+
+    # When it is imported through the CLI, from a directory outside any checkout
+    imported = run_cli(["connections", "import", str(rows), "--json"], env, cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    assert token not in imported.stdout + imported.stderr
+
+    # Then code of your own, in a shell with no AWS settings and only QBO_CONNECT_ENDPOINTS
+    # exported, gets a token and calls the proxy through the client helper
+    program = textwrap.dedent(
+        f"""
+        import json
+        from qbo_connect_client import call, get_access_token
+
+        token = get_access_token({REALM!r}, tenant_id="acme-inc")
+        answer = call({REALM!r}, "GET", "companyinfo/{REALM}", tenant_id="acme-inc")
+        print(json.dumps({{"realm": token["realm_id"], "status": answer["status"],
+                           "has_token": bool(token["access_token"])}}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(CLIENT_DIR)},
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"realm": REALM, "status": 200, "has_token": True}
+
+
+def test_helper_without_configuration_says_which_variable_to_set(tmp_path):
+    program = (
+        "from qbo_connect_client import QboConnectError, get_access_token\n"
+        "try:\n    get_access_token('1')\n"
+        "except QboConnectError as e:\n    print(e.code, e.message)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={**bare_env(), "PYTHONPATH": str(CLIENT_DIR)},
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.startswith("configuration_error ")
+    assert (
+        "QBO_CONNECT_ENDPOINTS" in result.stdout
+        and "QBO_CONNECT_GET_TOKEN_FUNCTION" in result.stdout
+    )
+
+
+def test_cli_outside_the_checkout_says_where_it_looked_and_what_points_elsewhere(tmp_path):
+    result = run_cli(
+        ["--local", "connections", "list", "--tenant", "acme-inc"], bare_env(), cwd=tmp_path
+    )
+    assert result.returncode == 3
+    error = " ".join(result.stderr.split())
+    assert str(tmp_path.resolve()) in error
+    assert ".devstack/endpoints.json" in error
+    assert "--endpoints" in error and "QBO_CONNECT_ENDPOINTS" in error
+    assert "Traceback" not in result.stderr
