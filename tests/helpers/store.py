@@ -121,7 +121,7 @@ def connect_flow(vault: Any, *, clock: Any = None, **kwargs: Any) -> Any:
     )
 
 
-def disconnect_hints(vault: Any, *, clock: Any = None) -> Any:
+def disconnect_hints(vault: Any, *, clock: Any = None, **kwargs: Any) -> Any:
     import time
 
     from qbo_connect.sweep.disconnect_check import DisconnectHints
@@ -136,4 +136,5 @@ def disconnect_hints(vault: Any, *, clock: Any = None) -> Any:
         intuit=vault.intuit_client,
         history=_history(vault, clock),
         clock=clock,
+        **kwargs,
     )

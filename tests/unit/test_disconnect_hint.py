@@ -81,6 +81,21 @@ def test_a_healthy_realm_with_a_valid_access_token_is_left_untouched(vault, sim)
     assert vault.events.published == []
 
 
+def test_the_probe_is_metered_as_a_coreplus_read_of_the_service_s_own(vault, sim):
+    # Given a healthy realm and a revoked one (the probe answered 200, then 401)
+    counted: list[tuple[str, str]] = []
+    connect(vault, sim, realm_id=REALM, tenant_id="tenant-m")
+    assert disconnect_hints(vault, usage=lambda *key: counted.append(key)).handle(REALM) == (
+        "still_connected"
+    )
+    other = "9130357766042907"
+    connect(vault, sim, realm_id=other, tenant_id="tenant-m")
+    sim.revoke_realm(other)
+    disconnect_hints(vault, usage=lambda *key: counted.append(key)).handle(other)
+    # Then each CompanyInfo call QuickBooks answered is counted once, to the realm's tenant
+    assert counted == [("tenant-m", REALM), ("tenant-m", other)]
+
+
 def test_a_healthy_realm_with_an_expired_access_token_gets_one_ordinary_refresh(vault, sim):
     connect(vault, sim, realm_id=REALM, access_expires_in=0)
     assert disconnect_hints(vault).handle(REALM) == "still_connected"

@@ -78,6 +78,8 @@ class DisconnectHints:
     intuit: Callable[[], IntuitClient]
     history: History
     clock: Callable[[], float] = time.time
+    #: Counts the probe's CompanyInfo read, a CorePlus call of the service's own (usage meter).
+    usage: Callable[[str, str], None] | None = None
 
     def handle(self, realm_id: str) -> str:
         """What was done, as a short verdict for the log and the worker's outcome."""
@@ -137,16 +139,25 @@ class DisconnectHints:
             )
             return UNKNOWN
         quick = client.quick(PROBE_TIMEOUT_SECONDS)
+        accounting = "com.intuit.quickbooks.accounting" in conn.scopes
         try:
-            if "com.intuit.quickbooks.accounting" in conn.scopes:
+            if accounting:
                 quick.company_info(conn.realm_id, token)
             elif "openid" in conn.scopes:
                 quick.userinfo(token)
             else:
                 return UNKNOWN
         except IntuitError as exc:
+            if accounting and exc.status is not None:
+                self._count_read(conn)  # QuickBooks answered: a metered call
             return REJECTED if exc.status == 401 else UNKNOWN
+        if accounting:
+            self._count_read(conn)
         return ALIVE
+
+    def _count_read(self, conn: Connection) -> None:
+        if self.usage is not None and conn.tenant_id:
+            self.usage(conn.tenant_id, conn.realm_id)
 
     def _disconnect(self, conn: Connection) -> str:
         now = self.clock()

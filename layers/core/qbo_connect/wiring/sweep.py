@@ -12,7 +12,7 @@ from qbo_connect.sweep.disconnect_check import DisconnectHints
 from qbo_connect.sweep.sweeper import Sweeper
 from qbo_connect.sweep.worker import RefreshWorker
 from qbo_connect.telemetry import metrics
-from qbo_connect.wiring import aws, vault
+from qbo_connect.wiring import aws, usage, vault
 
 
 @lru_cache(maxsize=1)
@@ -43,6 +43,7 @@ def disconnect_hints() -> DisconnectHints:
         cipher=vault.cipher(),
         intuit=vault.intuit,
         history=vault.history(),
+        usage=usage.count_service_read,
     )
 
 
