@@ -48,6 +48,8 @@ from devstack.lambda_api import LambdaApi
 from devstack.local_guard import LocalOnly, public_host
 from devstack.runtime import FunctionRuntime, InvocationResult
 from devstack.servers import HOST, HttpServer, PortInUseError, bind_port, check_port_free
+from devstack.your_app import PATH as YOUR_APP_PATH
+from devstack.your_app import YourApp, with_your_app
 
 log = logging.getLogger("devstack")
 
@@ -158,6 +160,7 @@ class LocalStack:
         self.root = self.template_path.parent
         self.state_dir = Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR
         self.parameter_overrides = dict(parameter_overrides or {})
+        self._given_overrides = dict(self.parameter_overrides)
         self.auto_approve = auto_approve
         self.refresh_grace = refresh_grace
         self.sweep_interval = sweep_interval
@@ -183,6 +186,7 @@ class LocalStack:
         self.client_id = ""
         self.resolver: tpl.Resolver | None = None
         self.api_url = ""
+        self.your_app_url = ""
         self.lambda_url = ""
         self.aws_url = ""
         self.events_queue_url = ""
@@ -247,7 +251,7 @@ class LocalStack:
         # A tunnel (PublicBaseUrl) brings real Intuit traffic to the gateway under its own name.
         public = public_host(parameters.get("PublicBaseUrl", ""))
         gateway = LocalOnly(
-            HttpGateway(self),
+            with_your_app(HttpGateway(self), YourApp(self.root / "README.md", self._return_key)),
             name="HTTP gateway",
             public=[public] if public else [],
             navigations=True,
@@ -256,6 +260,14 @@ class LocalStack:
         self._api = HttpServer("devstack-api", sockets["--api-port"], gateway)
         self._lambda = HttpServer("devstack-lambda", sockets["--lambda-port"], lambda_api)
         self.api_url, self.lambda_url = self._api.url, self._lambda.url
+        self.your_app_url = self.api_url + YOUR_APP_PATH
+        if not self.attach:
+            # The local stand-in for your app's return page is always an allowed return URL.
+            given = tpl.parameter_values(self.template, self._given_overrides)
+            allowed = given.get("AllowedReturnUrls", "")
+            self.parameter_overrides["AllowedReturnUrls"] = ",".join(
+                filter(None, (allowed, self.your_app_url))
+            )
 
         (self.state_dir / "endpoints.json").unlink(missing_ok=True)
         if self.attach and self.aws_endpoint is None:
@@ -387,6 +399,12 @@ class LocalStack:
         if self._session is None:
             raise StackError("stack is not started")
         return self._session.client(service, endpoint_url=self.aws_url)
+
+    def _return_key(self) -> str:
+        """The return signing key, read as the README tells an application to read it."""
+        secret_id = self.physical.get("ReturnSigningSecret", {}).get("Ref", "")
+        answer = self.client("secretsmanager").get_secret_value(SecretId=secret_id)
+        return str(answer["SecretString"])
 
     def _client_credentials(self) -> tuple[str, str]:
         env_id = os.environ.get("INTUIT_CLIENT_ID", "")
@@ -643,6 +661,7 @@ class LocalStack:
             "events_queue_url": self.events_queue_url,
             "api_url": self.api_url,
             "webhook_verifier_token": self.webhook_verifier_token,
+            "your_app": self.your_app_url,
         }
         sm = self.client("secretsmanager")
         try:
@@ -693,7 +712,12 @@ class LocalStack:
             self._setenv(key, value)
         if not env.get("PUBLIC_BASE_URL"):
             # Attached: the first stack's, which the simulator registered as redirect URI.
-            self._setenv("PUBLIC_BASE_URL", self.described_api_url or self.api_url)
+            base = self.described_api_url or self.api_url
+            if external and not self.described_api_url:
+                # A real Intuit app takes an http redirect URI on localhost only, never an IP:
+                # the README says to register http://localhost:3000/callback, so send that.
+                base = base.replace(f"http://{HOST}:", "http://localhost:", 1)
+            self._setenv("PUBLIC_BASE_URL", base)
         self._setenv("POWERTOOLS_TRACE_DISABLED", "true")
         for key, value in self.intuit_env.items():
             self._setenv(key, value)
@@ -953,6 +977,7 @@ class LocalStack:
             "pid": os.getpid(),
             "webhook_url": f"{self.api_url}/webhooks",
             "webhook_verifier_token": self.webhook_verifier_token,
+            "your_app": self.your_app_url,
         }
         if self.simulator is not None:
             self.endpoints["simulator"] = self._simulator_trials()
@@ -998,7 +1023,11 @@ class LocalStack:
         try:
             result = self.invoke(
                 "ConnectionsFunction",
-                {"action": "create_connect_link", "tenant_id": CONNECT_LINK_TENANT},
+                {
+                    "action": "create_connect_link",
+                    "tenant_id": CONNECT_LINK_TENANT,
+                    "return_url": self.your_app_url,
+                },
             )
         except KeyError:
             return fallback, "no ConnectionsFunction"

@@ -18,6 +18,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -175,3 +176,98 @@ def test_cli_outside_the_checkout_says_where_it_looked_and_what_points_elsewhere
     assert ".devstack/endpoints.json" in error
     assert "--endpoints" in error and "QBO_CONNECT_ENDPOINTS" in error
     assert "Traceback" not in result.stderr
+
+
+# ----- the local return URL ----------------------------------------------------------------------
+
+
+def test_the_connect_flow_comes_back_to_the_local_app_page_verified(stack, tmp_path):
+    # Given the stack's stand-in for your app, allowed as a return URL by default
+    your_app = stack.endpoints["your_app"]
+    assert your_app == stack.api + "/your-app"
+    intro = requests.get(your_app, timeout=10)
+    assert intro.status_code == 200 and "return URL" in intro.text
+    env = bare_env(QBO_CONNECT_ENDPOINTS=str(endpoints_file(stack)))
+    created = run_cli(
+        ["links", "create", "--tenant", "beta-co", "--return-url", your_app, "--json"],
+        env,
+        cwd=tmp_path,
+    )
+    assert created.returncode == 0, created.stderr
+    link = json.loads(created.stdout)["url"]
+
+    # When a browser opens the link, clicks Connect and the simulator auto-approves (the
+    # flow's cookie is Secure, which browsers send to 127.0.0.1 over http and requests does not)
+    landing = requests.get(link, timeout=30)
+    assert landing.status_code == 200 and "Connect to QuickBooks" in landing.text
+    go = requests.get(link + "&go=1", allow_redirects=False, timeout=30)
+    assert go.status_code == 302, go.text
+    cookie = go.headers["Set-Cookie"].split(";", 1)[0]
+    approved = requests.get(go.headers["Location"], allow_redirects=False, timeout=30)
+    assert approved.status_code == 302, approved.text
+    page = requests.get(approved.headers["Location"], headers={"Cookie": cookie}, timeout=30)
+
+    # Then it ends on the app page, which verified the signed return with the README's snippet
+    assert page.url.split("?", 1)[0] == your_app
+    assert page.status_code == 200, page.text
+    assert "Verified" in page.text and "beta-co" in page.text
+    assert "qbo-connect --local api GET companyinfo/" in page.text
+
+    # And the same return with one signed value changed is refused
+    forged = page.url.replace("tenant_id=beta-co", "tenant_id=acme-inc")
+    assert forged != page.url
+    refused = requests.get(forged, timeout=10)
+    assert refused.status_code == 400 and "Not verified" in refused.text
+
+
+def test_a_refused_return_url_says_how_to_allow_it(stack, tmp_path):
+    env = bare_env(QBO_CONNECT_ENDPOINTS=str(endpoints_file(stack)))
+    result = run_cli(
+        [
+            "links",
+            "create",
+            "--tenant",
+            "acme-inc",
+            "--return-url",
+            "https://app.example.com/integrations/quickbooks",
+        ],
+        env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    error = " ".join(result.stderr.split())
+    assert "return_url is not allowed" in error
+    assert "AllowedReturnUrls" in error and "--parameter-overrides" in error
+    assert "your_app" in error
+
+
+# ----- a real Intuit sandbox app -----------------------------------------------------------------
+
+
+def test_with_a_real_intuit_app_the_stack_sends_the_redirect_uri_the_readme_registers(tmp_path):
+    # Given the stack configured for a real Intuit app (Intuit's own endpoints, never reached:
+    # starting the flow only redirects the browser there)
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`http://localhost:3000/callback`" in readme
+    env = {
+        "INTUIT_CLIENT_ID": "real-sandbox-app",
+        "INTUIT_CLIENT_SECRET": "not-a-real-secret",
+        "INTUIT_AUTHORIZATION_ENDPOINT": "https://appcenter.intuit.com/connect/oauth2",
+        "INTUIT_TOKEN_ENDPOINT": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    }
+    with start_devstack(
+        tmp_path, env=env, extra_args=["--no-schedule", "--no-connect-link"]
+    ) as stack:
+        link = stack.invoke(
+            "ConnectionsFunction", {"action": "create_connect_link", "tenant_id": "acme-inc"}
+        )["url"]
+        # When the user clicks Connect on the link (opened on localhost, like the registered URI)
+        go = requests.get(link + "&go=1", allow_redirects=False, timeout=30)
+        assert go.status_code == 302, go.text
+        # Then Intuit is asked for redirect_uri=http://localhost:<API port>/callback: with the
+        # API port kept at 3000 (README), exactly the URI the README says to register
+        query = parse_qs(urlsplit(go.headers["Location"]).query)
+        redirect_uri = query["redirect_uri"][0]
+        port = urlsplit(stack.api).port
+        assert redirect_uri == f"http://localhost:{port}/callback"
+        assert urlsplit(link).hostname == "localhost"

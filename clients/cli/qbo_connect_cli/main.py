@@ -206,6 +206,17 @@ def links() -> None:
     """Connect links: the URL you send a user to so they connect their company."""
 
 
+#: How to allow a return URL, said where one is refused.
+RETURN_URL_HINT = (
+    "Allow it with the stack parameter AllowedReturnUrls (comma-separated URL prefixes): "
+    "`sam deploy --parameter-overrides AllowedReturnUrls=https://app.example.com/` for a "
+    'deployed stack, `make dev ARGS="--parameter-overrides '
+    "AllowedReturnUrls=https://app.example.com/\"` locally, where the stack's own stand-in "
+    "page (`your_app` in endpoints.json, http://127.0.0.1:3000/your-app by default) is "
+    "always allowed"
+)
+
+
 @links.command("create")
 @click.option("--tenant", required=True, help="Your tenant (customer) id the company joins.")
 @click.option("--tenant-name", help="The tenant's display name, shown on the connect page.")
@@ -220,13 +231,18 @@ def links_create(
     scopes: Sequence[str],
 ) -> int:
     """Create a single-use connect link for TENANT."""
-    answer = options.connections(
-        "create_connect_link",
-        tenant_id=tenant,
-        tenant_name=tenant_name,
-        return_url=return_url,
-        scopes=list(scopes) or None,
-    )
+    try:
+        answer = options.connections(
+            "create_connect_link",
+            tenant_id=tenant,
+            tenant_name=tenant_name,
+            return_url=return_url,
+            scopes=list(scopes) or None,
+        )
+    except ServiceError as exc:
+        if return_url and exc.message.startswith("return_url is not allowed"):
+            raise ServiceError(exc.code, f"{exc.message}. {RETURN_URL_HINT}") from None
+        raise
     if options.json:
         output.print_json(answer)
     else:
