@@ -10,7 +10,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from qbo_connect.errors import BudgetExhausted
+from qbo_connect.errors import BudgetExhausted, RateLimited
 from qbo_connect.store.connections import ConnectionRepository
 from qbo_connect.store.usage import TOTAL_SK, UsageRepository, realm_sk, tenant_sk
 from qbo_connect.usage.budget import BudgetGuard
@@ -231,6 +231,42 @@ def test_past_the_soft_limit_workloads_stop_while_the_service_s_own_calls_use_th
     with pytest.raises(BudgetExhausted) as spent:
         guard.admit(tenant_id="t0", call=READ, source=SERVICE)
     assert spent.value.reason == "budget"
+
+
+def test_an_unreadable_budget_uses_the_last_total_read_or_refuses_reads_as_rate_limited(
+    repo, monkeypatch
+):
+    clock = Clock(DEC_1)
+    meter = make_meter(repo, clock, soft_limit=9)
+    guard = BudgetGuard(
+        repo, meter, monthly_budget=10, soft_limit_percent=90, default_tenant_quota=0, clock=clock
+    )
+
+    def throttled(*args: Any, **kwargs: Any) -> Any:
+        raise ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+            "GetItem",
+        )
+
+    # A container that never read the month's total cannot know the budget: a CorePlus read is
+    # refused as retryable (never internal_error), while a Core write needs no read and passes
+    monkeypatch.setattr(repo, "get", throttled)
+    with pytest.raises(RateLimited) as refused:
+        guard.admit(tenant_id="t", call=READ)
+    error = refused.value.to_dict()["error"]
+    assert error["reason"] == "store_unavailable" and error["retry_after_seconds"] == 1
+    guard.admit(tenant_id="t", call=WRITE)
+    # A container that read it goes on with the last total read (the limit still holds)
+    monkeypatch.undo()
+    for i in range(9):
+        guard.admit(tenant_id="t", call=READ)
+        meter.record(tenant_id="t", realm_id=str(i), call=READ)
+    meter.flush()
+    clock.now += 3600
+    monkeypatch.setattr(repo, "get", throttled)
+    with pytest.raises(BudgetExhausted):
+        guard.admit(tenant_id="t", call=READ)
+    guard.admit(tenant_id="t", call=READ, source=SERVICE)
 
 
 def test_each_threshold_is_announced_once_a_month(repo):

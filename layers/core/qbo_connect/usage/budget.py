@@ -9,7 +9,10 @@ change feed) may go on into the reserve the soft limit leaves, so connecting sti
 workloads have spent theirs. Core calls (writes) and sandbox calls are never refused.
 
 Reads of the month's totals are cached for ``refresh_seconds`` per container and this
-container's unflushed calls are added, so the guard costs no DynamoDB request per call.
+container's unflushed calls are added, so the guard costs no DynamoDB request per call. When a
+read fails (DynamoDB throttling or unreachable), the last value this container read is used,
+however old; a container that has none refuses the CorePlus call as ``rate_limited`` (reason
+``store_unavailable``, retry after 1 s) rather than spend a budget it cannot see.
 """
 
 from __future__ import annotations
@@ -19,10 +22,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qbo_connect.errors import BudgetExhausted
+from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
+
+from qbo_connect.errors import BudgetExhausted, RateLimited
 from qbo_connect.store.usage import TOTAL_SK, UsageRepository, tenant_sk
 from qbo_connect.usage.classify import API, Call
 from qbo_connect.usage.meter import UsageMeter, coreplus_of, month_bounds, month_of
+
+logger = Logger(child=True)
+
+
+def _unavailable() -> RateLimited:
+    return RateLimited(
+        "the CorePlus budget's state is unavailable; nothing was sent to QuickBooks",
+        reason="store_unavailable",
+        retry_after_seconds=1,
+    )
 
 
 class BudgetGuard:
@@ -59,7 +75,15 @@ class BudgetGuard:
     def quota_of(self, tenant_id: str) -> int:
         now = self._clock()
         if self._quotas is None or now - self._quotas[0] >= 3 * self.refresh_seconds:
-            self._quotas = (now, self.repository.quotas())
+            try:
+                self._quotas = (now, self.repository.quotas())
+            except (ClientError, BotoCoreError) as exc:
+                if self._quotas is None:
+                    raise _unavailable() from None
+                logger.warning(
+                    "usage quotas not read; the last ones read are used",
+                    extra={"error_type": type(exc).__name__},
+                )
         return self._quotas[1].get(tenant_id, self.default_tenant_quota)
 
     def _stored(self, month: str, sk: str) -> int:
@@ -68,7 +92,16 @@ class BudgetGuard:
             cached = self._cache.get((month, sk))
         if cached is not None and now - cached[0] < self.refresh_seconds:
             return cached[1]
-        used = coreplus_of(self.repository.get(month, sk))
+        try:
+            used = coreplus_of(self.repository.get(month, sk))
+        except (ClientError, BotoCoreError) as exc:
+            if cached is None:
+                raise _unavailable() from None
+            logger.warning(
+                "usage total not read; the last one read is used",
+                extra={"item": sk, "error_type": type(exc).__name__},
+            )
+            return cached[1]
         with self._lock:
             self._cache[(month, sk)] = (now, used)
         return used
