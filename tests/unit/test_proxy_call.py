@@ -269,3 +269,28 @@ def test_a_read_past_the_budget_is_refused_before_anything_is_sent():
     # A write (Core) still goes through.
     answer = proxy.call(post(tenant_id="acme"))
     assert answer["status"] == 200 and len(session.sent) == 1
+
+
+def test_a_governor_without_its_table_answers_rate_limited_and_sends_nothing():
+    from botocore.exceptions import EndpointConnectionError
+
+    from qbo_connect.api.governor import Governor, Limits
+    from qbo_connect.errors import RateLimited
+
+    class UnreachableTable:
+        """DynamoDB unreachable: every read and write of the governor's item fails."""
+
+        def read(self, *args, **kwargs):
+            raise EndpointConnectionError(endpoint_url="https://dynamodb.example")
+
+        write = read
+
+    session = ScriptedSession(response(200))
+    governor = Governor(UnreachableTable(), Limits(), clock=lambda: NOW, sleep=lambda s: None)  # type: ignore[arg-type]
+    proxy, records = make(session, governor=governor)
+    with pytest.raises(RateLimited) as refused:
+        proxy.call(post(request_id="req-1"))
+    error = refused.value.to_dict()["error"]
+    assert error["code"] == "rate_limited" and error["reason"] == "store_unavailable"
+    assert error["retry_after_seconds"] == 1 and error["request_id"] == "req-1"
+    assert session.sent == [] and records[-1].outcome == "rate_limited"
