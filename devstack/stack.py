@@ -42,6 +42,7 @@ from typing import Any
 
 from devstack import aws_calls, moto_server
 from devstack import template as tpl
+from devstack.event_log import EVENT_LOG_QUEUE_SUFFIX, EventLog
 from devstack.events import build_scheduled_event, build_sqs_event, parse_batch_item_failures
 from devstack.gateway import CompiledRoute, HttpGateway, compile_routes
 from devstack.lambda_api import LambdaApi
@@ -190,6 +191,7 @@ class LocalStack:
         self.lambda_url = ""
         self.aws_url = ""
         self.events_queue_url = ""
+        self._event_log_queue_url = ""
         #: The webhook verifier token in the local secret: INTUIT_WEBHOOK_VERIFIER_TOKEN (a real
         #: Intuit app's, for deliveries through a tunnel) or a fresh one the simulator signs with.
         self.webhook_verifier_token = os.environ.get(
@@ -302,6 +304,8 @@ class LocalStack:
             self._start_pollers()
         if self.schedule_enabled:
             self._start_schedules()
+        if self._event_log_queue_url:
+            EventLog(self.client("sqs"), self._event_log_queue_url, self.say, self._stop).start()
         self._write_endpoints()
 
     def stop(self) -> None:
@@ -641,9 +645,19 @@ class LocalStack:
             EventBusName=bus,
             State="ENABLED",
         )
+        # A second target, read only by the dev log's EventLog (one line per event).
+        log_url = sqs.create_queue(QueueName=f"{self.stack_name}-{EVENT_LOG_QUEUE_SUFFIX}")[
+            "QueueUrl"
+        ]
+        log_arn = sqs.get_queue_attributes(QueueUrl=log_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
         events.put_targets(
-            Rule=rule, EventBusName=bus, Targets=[{"Id": "events-queue", "Arn": arn}]
+            Rule=rule,
+            EventBusName=bus,
+            Targets=[{"Id": "events-queue", "Arn": arn}, {"Id": "dev-log", "Arn": log_arn}],
         )
+        self._event_log_queue_url = log_url
         self.events_queue_url = url
         self.say(f"events with source {EVENTS_RULE_SOURCE!r} on bus {bus} are copied to {name}")
 
@@ -661,7 +675,6 @@ class LocalStack:
             "events_queue_url": self.events_queue_url,
             "api_url": self.api_url,
             "webhook_verifier_token": self.webhook_verifier_token,
-            "your_app": self.your_app_url,
         }
         sm = self.client("secretsmanager")
         try:

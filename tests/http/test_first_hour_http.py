@@ -271,3 +271,49 @@ def test_with_a_real_intuit_app_the_stack_sends_the_redirect_uri_the_readme_regi
         port = urlsplit(stack.api).port
         assert redirect_uri == f"http://localhost:{port}/callback"
         assert urlsplit(link).hostname == "localhost"
+
+
+# ----- events in the dev log ---------------------------------------------------------------------
+
+
+def wait_for_line(stack: DevstackProcess, needle: str, timeout: float = 30) -> str:
+    """The first log line containing ``needle`` (the event log polls once a second)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in stack.log_text().splitlines():
+            if needle in line:
+                return line
+        time.sleep(0.2)
+    raise AssertionError(f"no log line with {needle!r}:\n{stack.log_tail()}")
+
+
+def test_the_dev_log_prints_each_published_event_in_one_line(stack, tmp_path):
+    # Given a company imported for a tenant (a lifecycle event) ...
+    realm = "4620816365099999"
+    rows = tmp_path / "one.csv"
+    rows.write_text(
+        f"realm_id,tenant_id,refresh_token\n{realm},gamma,{mint_refresh_token(stack, realm)}\n"
+    )
+    env = bare_env(QBO_CONNECT_ENDPOINTS=str(endpoints_file(stack)))
+    assert run_cli(["connections", "import", str(rows)], env, cwd=tmp_path).returncode == 0
+    # ... and an invoice changed in it at Intuit (an entity change, through the webhook)
+    delivery = requests.post(
+        f"{stack.intuit}/_sim/entity-change",
+        json={
+            "realm_id": realm,
+            "entity": "Invoice",
+            "id": "130",
+            "operation": "Create",
+            "wait": 20,
+        },
+        timeout=30,
+    )
+    assert delivery.json()["status"] == "delivered", delivery.text
+
+    # Then the dev log has one readable line for each
+    created = wait_for_line(stack, f"event connection.created realm_id={realm}")
+    assert created.startswith("devstack: event ") and "tenant_id=gamma" in created
+    changed = wait_for_line(stack, "event quickbooks.entity_changed Invoice 130 Create")
+    assert f"realm_id={realm}" in changed and "tenant_id=gamma" in changed
