@@ -317,3 +317,90 @@ def test_the_dev_log_prints_each_published_event_in_one_line(stack, tmp_path):
     assert created.startswith("devstack: event ") and "tenant_id=gamma" in created
     changed = wait_for_line(stack, "event quickbooks.entity_changed Invoice 130 Create")
     assert f"realm_id={realm}" in changed and "tenant_id=gamma" in changed
+
+
+# ----- python-quickbooks through the proxy -------------------------------------------------------
+
+
+def test_python_quickbooks_objects_run_unchanged_through_the_proxy(stack, monkeypatch, tmp_path):
+    # Given python-quickbooks' client with the qbo-connect session instead of OAuth, and only
+    # QBO_CONNECT_ENDPOINTS set, for a company imported for acme-inc
+    quickbooks = pytest.importorskip("quickbooks")
+    from quickbooks.objects.customer import Customer
+
+    monkeypatch.syspath_prepend(str(CLIENT_DIR))
+    for name in list(sys.modules):
+        if name.startswith("qbo_connect_client"):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setenv("QBO_CONNECT_ENDPOINTS", str(endpoints_file(stack)))
+    from qbo_connect_client.session import proxy_session
+
+    realm = "4620816365077777"
+    rows = tmp_path / "pqb.csv"
+    rows.write_text(
+        f"realm_id,tenant_id,refresh_token\n{realm},acme-inc,{mint_refresh_token(stack, realm)}\n"
+    )
+    env = bare_env(QBO_CONNECT_ENDPOINTS=str(endpoints_file(stack)))
+    assert run_cli(["connections", "import", str(rows)], env, cwd=tmp_path).returncode == 0
+    qb = quickbooks.QuickBooks(company_id=realm, minorversion=75)
+    qb.session = proxy_session(tenant_id="acme-inc")
+    calls_before = requests.get(f"{stack.intuit}/_sim/api/counts", timeout=10).json()
+
+    # When its own objects create, read and query
+    customer = Customer()
+    customer.DisplayName = "Proxied Customer Ltd"
+    customer.save(qb=qb)
+    assert customer.Id
+    read = Customer.get(customer.Id, qb=qb)
+    found = Customer.filter(DisplayName="Proxied Customer Ltd", qb=qb)
+
+    # Then QuickBooks (the simulator) answered each, through the service
+    assert read.DisplayName == "Proxied Customer Ltd"
+    assert [c.Id for c in found] == [customer.Id]
+    calls_after = requests.get(f"{stack.intuit}/_sim/api/counts", timeout=10).json()
+    assert calls_after != calls_before
+
+
+def test_the_proxy_session_reaches_nothing_but_quickbooks_company_calls(monkeypatch):
+    monkeypatch.syspath_prepend(str(CLIENT_DIR))
+    from qbo_connect_client.session import proxy_session
+
+    session = proxy_session(function_name="f", lambda_client=object())
+    with pytest.raises(ValueError, match="only QuickBooks company API calls"):
+        session.get("https://example.com/v3/company/1/customer/1")
+    with pytest.raises(ValueError, match="only QuickBooks company API calls"):
+        session.get("https://quickbooks.api.intuit.com/v3/user/current")
+
+
+def test_the_client_installs_with_pip_as_a_typed_package(tmp_path):
+    # pip builds and installs clients/python (no network: --no-deps, the venv's setuptools)
+    # (from a copy: a build writes build/ and *.egg-info beside the sources)
+    source = shutil.copytree(
+        CLIENT_DIR, tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    built = subprocess.run(
+        [*pip, "--target", str(target), str(source)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    assert (target / "qbo_connect_client" / "py.typed").is_file()
+    program = (
+        "import qbo_connect_client, qbo_connect_client.session; print(qbo_connect_client.__file__)"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={**bare_env(), "PYTHONPATH": str(target)},
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.startswith(str(target))

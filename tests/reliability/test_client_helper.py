@@ -1,4 +1,4 @@
-"""clients/python/qbo_connect_client.py against a real Lambda Invoke API over HTTP.
+"""clients/python/qbo_connect_client/ against a real Lambda Invoke API over HTTP.
 
 The local stack (``python -m devstack`` via devstack/process.py) serves the
 Lambda Invoke API the way ``sam local start-lambda`` does, in front of the real handlers, moto
@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_client() -> ModuleType:
-    path = REPO_ROOT / "clients" / "python" / "qbo_connect_client.py"
+    path = REPO_ROOT / "clients" / "python" / "qbo_connect_client" / "__init__.py"
     spec = importlib.util.spec_from_file_location("qbo_connect_client", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_client() -> Any:
-    path = REPO_ROOT / "clients" / "python" / "qbo_connect_client.py"
+    path = REPO_ROOT / "clients" / "python" / "qbo_connect_client" / "__init__.py"
     spec = importlib.util.spec_from_file_location("qbo_connect_client_for_call", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

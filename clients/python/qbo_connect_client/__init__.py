@@ -1,6 +1,8 @@
 """Get a valid QuickBooks Online access token from qbo-connect, for any workload in the account.
 
-Copy this one file into your project (it needs only ``boto3``) and grant your workload
+Install it (``pip install ./clients/python``; it needs only ``boto3``, and ``requests`` for
+:mod:`qbo_connect_client.session`, the session python-quickbooks code runs through) and grant
+your workload
 ``lambda:InvokeFunction`` on the ``GetTokenFunctionArn`` output of the qbo-connect stack::
 
     import requests
