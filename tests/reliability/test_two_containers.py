@@ -20,10 +20,10 @@ from tests.http.test_proxy_http import CLIENT_ID, TENANT, api, connect, invoke, 
 
 pytestmark = pytest.mark.timeout(600)
 
-#: How long the two containers' 50 callers push one realm. 30 s in the suite, which must stay
+#: How long the two containers' 50 callers push one realm. 20 s in the suite, which must stay
 #: within CI's budget; the proxy's acceptance run is 2 minutes:
 #: ``QBO_TWO_CONTAINER_PUSH_SECONDS=120 pytest tests/reliability/test_two_containers.py``.
-PUSH_SECONDS = float(os.environ.get("QBO_TWO_CONTAINER_PUSH_SECONDS", "30"))
+PUSH_SECONDS = float(os.environ.get("QBO_TWO_CONTAINER_PUSH_SECONDS", "20"))
 #: What a container may leave unflushed (docs/usage.md: USAGE_FLUSH_CALLS).
 UNFLUSHED_BOUND = 50
 
@@ -158,16 +158,16 @@ def test_usage_is_exact_after_a_flush_with_callers_in_two_containers(first, seco
     flush(first, second)
     before = usage_total(first)
 
-    # When 10 callers in each container make 5 reads each, concurrently
+    # When 10 callers in each container make 3 reads each, concurrently
     def caller(stack: DevstackProcess) -> int:
-        return sum(api(stack, realm, f"companyinfo/{realm}")["status"] == 200 for _ in range(5))
+        return sum(api(stack, realm, f"companyinfo/{realm}")["status"] == 200 for _ in range(3))
 
     with ThreadPoolExecutor(20) as pool:
         answered = sum(pool.map(caller, [first, second] * 10))
-    assert answered == 100
+    assert answered == 60
     flush(first, second)
     # Then every answered call is counted once, whichever container made it
-    assert usage_total(first) - before == 100
+    assert usage_total(first) - before == 60
 
 
 def test_a_killed_container_leaves_at_most_the_stated_bound_uncounted(first, tmp_path):
@@ -180,7 +180,7 @@ def test_a_killed_container_leaves_at_most_the_stated_bound_uncounted(first, tmp
     doomed = attach(tmp_path, first)
     made = 0
     try:
-        for _ in range(80):
+        for _ in range(60):  # past USAGE_FLUSH_CALLS: one flush on the way, the rest lost
             made += api(doomed, realm, f"companyinfo/{realm}")["status"] == 200
     finally:
         doomed.process.kill()
@@ -188,5 +188,5 @@ def test_a_killed_container_leaves_at_most_the_stated_bound_uncounted(first, tmp
         doomed.stop()
     # Then what it flushed as it went is counted, and what it lost is within the bound
     counted = usage_total(first) - before
-    assert made == 80
+    assert made == 60
     assert 0 <= made - counted <= UNFLUSHED_BOUND, (made, counted)
