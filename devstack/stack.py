@@ -485,13 +485,9 @@ class LocalStack:
             raise tpl.TemplateError(f"no attribute {key} known locally for {logical_id}")
         return entry[key]
 
-    def functions_declared(self) -> set[str]:
-        return set(tpl.functions(self.template))
-
-    def _create_resources(
-        self, fn_specs: Mapping[str, Any], client_id: str, client_secret: str
-    ) -> None:
-        self.resolver = tpl.Resolver(
+    def _resolver(self) -> tpl.Resolver:
+        """Evaluates the template's intrinsics against this stack's physical resources."""
+        return tpl.Resolver(
             self.template,
             self._lookup,
             self.parameter_overrides,
@@ -499,6 +495,14 @@ class LocalStack:
             region=self.region,
             account_id=self.account_id,
         )
+
+    def functions_declared(self) -> set[str]:
+        return set(tpl.functions(self.template))
+
+    def _create_resources(
+        self, fn_specs: Mapping[str, Any], client_id: str, client_secret: str
+    ) -> None:
+        self.resolver = self._resolver()
         resolve = self.resolver
         resources = self.template.get("Resources") or {}
         by_type: dict[str, list[str]] = {}
@@ -705,14 +709,7 @@ class LocalStack:
         self.events_queue_url = description["events_queue_url"]
         self.described_api_url = description["api_url"]
         self.webhook_verifier_token = description["webhook_verifier_token"]
-        self.resolver = tpl.Resolver(
-            self.template,
-            self._lookup,
-            self.parameter_overrides,
-            stack_name=self.stack_name,
-            region=self.region,
-            account_id=self.account_id,
-        )
+        self.resolver = self._resolver()
         self.say(f"attached to the stack at {self.aws_url} ({len(self.physical)} resources)")
 
     def _set_function_env(self) -> None:
