@@ -25,118 +25,40 @@ import sys
 sys.dont_write_bytecode = True  # write nothing outside bench/results/
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-for _path in (REPO_ROOT / "layers" / "core", REPO_ROOT):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+from harness import (  # noqa: E402  (bench/harness.py, next to this script)
+    context,
+    load_handler,
+    local_functions,
+    percentile,
+    progress,
+    save_result,
+)
 
-CLIENT_ID = "bench-client"
-CLIENT_SECRET = "bench-secret"
-TABLE_NAME = "bench-connections"
 REALM_ID = "9130357766042907"
 LATENCY_SECONDS = 0.05
-
-from devstack.handlers import LambdaContext, load_handler  # noqa: E402
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def context(function_name: str) -> LambdaContext:
-    return LambdaContext.for_function(function_name)
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
-    return ordered[index]
-
-
-def create_resources(url: str) -> dict[str, str]:
-    import boto3
-
-    from devstack.template import create_table_from_template, load_template
-
-    session = boto3.session.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-    )
-    create_table_from_template(
-        session.client("dynamodb", endpoint_url=url),
-        load_template(REPO_ROOT / "template.yaml"),
-        TABLE_NAME,
-    )
-    key_id = session.client("kms", endpoint_url=url).create_key()["KeyMetadata"]["Arn"]
-    secret_id = session.client("secretsmanager", endpoint_url=url).create_secret(
-        Name="bench/intuit-client",
-        SecretString=json.dumps({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
-    )["ARN"]
-    return {"key_id": key_id, "secret_id": secret_id}
 
 
 def run(calls: int, steady_seconds: float, busy_seconds: float, callers: int) -> dict[str, Any]:
     import requests
 
-    from devstack.intuit_sim import IntuitSimulator
-    from devstack.moto_server import start_process
-
-    progress("starting moto server and the Intuit simulator")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    moto = start_process(env)
-    sim = IntuitSimulator(clients={CLIENT_ID: CLIENT_SECRET}, auto_approve=True).start()
-    try:
-        resources = create_resources(moto.url)
-        os.environ.update(
-            {
-                "AWS_ENDPOINT_URL": moto.url,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "TABLE_NAME": TABLE_NAME,
-                "TOKEN_KEY_ID": resources["key_id"],
-                "INTUIT_CLIENT_SECRET_ID": resources["secret_id"],
-                "INTUIT_ENVIRONMENT": "sandbox",
-                **sim.endpoints,
-                "POWERTOOLS_SERVICE_NAME": "qbo-connect",
-                "POWERTOOLS_METRICS_NAMESPACE": "QboConnect",
-                "POWERTOOLS_TRACE_DISABLED": "true",
-                "POWERTOOLS_LOG_LEVEL": "WARNING",
-                "POWERTOOLS_METRICS_DISABLED": "true",  # no EMF lines on stdout
-            }
-        )
-        import warnings
-
-        warnings.filterwarnings("ignore", message="No application metrics")
+    # No EMF lines on stdout: the bench prints its own table.
+    with local_functions({"POWERTOOLS_METRICS_DISABLED": "true"}) as local:
+        moto, sim = local.moto, local.sim
         api = load_handler("quickbooks_api")
         get_token = load_handler("get_token")
-        connections = load_handler("connections")
         from qbo_connect.api.governor import Limits
         from qbo_connect.wiring import api as api_wiring
 
         progress("importing one connection through ConnectionsFunction")
-        issued = sim.issue_tokens(client_id=CLIENT_ID, realm_id=REALM_ID)
-        imported = connections.lambda_handler(
-            {
-                "action": "import_connection",
-                "realm_id": REALM_ID,
-                "tenant_id": "bench",
-                "refresh_token": issued["refresh_token"],
-            },
-            context("ConnectionsFunction"),
-        )
-        assert "connection" in imported, imported
+        local.import_connection(REALM_ID)
         sim.set_faults(latency_seconds=LATENCY_SECONDS, endpoints=("companyinfo",))
         event = {"realm_id": REALM_ID, "method": "GET", "path": f"companyinfo/{REALM_ID}"}
 
@@ -211,9 +133,6 @@ def run(calls: int, steady_seconds: float, busy_seconds: float, callers: int) ->
                 future.result()
         busy_elapsed = time.perf_counter() - busy_started
         allowed_per_second = api_wiring.proxy_settings().per_minute / 60
-    finally:
-        sim.stop()
-        moto.stop()
 
     def row(values: list[float]) -> dict[str, float]:
         return {
@@ -277,11 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     result["duration_seconds"] = round(time.time() - started, 1)
     print(render(result))
     if not args.no_save:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
-        path = RESULTS_DIR / f"proxy-{stamp}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        progress(f"wrote {path.relative_to(REPO_ROOT)} ({result['duration_seconds']} s)")
+        save_result("proxy", result, started)
     return 0
 
 
