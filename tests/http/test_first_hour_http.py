@@ -404,3 +404,58 @@ def test_the_client_installs_with_pip_as_a_typed_package(tmp_path):
     )
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.startswith(str(target))
+
+
+# ----- the CLI's rough edges ---------------------------------------------------------------------
+
+
+def test_cli_lists_page_hint_and_forget_token_times_of_a_disconnected_company(stack, tmp_path):
+    env = bare_env(QBO_CONNECT_ENDPOINTS=str(endpoints_file(stack)), COLUMNS="80")
+    # An empty tenant: no empty table, a hint to stderr
+    empty = run_cli(["connections", "list", "--tenant", "nobody-yet"], env, cwd=tmp_path)
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert "links create --tenant nobody-yet" in " ".join(empty.stderr.split())
+    empty_json = run_cli(["connections", "list", "--tenant", "nobody-yet", "--json"], env, tmp_path)
+    assert json.loads(empty_json.stdout) == {"connections": []}
+
+    # Two companies of one tenant, listed one at a time: the next page's cursor is given
+    realms = ["4620816365055551", "4620816365055552"]
+    rows = tmp_path / "delta.csv"
+    rows.write_text(
+        "realm_id,tenant_id,refresh_token\n"
+        + "".join(f"{r},delta,{mint_refresh_token(stack, r)}\n" for r in realms)
+    )
+    assert run_cli(["connections", "import", str(rows)], env, cwd=tmp_path).returncode == 0
+    first = run_cli(
+        ["connections", "list", "--tenant", "delta", "--limit", "1", "--json"], env, tmp_path
+    )
+    page = json.loads(first.stdout)
+    assert len(page["connections"]) == 1 and page["next_cursor"]
+    every = json.loads(
+        run_cli(["connections", "list", "--tenant", "delta", "--json"], env, tmp_path).stdout
+    )
+    assert len(every["connections"]) == 2 and "next_cursor" not in every
+
+    # A disconnected company shows no token expiry
+    gone = run_cli(["connections", "disconnect", realms[0], "--yes"], env, cwd=tmp_path)
+    assert gone.returncode == 0, gone.stderr
+    shown = run_cli(["connections", "show", realms[0]], env, cwd=tmp_path)
+    assert shown.returncode == 0 and "disconnected" in shown.stdout
+    assert "refresh_expires_at" not in shown.stdout and "access_expires_at" not in shown.stdout
+    listed = run_cli(["connections", "list", "--tenant", "delta"], env, cwd=tmp_path)
+    line = next(x for x in listed.stdout.splitlines() if realms[0] in x)
+    cells = [cell.strip() for cell in line.split("\u2502")]
+    # realm, company, status, health, last refreshed, refresh token expires, failing since
+    assert cells[3] == "disconnected" and cells[6] == "-", line
+
+
+def test_cli_errors_are_one_line_however_narrow_the_terminal(stack, tmp_path):
+    env = bare_env(QBO_CONNECT_ENDPOINTS=str(endpoints_file(stack)), COLUMNS="80")
+    result = run_cli(
+        ["links", "create", "--tenant", "acme-inc", "--return-url", "https://elsewhere.test/x"],
+        env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and len(lines[0]) > 80, result.stderr

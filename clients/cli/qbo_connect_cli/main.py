@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -152,7 +152,10 @@ def report_error(options: Options, exc: CliError) -> None:
     if options.json:
         output.print_json(exc.to_dict())
     kind = "refused" if isinstance(exc, ServiceError) else "error"
-    output.err().print(output.plain(f"qbo-connect: {kind}: {exc.code}: {exc.message}"))
+    # soft_wrap: one line however long, so the terminal (not rich) wraps it, never mid-word
+    output.err().print(
+        output.plain(f"qbo-connect: {kind}: {exc.code}: {exc.message}"), soft_wrap=True
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -262,21 +265,31 @@ def connections() -> None:
     """Connections: list, show, history, refresh, disconnect, import."""
 
 
-def _pages(options: Options, tenant: str, health: str | None, limit: int | None) -> Iterator[Any]:
+@dataclass
+class _Listing:
+    """Every connection asked for, and the cursor of the rest (None: there is no more)."""
+
+    items: list[Any]
+    next_cursor: str | None
+
+
+def _pages(options: Options, tenant: str, health: str | None, limit: int | None) -> _Listing:
     cursor: str | None = None
     left = limit
+    items: list[Any] = []
     while left is None or left > 0:
         page_size = PAGE_SIZE if left is None else min(PAGE_SIZE, left)
         answer = options.connections(
             "list_connections", tenant_id=tenant, health=health, limit=page_size, cursor=cursor
         )
-        items = answer.get("connections") or []
-        yield from items
+        page = answer.get("connections") or []
+        items.extend(page)
         if left is not None:
-            left -= len(items)
-        cursor = answer.get("next_cursor")
-        if not cursor or not items:
-            return
+            left -= len(page)
+        cursor = answer.get("next_cursor") or None
+        if not cursor or not page:
+            return _Listing(items, None)
+    return _Listing(items, cursor)
 
 
 @connections.command("list")
@@ -286,17 +299,46 @@ def _pages(options: Options, tenant: str, health: str | None, limit: int | None)
 @command_body
 def connections_list(options: Options, tenant: str, health: str | None, limit: int | None) -> int:
     """List a tenant's connections (every page, or --limit)."""
-    items = list(_pages(options, tenant, health, limit))
+    listing = _pages(options, tenant, health, limit)
+    items = listing.items
     if options.json:
-        output.print_json({"connections": items})
+        # next_cursor only when --limit stopped before the end (as the invoke contract has it)
+        page: dict[str, Any] = {"connections": items}
+        if listing.next_cursor:
+            page["next_cursor"] = listing.next_cursor
+        output.print_json(page)
+        return EXIT_OK
+    if not items:
+        which = f"{health} connections" if health else "connections"
+        output.err().print(
+            output.plain(
+                f"Tenant {tenant} has no {which}. Create a connect link for it with "
+                f"`qbo-connect links create --tenant {tenant}`, or adopt existing ones with "
+                "`qbo-connect connections import FILE`."
+            ),
+            soft_wrap=True,
+        )
         return EXIT_OK
     title = f"Connections of tenant {tenant}" + (f" ({health})" if health else "")
-    output.out().print(output.table(LIST_COLUMNS, items, title=title))
-    output.err().print(f"{len(items)} connection(s)")
+    output.out().print(output.table(LIST_COLUMNS, [_for_people(i) for i in items], title=title))
+    more = " (more: raise --limit)" if listing.next_cursor else ""
+    output.err().print(f"{len(items)} connection(s){more}")
     return EXIT_OK
 
 
+#: Token times that mean nothing once a connection is disconnected (its tokens are revoked).
+TOKEN_TIMES = ("access_expires_at", "refresh_expires_at", "refresh_hard_expires_at")
+
+
+def _for_people(connection: Mapping[str, Any]) -> dict[str, Any]:
+    """A connection as tables show it: a disconnected one has no token expiry to show."""
+    if connection.get("status") != "disconnected":
+        return dict(connection)
+    return {k: v for k, v in connection.items() if k not in TOKEN_TIMES}
+
+
 def _show_pairs(connection: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    connection = _for_people(connection)
     keys = [k for k in SHOW_ORDER if k in connection]
     keys += sorted(k for k in connection if k not in SHOW_ORDER)
     pairs: list[tuple[str, Any]] = []
