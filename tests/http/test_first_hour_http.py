@@ -439,6 +439,10 @@ def test_cli_lists_page_hint_and_forget_token_times_of_a_disconnected_company(st
     # A disconnected company shows no token expiry
     gone = run_cli(["connections", "disconnect", realms[0], "--yes"], env, cwd=tmp_path)
     assert gone.returncode == 0, gone.stderr
+    # and a second disconnect says what show says: disconnected already (not_connected, exit 1)
+    again = run_cli(["connections", "disconnect", realms[0], "--yes"], env, cwd=tmp_path)
+    assert again.returncode == 1, again.stderr
+    assert "not_connected" in again.stderr and "already disconnected" in again.stderr
     shown = run_cli(["connections", "show", realms[0]], env, cwd=tmp_path)
     assert shown.returncode == 0 and "disconnected" in shown.stdout
     assert "refresh_expires_at" not in shown.stdout and "access_expires_at" not in shown.stdout
@@ -459,3 +463,27 @@ def test_cli_errors_are_one_line_however_narrow_the_terminal(stack, tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and len(lines[0]) > 80, result.stderr
+
+
+def test_an_import_row_has_the_same_status_in_the_dry_run_and_the_real_run(stack, tmp_path):
+    # Given a company connected to one tenant, and a file giving it to another
+    realm = "4620816365066661"
+    env = bare_env(QBO_CONNECT_ENDPOINTS=str(endpoints_file(stack)))
+    owner = tmp_path / "owner.csv"
+    owner.write_text(
+        f"realm_id,tenant_id,refresh_token\n{realm},epsilon,{mint_refresh_token(stack, realm)}\n"
+    )
+    assert run_cli(["connections", "import", str(owner)], env, cwd=tmp_path).returncode == 0
+    other = tmp_path / "other.csv"
+    other.write_text(
+        f"realm_id,tenant_id,refresh_token\n{realm},zeta,{mint_refresh_token(stack, realm)}\n"
+    )
+
+    def row_code(*flags: str) -> str:
+        answer = run_cli(["connections", "import", str(other), "--json", *flags], env, tmp_path)
+        assert answer.returncode == 1, answer.stderr
+        rows = json.loads(answer.stdout)["rows"]
+        return rows[0]["code"]
+
+    # Then the dry run and the real run give the row the same code
+    assert row_code("--dry-run") == row_code() == "other_tenant"

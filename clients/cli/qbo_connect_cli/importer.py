@@ -287,12 +287,13 @@ class Importer:
             except ServiceError as exc:
                 # A retried invoke meeting its own earlier success answers "already
                 # connected": the stored state, not the answer, says what happened.
-                if (
-                    exc.code == "conflict"
-                    and not self.dry_run
-                    and _is_ours(self._current(row.realm_id), row.tenant_id)
-                ):
-                    return result(IMPORTED, message="connected (confirmed by re-reading)")
+                if exc.code == "conflict" and not self.dry_run:
+                    current = self._current(row.realm_id)
+                    if _is_ours(current, row.tenant_id):
+                        return result(IMPORTED, message="connected (confirmed by re-reading)")
+                    if _is_theirs(current, row.tenant_id):
+                        # The code the dry run gives the same row (its reason), not "conflict".
+                        return result(FAILED, "other_tenant", exc.message)
                 return result(FAILED, exc.code, exc.message)
         except Unreachable as exc:
             with self._lock:
@@ -327,6 +328,15 @@ def _is_ours(connection: Mapping[str, Any] | None, tenant_id: str) -> bool:
         connection is not None
         and connection.get("status") == "active"
         and connection.get("tenant_id") == tenant_id
+    )
+
+
+def _is_theirs(connection: Mapping[str, Any] | None, tenant_id: str) -> bool:
+    """Connected to another tenant: the row is refused as ``other_tenant``."""
+    return (
+        connection is not None
+        and connection.get("status") == "active"
+        and connection.get("tenant_id") != tenant_id
     )
 
 

@@ -427,7 +427,24 @@ def connections_disconnect(options: Options, realm: str, tenant: str | None, yes
             abort=True,
             err=True,
         )
-    answer = options.connections("disconnect", realm_id=realm, tenant_id=tenant)
+    try:
+        answer = options.connections("disconnect", realm_id=realm, tenant_id=tenant)
+    except ServiceError as exc:
+        if exc.code != "not_connected":
+            raise
+        # The service's not_connected stays the answer (exit 1), but `show` still finds a
+        # disconnected connection, so say what show says instead of "not connected" alone.
+        try:
+            current = options.connections("get_connection", realm_id=realm, tenant_id=tenant)
+        except CliError:
+            raise exc from None
+        if (current.get("connection") or {}).get("status") != "disconnected":
+            raise
+        raise ServiceError(
+            exc.code,
+            f"realm {realm} is already disconnected (`connections show {realm}` shows it); "
+            "to use it again, send its user a new connect link",
+        ) from None
     if options.json:
         output.print_json(answer)
         return EXIT_OK
