@@ -1,0 +1,123 @@
+"""The README's local commands, run as written against the local stack, so they cannot drift.
+
+Extracted from README.md (not copied here): every ``qbo-connect --local`` line of the CLI block
+in README order, the ``export QBO_CONNECT_ENDPOINTS=`` line, the import file example and the
+simulator's ``curl`` line from endpoints.json. Only what a reader would change is changed: the
+stack here runs on any free ports (the README's are 3000 and up), the endpoints file lives in
+this test's directory, optional ``[...]`` parts are left out, and the import example's
+``RT1-...`` is a refresh token minted the way the README says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from devstack.process import DevstackProcess, start_devstack
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
+    process = start_devstack(
+        tmp_path_factory.mktemp("readme"),
+        extra_args=["--no-schedule", "--no-connect-link", "--auto-approve"],
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+
+
+def readme_cli_lines() -> list[str]:
+    """Every ``qbo-connect --local`` command of the README, continuations joined."""
+    lines: list[str] = []
+    for block in blocks("sh"):
+        text = block.replace("\\\n", " ")
+        for line in text.splitlines():
+            command = line.split("  #", 1)[0].strip()
+            if command.startswith("qbo-connect --local ") and "..." not in command:
+                lines.append(" ".join(re.sub(r"\[[^\]]*\]", "", command).split()))
+    return lines
+
+
+def test_the_readme_still_has_the_commands_this_test_runs():
+    commands = readme_cli_lines()
+    verbs = [" ".join(shlex.split(c)[2:4]) for c in commands]
+    assert verbs == [
+        "links create",
+        "connections list",
+        "connections show",
+        "connections history",
+        "connections refresh",
+        "connections disconnect",
+        "connections import",
+        "token 9130357766042906",
+    ], commands
+
+
+def test_the_readme_local_commands_run_as_written(stack, tmp_path):
+    cli = shutil.which("qbo-connect", path=str(Path(sys.executable).parent))
+    assert cli, "qbo-connect is not installed in this virtualenv: run `make install`"
+    port = str(requests.utils.urlparse(stack.api).port)
+    # The README's one exported variable, pointed at this stack's file
+    export = next(
+        line for b in blocks("sh") for line in b.splitlines() if "QBO_CONNECT_ENDPOINTS=" in line
+    )
+    assert export.startswith("export QBO_CONNECT_ENDPOINTS=")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "QBO_"))}
+    env["QBO_CONNECT_ENDPOINTS"] = str(stack.state_dir / "endpoints.json")
+    # The import example, with a refresh token minted as the README says (endpoints.json)
+    csv = next(b for b in blocks("csv") if "RT1-..." in b)
+    sim = stack.endpoints["simulator"]
+    minted = subprocess.run(
+        ["sh", "-c", sim["issue_tokens_curl"]], capture_output=True, text=True, timeout=30
+    )
+    token = json.loads(minted.stdout)["refresh_token"]
+    (tmp_path / "connections.csv").write_text(csv.replace("RT1-...", token), encoding="utf-8")
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        argv = shlex.split(command.replace("127.0.0.1:3000", f"127.0.0.1:{port}"))
+        argv[0] = cli
+        return subprocess.run(
+            argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False
+        )
+
+    for command in readme_cli_lines():
+        result = run(command)
+        verb = " ".join(shlex.split(command)[2:4])
+        if verb == "connections disconnect":
+            # Away from a terminal it asks for its [--yes], as the README says; then with it
+            assert result.returncode == 2 and "--yes" in result.stderr
+            result = run(command + " --yes")
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        if verb == "links create":
+            # The user opens the printed link and connects (the simulator auto-approves)
+            link = result.stdout.strip().splitlines()[-1]
+            go = requests.get(link + "&go=1", allow_redirects=False, timeout=30)
+            cookie = go.headers["Set-Cookie"].split(";", 1)[0]
+            back = requests.get(go.headers["Location"], allow_redirects=False, timeout=30)
+            page = requests.get(back.headers["Location"], headers={"Cookie": cookie}, timeout=30)
+            assert page.status_code == 200 and "Verified" in page.text, page.text
+        if verb == "connections import":
+            assert "imported" in result.stdout + result.stderr
+    # The README's token line printed a token for the re-imported company
+    assert result.stdout.strip()
