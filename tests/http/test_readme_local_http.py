@@ -121,3 +121,56 @@ def test_the_readme_local_commands_run_as_written(stack, tmp_path):
             assert "imported" in result.stdout + result.stderr
     # The README's token line printed a token for the re-imported company
     assert result.stdout.strip()
+
+
+def test_the_readme_local_python_snippet_runs_as_written(stack, tmp_path):
+    # Given the README's company connected to acme-inc (a refresh token minted as it says)
+    sim = stack.endpoints["simulator"]
+    minted = subprocess.run(
+        ["sh", "-c", sim["issue_tokens_curl"]], capture_output=True, text=True, timeout=30
+    )
+    token = json.loads(minted.stdout)["refresh_token"]
+    rows = tmp_path / "rows.csv"
+    rows.write_text(f"realm_id,tenant_id,refresh_token\n9130357766042906,acme-inc,{token}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "QBO_"))}
+    env["QBO_CONNECT_ENDPOINTS"] = str(stack.state_dir / "endpoints.json")
+    cli = shutil.which("qbo-connect", path=str(Path(sys.executable).parent))
+    assert cli
+    imported = subprocess.run(
+        [cli, "connections", "import", str(rows)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    # When the README's snippet runs as it is, with only QBO_CONNECT_ENDPOINTS exported
+    snippet = re.search(
+        r"<!-- local-python-snippet:start -->\n```python\n(.*?)```\n"
+        r"<!-- local-python-snippet:end -->",
+        README,
+        re.S,
+    )
+    assert snippet, "README lost its local Python snippet"
+    program = snippet.group(1) + (
+        "\nprint(json.dumps({'token': bool(token['access_token']), 'status': info['status'],"
+        " 'customers': isinstance(customers, list)}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import json\n" + program],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(REPO_ROOT / "clients" / "python")},
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    # Then it gets a token, a proxied answer and python-quickbooks' customers
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "token": True,
+        "status": 200,
+        "customers": True,
+    }
