@@ -258,6 +258,11 @@ def _announce(stack: LocalStack, skip_link: bool, began: float) -> None:
         lines.append(f"webhooks (POST)      {ep['webhook_url']} (token in endpoints.json)")
     if ep.get("events_queue"):
         lines.append(f"lifecycle events     {ep['events_queue']}")
+    if ep.get("your_app"):
+        lines.append(f"your app (return)    {ep['your_app']} (verifies the signed return)")
+    lines.append(
+        f"from your code       export QBO_CONNECT_ENDPOINTS={stack.state_dir / 'endpoints.json'}"
+    )
     for line in lines:
         print(f"devstack:   {line}", flush=True)
     if not skip_link:

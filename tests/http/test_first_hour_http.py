@@ -487,3 +487,9 @@ def test_an_import_row_has_the_same_status_in_the_dry_run_and_the_real_run(stack
 
     # Then the dry run and the real run give the row the same code
     assert row_code("--dry-run") == row_code() == "other_tenant"
+
+
+def test_the_startup_lines_say_where_the_app_page_is_and_what_to_export(stack):
+    # (printed just after endpoints.json is written, so waited for)
+    wait_for_line(stack, f"your app (return)    {stack.endpoints['your_app']}")
+    wait_for_line(stack, f"export QBO_CONNECT_ENDPOINTS={endpoints_file(stack)}")
