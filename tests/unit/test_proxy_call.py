@@ -47,10 +47,15 @@ class FakeVault:
 class FakeGovernor:
     cool_downs: list[float] = field(default_factory=list)
     acquired: int = 0
+    #: For each ticket in turn, whether its slot has ended by the time the proxy would send.
+    late: list[bool] = field(default_factory=list)
 
     def acquire(self, realm_id, *, batch, max_wait):
         self.acquired += 1
         return Ticket(realm_id, waited=0.0)
+
+    def too_late(self, ticket):
+        return self.late.pop(0) if self.late else False
 
     @contextmanager
     def holding(self, ticket):
@@ -141,6 +146,19 @@ def test_a_get_carries_no_request_id_and_the_minor_version_floor():
     assert sent["headers"]["Authorization"] == "Bearer access-v1"
     assert answer["minorversion"] == 75 and answer["minorversion_raised_from"] == 40
     assert "access-v1" not in repr(answer)
+
+
+def test_a_request_whose_slot_ended_before_sending_takes_another_slot():
+    # Given a machine so busy that the first two slots end before the request could go out
+    governor = FakeGovernor(late=[True, True])
+    session = ScriptedSession(response(200, b'{"CompanyInfo":{}}'))
+    proxy, _ = make(session, governor=governor)
+    answer = proxy.call(
+        ApiRequest.from_payload({"realm_id": "9130", "method": "GET", "path": "companyinfo/9130"})
+    )
+    # Then nothing is sent outside a slot: the third slot carries the one request
+    assert governor.acquired == 3 and len(session.sent) == 1
+    assert answer["status"] == 200 and answer["attempts"] == 1
 
 
 def test_a_401_forces_one_refresh_past_the_refused_token_and_one_retry():

@@ -149,6 +149,16 @@ def test_a_cool_down_set_by_one_container_holds_every_container(table):
     second.release(ticket)
 
 
+def test_a_ticket_is_too_late_once_its_slot_has_ended(table):
+    clock = FakeClock()
+    (governor,) = containers(table, clock, 1, Limits())
+    ticket = governor.acquire("9130", batch=False, max_wait=1)
+    assert ticket.slot_at <= clock.now and not governor.too_late(ticket)
+    clock.sleep(Limits().spacing() + 0.001)  # the thread was held up past its slot
+    assert governor.too_late(ticket)
+    governor.release(ticket)
+
+
 class BrokenTable(GovernorTable):
     """DynamoDB refusing every write (throttled, or the table unreachable)."""
 

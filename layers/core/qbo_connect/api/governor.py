@@ -93,6 +93,8 @@ class Ticket:
 
     realm_id: str
     waited: float
+    #: The start of the slot the request must be sent in (it ends one spacing later).
+    slot_at: float = 0.0
 
 
 @dataclass
@@ -144,7 +146,7 @@ class Governor:
                 with self._lock:
                     now = self._clock()
                     try:
-                        pause = self._try_take(realm_id, state, now, deadline, batch)
+                        pause, slot_at = self._try_take(realm_id, state, now, deadline, batch)
                     except (ClientError, BotoCoreError) as exc:
                         # Without the shared state no container can know the realm's rate:
                         # nothing is sent, and the caller may try again shortly.
@@ -159,7 +161,7 @@ class Governor:
                             retry_after_seconds=1,
                         ) from None
                     if pause is None:
-                        return Ticket(realm_id, waited=now - started)
+                        return Ticket(realm_id, waited=now - started, slot_at=slot_at)
                 if now + pause > deadline + 1e-9:
                     raise RateLimited(
                         f"realm {realm_id}: no room to call QuickBooks within max_wait_seconds",
@@ -170,6 +172,13 @@ class Governor:
         finally:
             with self._lock:
                 state.waiting -= 1
+
+    def too_late(self, ticket: Ticket) -> bool:
+        """Has the ticket's slot ended? Then the request must not be sent: a request sent after
+        its slot could arrive together with the next slots' and break a window's limit (a busy
+        machine can delay a thread between taking a slot and sending). Release the ticket and
+        acquire another."""
+        return self._clock() > ticket.slot_at + self.limits.spacing()
 
     def release(self, ticket: Ticket) -> None:
         """The request's answer is in: its permit is free for this container's next call (and,
@@ -237,10 +246,11 @@ class Governor:
 
     def _try_take(
         self, realm_id: str, state: _Realm, now: float, deadline: float, batch: bool
-    ) -> float | None:
-        """Take a slot and a permit (None), or say how long to wait before looking again."""
+    ) -> tuple[float | None, float]:
+        """Take a slot and a permit (None, and the slot's start), or say how long to wait
+        before looking again."""
         if state.cool_until > now:
-            return state.cool_until - now
+            return state.cool_until - now, 0.0
         spacing = self.limits.spacing()
         state.slots = [s for s in state.slots if s + spacing > now]
         state.batch_slots = [s for s in state.batch_slots if s + spacing > now]
@@ -249,12 +259,12 @@ class Governor:
             state.in_flight < state.permits and state.permits_until - now >= PERMIT_MARGIN_SECONDS
         )
         if pool and pool[0] <= now and permit_ok:
-            pool.pop(0)
+            slot_at = pool.pop(0)
             state.in_flight += 1
             state.recent.append(now)
             while state.recent and state.recent[0] < now - 1.0:
                 state.recent.popleft()
-            return None
+            return None, slot_at
         if not pool or not permit_ok:
             if self._lease(
                 realm_id,
@@ -265,13 +275,13 @@ class Governor:
                 need_permit=not permit_ok,
                 deadline=deadline,
             ):
-                return 0.0
+                return 0.0, 0.0
             if state.cool_until > now:
-                return state.cool_until - now
+                return state.cool_until - now, 0.0
             if not pool:
-                return max(state.shared.next_at - now, PERMIT_POLL_SECONDS)
-            return PERMIT_POLL_SECONDS * random.uniform(0.5, 1.5)
-        return pool[0] - now
+                return max(state.shared.next_at - now, PERMIT_POLL_SECONDS), 0.0
+            return PERMIT_POLL_SECONDS * random.uniform(0.5, 1.5), 0.0
+        return pool[0] - now, 0.0
 
     def _chunk(self, state: _Realm) -> int:
         """How many slots to take: enough for what this container is doing now."""

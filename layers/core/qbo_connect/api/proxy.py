@@ -139,18 +139,25 @@ class QuickBooksProxy:
             if content_type:
                 headers["Content-Type"] = content_type
             with self.governor.holding(ticket):
-                try:
-                    response = self.session.request(
-                        request.method,
-                        url,
-                        params=params,
-                        data=data,
-                        headers=headers,
-                        timeout=(settings.connect_timeout_seconds, settings.timeout_seconds),
-                        allow_redirects=False,
-                    )
-                except (requests.Timeout, requests.ConnectionError):
-                    response = None
+                if self.governor.too_late(ticket):
+                    late = True  # sent now, it could bunch with the next slots: take another
+                else:
+                    late = False
+                    try:
+                        response = self.session.request(
+                            request.method,
+                            url,
+                            params=params,
+                            data=data,
+                            headers=headers,
+                            timeout=(settings.connect_timeout_seconds, settings.timeout_seconds),
+                            allow_redirects=False,
+                        )
+                    except (requests.Timeout, requests.ConnectionError):
+                        response = None
+            if late:
+                state["attempts"] -= 1
+                continue
             if response is None:
                 transient_attempts += 1
                 if transient_attempts < settings.max_attempts:
