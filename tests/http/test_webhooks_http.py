@@ -123,6 +123,7 @@ def test_legacy_payload_with_two_changes_publishes_two_events_for_the_right_tena
         "entity_id": "11",
         "operation": "Create",
         "occurred_at": created["lastUpdated"],
+        "source": "webhook",
     }
     assert by_realm[realm_b]["tenant_id"] == "tenant-b"
     assert by_realm[realm_b]["environment"] == "production"

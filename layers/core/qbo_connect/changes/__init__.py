@@ -10,9 +10,28 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import UTC, datetime
 
 SOURCE_WEBHOOK = "webhook"
 SOURCE_CDC = "cdc"
+
+#: How far apart two reported times of one change may be and still be the same change: a
+#: CloudEvents delivery carries only the event ``time``, not QuickBooks' ``LastUpdatedTime``.
+#: Two real edits of one entity closer than this are published as one event.
+CHANGE_TIME_TOLERANCE_SECONDS = 2.0
+#: Change marks outlive CDC's 30-day reach.
+CHANGE_MARK_TTL_SECONDS = 31 * 86400
+
+
+def change_time(text: str) -> float | None:
+    """Epoch seconds of an ISO-8601 change time (``...Z`` or with an offset); None if unreadable."""
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
 
 
 def change_event_id(realm_id: str, entity: str, entity_id: str, change_time: float) -> str:

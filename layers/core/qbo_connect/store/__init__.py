@@ -36,4 +36,8 @@ not a conflict.
 - QuickBooks API governor (``governor.py``): ``pk = "GOVERNOR#<realm_id>"``, ``sk =
   "GOVERNOR"``: the realm's slot timeline, in-flight permits and cool-down, changed only by
   compare-and-set on its version ``v`` (see ``qbo_connect.api.governor``); ``ttl``.
+- Change feed (``change_marks.py``): ``pk = "CHANGE#<realm_id>#<entity>#<entity_id>"``, ``sk =
+  "CHANGE"``: the last change time published for that entity and its event id, ``ttl`` of at
+  least 31 days; and the realm's reconciliation watermark, ``pk = "REALM#<realm_id>"``, ``sk =
+  "CHANGES"`` (no ``tenant_id``, no ``due_shard``: no index sees it).
 """

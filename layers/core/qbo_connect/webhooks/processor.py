@@ -10,6 +10,10 @@ Per message (``{"v": 1, "received_at", "changes": [...]}`` from the gateway), fo
 - :meth:`Ledger.claim` decides whether this message may publish the event id; a duplicate
   (already published, or claimed by another message that is still working) is counted
   (``WebhookDuplicates``) and skipped.
+- With change marks (:mod:`qbo_connect.store.change_marks`), a change whose time the CDC
+  reconciliation (or an earlier delivery) already published is counted as a duplicate too, so
+  each change is published once across both paths; a change time the payload does not give in
+  a readable form is published without a mark.
 - Claimed changes go to EventBridge in ``PutEvents`` calls of up to 10 entries, each published
   one is marked in the ledger (``WebhookPublished``).
 
@@ -23,7 +27,8 @@ the dead-letter queue, whose alarm tells the operator. A message that can never 
 
 Detail of each event (detail-type ``quickbooks.entity_changed``, source ``qbo-connect``):
 ``{event_id, realm_id, tenant_id, environment, entity, entity_id, operation, occurred_at,
-deleted_id?}``.
+deleted_id?, source}`` where ``source`` is ``"webhook"`` (the reconciliation publishes the same
+shape with ``"cdc"``).
 """
 
 from __future__ import annotations
@@ -43,8 +48,10 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from qbo_connect.changes import SOURCE_WEBHOOK, change_time
 from qbo_connect.contracts import ChangesMessage, parse_or_drop
 from qbo_connect.errors import PublishFailed
+from qbo_connect.store.change_marks import ChangeMarks
 from qbo_connect.store.connections import Connection, ConnectionRepository
 from qbo_connect.store.table import STATUS_DISCONNECTED
 from qbo_connect.store.webhook_ledger import Ledger
@@ -66,6 +73,7 @@ def event_detail(change: EntityChange, conn: Connection) -> dict[str, Any]:
         "entity_id": change.entity_id,
         "operation": change.operation,
         "occurred_at": change.occurred_at,
+        "source": SOURCE_WEBHOOK,
     }
     if change.deleted_id:
         detail["deleted_id"] = change.deleted_id
@@ -95,8 +103,10 @@ class WebhookProcessor:
         retry_max_seconds: float = 900.0,
         clock: Callable[[], float] = time.time,
         metrics: Any = None,
+        marks: ChangeMarks | None = None,
     ) -> None:
         self.connections = connections
+        self.marks = marks
         self.ledger = ledger
         self.events = events_client
         self.bus_name = bus_name
@@ -163,6 +173,11 @@ class WebhookProcessor:
             ):
                 counts["duplicates"] += 1
                 continue
+            if not self._claim_change(change, now):
+                # Already published (by CDC or an earlier delivery of this change): done.
+                self.ledger.mark_published(change.event_id, owner=message_id, now=now)
+                counts["duplicates"] += 1
+                continue
             claimed.append((change, conn))
         failed = 0
         for start in range(0, len(claimed), PUT_EVENTS_MAX):
@@ -171,6 +186,7 @@ class WebhookProcessor:
             failed += refused
             for change in published:
                 self.ledger.mark_published(change.event_id, owner=message_id, now=self._clock())
+                self._confirm_change(change)
                 counts["published"] += 1
         self._count("WebhookPublished", counts["published"])
         self._count("WebhookDuplicates", counts["duplicates"])
@@ -187,6 +203,31 @@ class WebhookProcessor:
             self._count("WebhookPublishFailed", failed)
             raise PublishFailed(f"EventBridge refused {failed} event(s)")
         return counts
+
+    def _claim_change(self, change: EntityChange, now: float) -> bool:
+        """True when the change may be published (no marks, unreadable time, or new)."""
+        when = change_time(change.occurred_at)
+        if self.marks is None or when is None:
+            return True
+        return self.marks.claim(
+            change.realm_id,
+            change.entity,
+            change.entity_id,
+            change_time=when,
+            event_id=change.event_id,
+            source=SOURCE_WEBHOOK,
+            now=now,
+        )
+
+    def _confirm_change(self, change: EntityChange) -> None:
+        if self.marks is not None and change_time(change.occurred_at) is not None:
+            self.marks.mark_published(
+                change.realm_id,
+                change.entity,
+                change.entity_id,
+                event_id=change.event_id,
+                now=self._clock(),
+            )
 
     def _connection(self, realm_id: str, batch: _Batch) -> Connection | None:
         if realm_id not in batch.connections:

@@ -63,6 +63,8 @@ def gateway_answer(event: Mapping[str, Any]) -> GatewayResult:
 @lru_cache(maxsize=1)
 def processor() -> WebhookProcessor:
     """The webhook processor, over the connections table (it reads the realm's owner)."""
+    from qbo_connect.changes import CHANGE_MARK_TTL_SECONDS, CHANGE_TIME_TOLERANCE_SECONDS
+    from qbo_connect.store.change_marks import ChangeMarks
     from qbo_connect.store.connections import ConnectionRepository
     from qbo_connect.store.webhook_ledger import Ledger
     from qbo_connect.telemetry import metrics
@@ -86,6 +88,11 @@ def processor() -> WebhookProcessor:
         retry_base_seconds=current.retry_base_seconds,
         retry_max_seconds=current.retry_max_seconds,
         metrics=metrics,
+        marks=ChangeMarks(
+            table,
+            ttl_seconds=CHANGE_MARK_TTL_SECONDS,
+            tolerance_seconds=CHANGE_TIME_TOLERANCE_SECONDS,
+        ),
     )
 
 
