@@ -172,7 +172,10 @@ def test_link_list_show_refresh_disconnect(stack, cli):
     assert "1 connection(s)" in table.stderr
     listed = cli.json("connections", "list", "--tenant", "cli-a")["connections"]
     assert [c["realm_id"] for c in listed] == [realm]
-    assert cli.json("connections", "list", "--tenant", "nobody-here") == {"connections": []}
+    assert cli.json("connections", "list", "--tenant", "nobody-here") == {
+        "connections": [],
+        "next_cursor": None,
+    }
 
     # And show gives its metadata (never a token)
     shown = cli("connections", "show", realm)
@@ -217,9 +220,11 @@ def test_link_list_show_refresh_disconnect(stack, cli):
     latest = cli.json("connections", "history", realm)["history"][0]
     assert (latest["source"], latest["outcome"]) == ("operator", "disconnected")
 
-    # And a second disconnect is the service's not_connected, exit code 1, as JSON too
-    twice = cli.json("connections", "disconnect", realm, "--yes", code=1)
-    assert twice["error"]["code"] == "not_connected"
+    # And a second disconnect succeeds, saying it already was (as show says), as JSON too
+    twice = cli.json("connections", "disconnect", realm, "--yes")
+    assert twice == {"realm_id": realm, "already_disconnected": True}
+    again = cli("connections", "disconnect", realm, "--yes")
+    assert again.returncode == 0 and "already disconnected" in again.stdout
 
 
 def test_revocation_shows_as_a_failure_after_one_refresh_attempt(stack, cli):
@@ -253,7 +258,8 @@ def test_revocation_shows_as_a_failure_after_one_refresh_attempt(stack, cli):
     retrying = cli.json("connections", "list", "--tenant", "cli-revoked", "--health", "retrying")
     assert [c["realm_id"] for c in retrying["connections"]] == [realm]
     assert cli.json("connections", "list", "--tenant", "cli-revoked", "--health", "healthy") == {
-        "connections": []
+        "connections": [],
+        "next_cursor": None,
     }
 
     # And the history names what ran each step and the intuit_tid of the failure
@@ -500,7 +506,7 @@ def test_stack_outputs_name_the_functions(stack, cli, tmp_path):
         "--stack", "qbo-connect-cli-test", "--json", "connections", "list", "--tenant", "x"
     )
     assert listed.returncode == 0, listed.stderr
-    assert json.loads(listed.stdout) == {"connections": []}
+    assert json.loads(listed.stdout) == {"connections": [], "next_cursor": None}
 
     # And an unknown stack, or one without the outputs, is a clear error with exit code 3
     missing = run("--stack", "no-such-stack", "connections", "list", "--tenant", "x")

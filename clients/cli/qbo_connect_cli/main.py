@@ -302,11 +302,8 @@ def connections_list(options: Options, tenant: str, health: str | None, limit: i
     listing = _pages(options, tenant, health, limit)
     items = listing.items
     if options.json:
-        # next_cursor only when --limit stopped before the end (as the invoke contract has it)
-        page: dict[str, Any] = {"connections": items}
-        if listing.next_cursor:
-            page["next_cursor"] = listing.next_cursor
-        output.print_json(page)
+        # next_cursor always, null at the end, so a script can page without guessing
+        output.print_json({"connections": items, "next_cursor": listing.next_cursor})
         return EXIT_OK
     if not items:
         which = f"{health} connections" if health else "connections"
@@ -432,19 +429,24 @@ def connections_disconnect(options: Options, realm: str, tenant: str | None, yes
     except ServiceError as exc:
         if exc.code != "not_connected":
             raise
-        # The service's not_connected stays the answer (exit 1), but `show` still finds a
-        # disconnected connection, so say what show says instead of "not connected" alone.
+        # A connection that `show` finds disconnected is what the operator asked for: say so
+        # and succeed (disconnecting twice is not an error); anything else stays not_connected.
         try:
             current = options.connections("get_connection", realm_id=realm, tenant_id=tenant)
         except CliError:
             raise exc from None
         if (current.get("connection") or {}).get("status") != "disconnected":
             raise
-        raise ServiceError(
-            exc.code,
-            f"realm {realm} is already disconnected (`connections show {realm}` shows it); "
-            "to use it again, send its user a new connect link",
-        ) from None
+        if options.json:
+            output.print_json({"realm_id": realm, "already_disconnected": True})
+        else:
+            output.out().print(
+                output.plain(
+                    f"Realm {realm} is already disconnected; to use it again, send its user a "
+                    "new connect link."
+                )
+            )
+        return EXIT_OK
     if options.json:
         output.print_json(answer)
         return EXIT_OK
