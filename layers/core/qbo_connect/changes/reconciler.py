@@ -1,0 +1,253 @@
+"""One realm's reconciliation: ask CDC what changed since the watermark, publish what no
+webhook announced, then move the watermark (the outbox rule: never before the events are
+recorded).
+
+The CDC call and the publication are injected (:class:`CdcFetch`, :class:`Publish`): the
+composition root gives the QuickBooks API package's governed, metered call and EventBridge.
+
+- The window starts at the watermark minus :data:`OVERLAP_SECONDS` (changes written just before
+  a run can become visible to CDC a little later); change marks make the overlap free of
+  duplicates.
+- CDC takes only ``changedSince`` and answers at most 1000 objects per entity, oldest change
+  first. A full answer is complete only up to its latest change time, so the entity is asked
+  again from there (the window narrowed to what is still missing) until an answer is not full.
+- A deleted object (``status: "Deleted"``) is published with ``operation: "Delete"``.
+- A watermark older than CDC's 30 days cannot be recovered: the realm gets one
+  ``quickbooks.resync_required`` event naming the lost window (its event id derived from the
+  window, so a repeated run repeats the same id), and the watermark moves to where CDC reaches.
+- A run that meets its deadline answers ``partial`` and moves the watermark only as far as
+  every entity is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from qbo_connect.changes import SOURCE_CDC, change_event_id, change_time
+from qbo_connect.store.change_marks import ChangeMarks
+from qbo_connect.store.table import iso
+
+#: Re-read this much before the watermark on every run.
+OVERLAP_SECONDS = 300.0
+#: CDC answers at most this many objects per entity.
+CDC_PAGE_LIMIT = 1000
+#: CDC refuses a ``changedSince`` further back than 30 days; stay an hour inside it.
+CDC_REACH_SECONDS = 30 * 86400 - 3600
+#: Stop asking one entity again after this many full answers in one run (then ``partial``).
+MAX_PAGES_PER_ENTITY = 50
+
+ENTITY_CHANGED = "quickbooks.entity_changed"
+RESYNC_REQUIRED = "quickbooks.resync_required"
+
+
+class CdcFetch(Protocol):
+    """``GET /v3/company/<realm>/cdc?entities=<entity>&changedSince=<iso>``: the objects of
+    that entity in the answer (the QueryResponse list)."""
+
+    def __call__(
+        self, realm_id: str, entity: str, changed_since: str
+    ) -> Sequence[Mapping[str, Any]]: ...
+
+
+#: Publishes ``(detail_type, detail)`` pairs; raises when any was not published.
+Publish = Callable[[Sequence[tuple[str, dict[str, Any]]]], None]
+
+
+@dataclass(frozen=True)
+class RealmInfo:
+    realm_id: str
+    tenant_id: str
+    environment: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    published: int
+    already_seen: int
+    watermark: float
+    partial: bool
+    resync_required: bool
+
+    def answer(self) -> dict[str, Any]:
+        return {
+            "published": self.published,
+            "already_seen": self.already_seen,
+            "watermark": iso(self.watermark),
+            "partial": self.partial,
+            "resync_required": self.resync_required,
+        }
+
+
+def parse_cdc(answer: Mapping[str, Any], entity: str) -> list[Mapping[str, Any]]:
+    """The objects of ``entity`` in a CDC answer body (``CDCResponse[].QueryResponse[]``)."""
+    objects: list[Mapping[str, Any]] = []
+    for response in answer.get("CDCResponse") or []:
+        for query in response.get("QueryResponse") or []:
+            objects.extend(query.get(entity) or [])
+    return objects
+
+
+class Reconciler:
+    """Reconciles one realm at a time (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        marks: ChangeMarks,
+        fetch: CdcFetch,
+        publish: Publish,
+        entities: Sequence[str],
+        clock: Callable[[], float],
+        page_limit: int = CDC_PAGE_LIMIT,
+    ) -> None:
+        self.page_limit = page_limit
+        self.marks = marks
+        self.fetch = fetch
+        self.publish = publish
+        self.entities = list(entities)
+        self.clock = clock
+
+    def run(self, realm: RealmInfo, *, deadline: float) -> Outcome:
+        started = self.clock()
+        state = self.marks.get_watermark(realm.realm_id)
+        if state is None:
+            # A connection made before the feed existed starts now: nothing older is replayed.
+            self.marks.start(realm.realm_id, at=started, now=started)
+            return Outcome(0, 0, started, partial=False, resync_required=False)
+        seen = state.watermark
+        resync = False
+        since = seen - OVERLAP_SECONDS
+        reach = started - CDC_REACH_SECONDS
+        if since < reach:
+            self._resync(realm, lost_from=seen, lost_to=reach, now=started)
+            resync = True
+            since = reach
+        published = already = 0
+        partial = False
+        covered: list[float] = []
+        for entity in self.entities:
+            if partial:
+                covered.append(since)  # not asked this run
+                continue
+            entity_since = since
+            complete_to = since
+            for _page in range(MAX_PAGES_PER_ENTITY):
+                if self.clock() >= deadline:
+                    partial = True
+                    break
+                asked_at = self.clock()
+                objects = self.fetch(realm.realm_id, entity, iso_ms(entity_since))
+                p, a, latest = self._record(realm, entity, objects)
+                published += p
+                already += a
+                if len(objects) < self.page_limit:
+                    complete_to = asked_at
+                    break
+                if latest is None or latest <= entity_since:
+                    partial = True  # a full answer that does not move: cannot narrow further
+                    break
+                # Full: complete up to its latest change; ask again from there.
+                entity_since = complete_to = latest
+            else:
+                partial = True
+            covered.append(complete_to)
+        reached = min(covered, default=started)
+        if reached > seen:
+            self.marks.advance(
+                realm.realm_id, seen=seen, to=reached, recovered=published, now=started
+            )
+        final = self.marks.get_watermark(realm.realm_id)
+        return Outcome(
+            published,
+            already,
+            final.watermark if final else reached,
+            partial=partial,
+            resync_required=resync,
+        )
+
+    def _record(
+        self, realm: RealmInfo, entity: str, objects: Sequence[Mapping[str, Any]]
+    ) -> tuple[int, int, float | None]:
+        """Claim and publish the objects no path published yet; (published, seen, latest)."""
+        now = self.clock()
+        claimed: list[tuple[str, str, dict[str, Any]]] = []
+        already = 0
+        latest: float | None = None
+        for obj in objects:
+            meta = obj.get("MetaData") or {}
+            when = change_time(str(meta.get("LastUpdatedTime", "")))
+            entity_id = str(obj.get("Id", ""))
+            if when is None or not entity_id:
+                continue
+            latest = when if latest is None else max(latest, when)
+            event_id = change_event_id(realm.realm_id, entity, entity_id, when)
+            if not self.marks.claim(
+                realm.realm_id,
+                entity,
+                entity_id,
+                change_time=when,
+                event_id=event_id,
+                source=SOURCE_CDC,
+                now=now,
+            ):
+                already += 1
+                continue
+            claimed.append((entity_id, event_id, self._detail(realm, entity, obj, event_id)))
+        if claimed:
+            self.publish([(ENTITY_CHANGED, detail) for _, _, detail in claimed])
+            for entity_id, event_id, _ in claimed:
+                self.marks.mark_published(
+                    realm.realm_id, entity, entity_id, event_id=event_id, now=self.clock()
+                )
+        return len(claimed), already, latest
+
+    @staticmethod
+    def _detail(
+        realm: RealmInfo, entity: str, obj: Mapping[str, Any], event_id: str
+    ) -> dict[str, Any]:
+        meta = obj.get("MetaData") or {}
+        if obj.get("status") == "Deleted":
+            operation = "Delete"
+        elif meta.get("CreateTime") and meta.get("CreateTime") == meta.get("LastUpdatedTime"):
+            operation = "Create"
+        else:
+            operation = "Update"
+        return {
+            "event_id": event_id,
+            "realm_id": realm.realm_id,
+            "tenant_id": realm.tenant_id,
+            "environment": realm.environment,
+            "entity": entity,
+            "entity_id": str(obj["Id"]),
+            "operation": operation,
+            "occurred_at": str(meta["LastUpdatedTime"]),
+            "source": SOURCE_CDC,
+        }
+
+    def _resync(self, realm: RealmInfo, *, lost_from: float, lost_to: float, now: float) -> None:
+        basis = f"{realm.realm_id}|resync|{lost_from:.3f}"
+        self.publish(
+            [
+                (
+                    RESYNC_REQUIRED,
+                    {
+                        "event_id": "rsy-" + hashlib.sha256(basis.encode()).hexdigest()[:32],
+                        "realm_id": realm.realm_id,
+                        "tenant_id": realm.tenant_id,
+                        "environment": realm.environment,
+                        "lost_from": iso(lost_from),
+                        "lost_to": iso(lost_to),
+                        "occurred_at": iso(now),
+                    },
+                )
+            ]
+        )
+
+
+def iso_ms(epoch: float) -> str:
+    """``changedSince`` with milliseconds, UTC."""
+    total_ms = round(epoch * 1000)
+    return iso(total_ms // 1000).replace("Z", f".{total_ms % 1000:03d}Z")
