@@ -8,10 +8,13 @@ from typing import Any
 import boto3
 import pytest
 
+from qbo_connect.api.request import ApiRequest
 from qbo_connect.changes import SOURCE_WEBHOOK, change_event_id, change_time
 from qbo_connect.changes.reconciler import (
     ENTITY_CHANGED,
     RESYNC_REQUIRED,
+    CdcFailed,
+    ProxyCdc,
     RealmInfo,
     Reconciler,
     iso_ms,
@@ -181,3 +184,23 @@ def test_a_realm_without_a_watermark_starts_now_and_replays_nothing(marks):
     outcome = reconciler(marks, books, bus, clock).run(REALM, deadline=clock.now + 60)
     assert (outcome.published, outcome.watermark) == (0, START)
     assert books.calls == [] and bus.events == []
+
+
+def test_cdc_goes_through_the_api_package_call_and_a_fault_stops_the_run():
+    asked: list[ApiRequest] = []
+
+    def call(request: ApiRequest) -> dict[str, Any]:
+        asked.append(request)
+        if request.query["entities"] == "Bill":
+            return {"status": 400, "body": {"Fault": {"Error": [{"code": "2010"}]}}}
+        rows = [{"Id": "1", "MetaData": {"LastUpdatedTime": "2026-12-01T10:00:00.000Z"}}]
+        return {"status": 200, "body": {"CDCResponse": [{"QueryResponse": [{"Customer": rows}]}]}}
+
+    cdc = ProxyCdc(call, tenant_id="tenant-a")
+    (row,) = cdc("r1", "Customer", "2026-12-01T00:00:00.000Z")
+    assert row["Id"] == "1"
+    request = asked[0]
+    assert (request.method, request.path, request.tenant_id) == ("GET", "cdc", "tenant-a")
+    assert request.query == {"entities": "Customer", "changedSince": "2026-12-01T00:00:00.000Z"}
+    with pytest.raises(CdcFailed):
+        cdc("r1", "Bill", "2026-12-01T00:00:00.000Z")

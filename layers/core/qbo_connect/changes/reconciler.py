@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from qbo_connect.api.request import ApiRequest
 from qbo_connect.changes import SOURCE_CDC, change_event_id, change_time
 from qbo_connect.store.change_marks import ChangeMarks
 from qbo_connect.store.table import iso
@@ -251,3 +252,40 @@ def iso_ms(epoch: float) -> str:
     """``changedSince`` with milliseconds, UTC."""
     total_ms = round(epoch * 1000)
     return iso(total_ms // 1000).replace("Z", f".{total_ms % 1000:03d}Z")
+
+
+class CdcFailed(RuntimeError):
+    """CDC answered with something other than a success: the run stops, the watermark stays."""
+
+
+class ProxyCdc:
+    """:class:`CdcFetch` over the QuickBooks API package's in-process call, so every CDC request
+    is governed and metered like any proxied call (``call`` is ``QuickBooksProxy.call``)."""
+
+    def __init__(self, call: Callable[[ApiRequest], dict[str, Any]], *, tenant_id: str) -> None:
+        self.call = call
+        self.tenant_id = tenant_id
+
+    def __call__(
+        self, realm_id: str, entity: str, changed_since: str
+    ) -> Sequence[Mapping[str, Any]]:
+        answer = self.call(
+            ApiRequest(
+                realm_id=realm_id,
+                tenant_id=self.tenant_id,
+                method="GET",
+                path="cdc",
+                query={"entities": entity, "changedSince": changed_since},
+                body=None,
+                content_type=None,
+                request_id=None,
+                minorversion=None,
+                max_wait_seconds=None,
+            )
+        )
+        status = int(answer.get("status") or 0)
+        body = answer.get("body")
+        if not 200 <= status < 300 or not isinstance(body, Mapping) or "Fault" in body:
+            # Only the status goes into the message: bodies may carry company data.
+            raise CdcFailed(f"CDC answered {status} for {entity}")
+        return parse_cdc(body, entity)
