@@ -1,0 +1,92 @@
+"""The reconcile_changes action's service: tenant guard, deadline, answer shape (on moto)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import boto3
+import pytest
+
+from qbo_connect.changes.reconciler import ENTITY_CHANGED, Reconciler
+from qbo_connect.changes.service import ReconcileService
+from qbo_connect.errors import NotConnected
+from qbo_connect.store.change_marks import ChangeMarks
+from qbo_connect.store.connections import ConnectionRepository, SealedTokens
+from tests.helpers.store import TableRepositories
+
+NOW = time.time()
+
+
+@pytest.fixture
+def table(aws) -> Any:
+    t = boto3.resource("dynamodb").Table(aws["table_name"])
+    TableRepositories(t).create_connection(
+        realm_id="4620816365",
+        tenant_id="tenant-a",
+        environment="sandbox",
+        scopes=["com.intuit.quickbooks.accounting"],
+        tokens=SealedTokens(b"k", b"a", b"r", NOW + 3600, NOW + 86400),
+        now=NOW,
+    )
+    return t
+
+
+def service(table: Any, fetched: list[str], published: list[Any], clock: list[float]):
+    marks = ChangeMarks(table, ttl_seconds=0, tolerance_seconds=2)
+    marks.start("4620816365", at=NOW - 3600, now=NOW - 3600)
+    tenants: list[str] = []
+
+    def fetch(realm_id: str, entity: str, since: str) -> list[dict[str, Any]]:
+        fetched.append(entity)
+        when = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(NOW - 60))
+        return [{"Id": "5", "MetaData": {"LastUpdatedTime": when}}] if entity == "Bill" else []
+
+    def reconciler_for(tenant_id: str) -> Reconciler:
+        tenants.append(tenant_id)
+        return Reconciler(
+            marks=marks,
+            fetch=fetch,
+            publish=published.extend,
+            entities=["Customer", "Bill"],
+            clock=lambda: clock[0],
+        )
+
+    svc = ReconcileService(
+        connections=ConnectionRepository(table),
+        reconciler_for=reconciler_for,
+        clock=lambda: clock[0],
+        max_seconds=20,
+    )
+    return svc, tenants
+
+
+def test_reconcile_changes_answers_counts_and_watermark_for_the_owner(table):
+    fetched: list[str] = []
+    published: list[Any] = []
+    svc, tenants = service(table, fetched, published, [NOW])
+    answer = svc.reconcile_changes({"realm_id": "4620816365", "tenant_id": "tenant-a"})
+    assert answer["published"] == 1 and answer["already_seen"] == 0
+    assert answer["partial"] is False and "resync_required" not in answer
+    assert answer["watermark"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW))
+    assert tenants == ["tenant-a"]  # CDC calls metered to the realm's tenant
+    assert [kind for kind, _ in published] == [ENTITY_CHANGED]
+    again = svc.reconcile_changes({"realm_id": "4620816365"})
+    assert (again["published"], again["already_seen"]) == (0, 1)
+
+
+def test_another_tenants_realm_is_not_connected(table):
+    svc, tenants = service(table, [], [], [NOW])
+    with pytest.raises(NotConnected):
+        svc.reconcile_changes({"realm_id": "4620816365", "tenant_id": "tenant-b"})
+    with pytest.raises(NotConnected):
+        svc.reconcile_changes({"realm_id": "4620816366"})
+    assert tenants == []
+
+
+def test_no_time_left_answers_partial_without_moving_the_watermark(table):
+    fetched: list[str] = []
+    svc, _ = service(table, fetched, [], [NOW])
+    answer = svc.reconcile_changes({"realm_id": "4620816365"}, remaining_seconds=2.0)
+    assert answer["partial"] is True and fetched == []
+    assert answer["watermark"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - 3600))
