@@ -13,12 +13,12 @@ from qbo_connect.changes import SOURCE_WEBHOOK, change_event_id, change_time
 from qbo_connect.changes.reconciler import (
     ENTITY_CHANGED,
     RESYNC_REQUIRED,
-    CdcFailed,
     ProxyCdc,
     RealmInfo,
     Reconciler,
     iso_ms,
 )
+from qbo_connect.errors import CdcFailed
 from qbo_connect.store.change_marks import ChangeMarks
 
 DAY = 86400.0

@@ -312,6 +312,13 @@ class EventsPending(Exception):
     """A lifecycle event could not be published; SQS redelivers the message to try again."""
 
 
+# ----- the change feed ------------------------------------------------------------------------
+
+
+class CdcFailed(RuntimeError):
+    """CDC answered with something other than a success: the run stops, the watermark stays."""
+
+
 # ----- the connect flow ---------------------------------------------------------------------------
 
 

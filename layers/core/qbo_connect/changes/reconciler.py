@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from qbo_connect.api.request import ApiRequest
 from qbo_connect.changes import SOURCE_CDC, change_event_id, change_time
+from qbo_connect.errors import CdcFailed
 from qbo_connect.store.change_marks import ChangeMarks
 from qbo_connect.store.table import iso
 
@@ -252,10 +253,6 @@ def iso_ms(epoch: float) -> str:
     """``changedSince`` with milliseconds, UTC."""
     total_ms = round(epoch * 1000)
     return iso(total_ms // 1000).replace("Z", f".{total_ms % 1000:03d}Z")
-
-
-class CdcFailed(RuntimeError):
-    """CDC answered with something other than a success: the run stops, the watermark stays."""
 
 
 class ProxyCdc:
