@@ -96,6 +96,27 @@ def test_the_probe_is_metered_as_a_coreplus_read_of_the_service_s_own(vault, sim
     assert counted == [("tenant-m", REALM), ("tenant-m", other)]
 
 
+def test_the_probe_takes_a_governor_slot_and_a_cooling_realm_is_not_probed(vault, sim):
+    from qbo_connect.api.governor import Governor, Limits
+    from qbo_connect.store.governor import GovernorTable
+
+    table = vault.connections.table
+    governor = Governor(GovernorTable(table), Limits())
+    # Given a healthy realm: the probe is a QuickBooks call like any proxied one
+    connect(vault, sim, realm_id=REALM)
+    assert disconnect_hints(vault, governor=governor).handle(REALM) == "still_connected"
+    item = table.get_item(Key={"pk": f"GOVERNOR#{REALM}", "sk": "GOVERNOR"})["Item"]
+    assert item["next_at"] > 0  # its slot came from the realm's shared timeline
+    # When QuickBooks throttled the realm (a cool-down every container honours)
+    other = "9130357766042907"
+    connect(vault, sim, realm_id=other)
+    governor.cool_down(other, 60)
+    calls = sim.counters().get("companyinfo", 0)
+    # Then the hint sends nothing to QuickBooks: the refresh (Intuit's OAuth server) decides
+    assert disconnect_hints(vault, governor=governor).handle(other) == "still_connected"
+    assert sim.counters().get("companyinfo", 0) == calls
+
+
 def test_a_healthy_realm_with_an_expired_access_token_gets_one_ordinary_refresh(vault, sim):
     connect(vault, sim, realm_id=REALM, access_expires_in=0)
     assert disconnect_hints(vault).handle(REALM) == "still_connected"

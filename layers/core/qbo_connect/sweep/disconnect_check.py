@@ -32,7 +32,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
@@ -43,6 +45,7 @@ from qbo_connect.errors import (
     IntuitError,
     NeedsReauthorization,
     NotConnected,
+    RateLimited,
     RefreshUnavailable,
 )
 from qbo_connect.intuit import IntuitClient
@@ -54,10 +57,15 @@ from qbo_connect.vault.protocol import TokenVault
 from qbo_connect.vault.records import ACCESS_FIELD
 from qbo_connect.vault.sealing import TokenCipher
 
+if TYPE_CHECKING:  # built by the composition root; the sweep itself never loads it
+    from qbo_connect.api.governor import Governor
+
 logger = Logger(child=True)
 
 REASON = "disconnected_in_quickbooks"
 PROBE_TIMEOUT_SECONDS = 3.0
+#: How long the probe waits for room in the realm's rate before giving up on probing.
+PROBE_MAX_WAIT_SECONDS = 2.0
 #: An access token this close to expiry is not used for the probe.
 PROBE_MARGIN_SECONDS = 30
 ALIVE, REJECTED, UNKNOWN = "alive", "rejected", "unknown"
@@ -80,6 +88,10 @@ class DisconnectHints:
     clock: Callable[[], float] = time.time
     #: Counts the probe's CompanyInfo read, a CorePlus call of the service's own (usage meter).
     usage: Callable[[str, str], None] | None = None
+    #: The realm's rate, shared with every proxied call (``qbo_connect.api.governor``).
+    governor: Governor | None = None
+    #: A 429 to the probe holds every container back this long (the proxy's setting).
+    throttle_cool_down_seconds: float = 60.0
 
     def handle(self, realm_id: str) -> str:
         """What was done, as a short verdict for the log and the worker's outcome."""
@@ -139,20 +151,38 @@ class DisconnectHints:
             )
             return UNKNOWN
         quick = client.quick(PROBE_TIMEOUT_SECONDS)
-        accounting = "com.intuit.quickbooks.accounting" in conn.scopes
+        if "com.intuit.quickbooks.accounting" in conn.scopes:
+            return self._probe_company_info(conn, lambda: quick.company_info(conn.realm_id, token))
+        if "openid" not in conn.scopes:
+            return UNKNOWN
         try:
-            if accounting:
-                quick.company_info(conn.realm_id, token)
-            elif "openid" in conn.scopes:
-                quick.userinfo(token)
-            else:
-                return UNKNOWN
+            quick.userinfo(token)  # Intuit's OAuth server: not the realm's QuickBooks budget
         except IntuitError as exc:
-            if accounting and exc.status is not None:
-                self._count_read(conn)  # QuickBooks answered: a metered call
             return REJECTED if exc.status == 401 else UNKNOWN
-        if accounting:
-            self._count_read(conn)
+        return ALIVE
+
+    def _probe_company_info(self, conn: Connection, call: Callable[[], object]) -> str:
+        """The probe as any QuickBooks API call: inside a governor slot (every container shares
+        the realm's rate; a busy or cooling realm is not probed), metered once answered, and a
+        throttle shared as a cool-down."""
+        ticket = None
+        if self.governor is not None:
+            try:
+                ticket = self.governor.acquire(
+                    conn.realm_id, batch=False, max_wait=PROBE_MAX_WAIT_SECONDS
+                )
+            except RateLimited:
+                return UNKNOWN
+        try:
+            with self.governor.holding(ticket) if ticket and self.governor else nullcontext():
+                call()
+        except IntuitError as exc:
+            if exc.status is not None:
+                self._count_read(conn)  # QuickBooks answered: a metered call
+            if exc.status == 429 and self.governor is not None:
+                self.governor.cool_down(conn.realm_id, self.throttle_cool_down_seconds)
+            return REJECTED if exc.status == 401 else UNKNOWN
+        self._count_read(conn)
         return ALIVE
 
     def _count_read(self, conn: Connection) -> None:

@@ -35,6 +35,9 @@ def sweeper() -> Sweeper:
 
 @lru_cache(maxsize=1)
 def disconnect_hints() -> DisconnectHints:
+    # The proxy's family only when a hint is verified: the sweep's cold start stays as it was.
+    from qbo_connect.wiring import api
+
     return DisconnectHints(
         vault.vault(),
         connections=vault.connections(),
@@ -44,6 +47,8 @@ def disconnect_hints() -> DisconnectHints:
         intuit=vault.intuit,
         history=vault.history(),
         usage=usage.count_service_read,
+        governor=api.governor(),
+        throttle_cool_down_seconds=api.proxy_settings().cool_down_seconds,
     )
 
 
