@@ -175,9 +175,8 @@ def test_a_post_whose_answer_is_lost_creates_one_entity(stack):
     assert len(found["body"]["QueryResponse"]["Customer"]) == 1, found
 
 
-def test_an_xml_throttle_cools_the_realm_down_for_every_container(stack):
-    realm = "9130357000000006"
-    connect(stack, realm)
+def call_throttled_in_xml(stack: DevstackProcess, realm: str) -> dict[str, Any]:
+    """One proxied call that QuickBooks (the simulator) answers with an XML 429."""
     sim(
         stack,
         "POST",
@@ -185,9 +184,15 @@ def test_an_xml_throttle_cools_the_realm_down_for_every_container(stack):
         {"realm_id": realm, "throttles": 1, "throttle_format": "xml"},
     )
     try:
-        throttled = api(stack, realm, f"companyinfo/{realm}")
+        return api(stack, realm, f"companyinfo/{realm}")
     finally:
         sim(stack, "DELETE", "/_sim/api/faults")
+
+
+def test_an_xml_throttle_cools_the_realm_down_for_every_container(stack):
+    realm = "9130357000000006"
+    connect(stack, realm)
+    throttled = call_throttled_in_xml(stack, realm)
     # Returned as QuickBooks gave it, not retried, its XML fault normalised
     assert throttled["status"] == 429 and throttled["attempts"] == 1, throttled
     assert throttled["fault"]["code"] == "3001"

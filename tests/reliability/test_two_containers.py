@@ -16,7 +16,15 @@ from typing import Any
 import pytest
 
 from devstack.process import DevstackProcess, start_devstack
-from tests.http.test_proxy_http import CLIENT_ID, TENANT, api, connect, invoke, sim
+from tests.http.test_proxy_http import (
+    CLIENT_ID,
+    TENANT,
+    api,
+    call_throttled_in_xml,
+    connect,
+    invoke,
+    sim,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -86,16 +94,7 @@ def test_an_xml_throttle_met_by_one_container_holds_back_the_other(first, second
     # Given a realm whose next QuickBooks answer is an XML 429
     realm = "9130358000000002"
     connect(first, realm)
-    sim(
-        first,
-        "POST",
-        "/_sim/api/faults",
-        {"realm_id": realm, "throttles": 1, "throttle_format": "xml"},
-    )
-    try:
-        throttled = api(first, realm, f"companyinfo/{realm}")
-    finally:
-        sim(first, "DELETE", "/_sim/api/faults")
+    throttled = call_throttled_in_xml(first, realm)
     assert throttled["status"] == 429 and throttled["fault"]["code"] == "3001", throttled
     # When the other container calls the same realm
     before = sim(first, "GET", f"/_sim/api/counts?realm_id={realm}")["requests"]
