@@ -29,12 +29,12 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
+from qbo_connect.changes import change_time
 from qbo_connect.contracts import CHANGES_MESSAGE_VERSION, ChangesMessage
 from qbo_connect.errors import ConfigurationError, EnqueueFailed, MalformedPayload
 from qbo_connect.webhooks.payload import EntityChange, parse
@@ -206,16 +206,6 @@ def handle(
     return result
 
 
-def _timestamp(value: str) -> float | None:
-    """Seconds since the epoch of an ISO 8601 time as Intuit writes them (``Z``, ``-0700``,
-    ``-07:00``, fractions); None when it cannot be read (or has no offset)."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.timestamp() if parsed.tzinfo is not None else None
-
-
 def fresh_changes(
     changes: Sequence[EntityChange], *, now: float, max_age: float
 ) -> tuple[list[EntityChange], int]:
@@ -226,7 +216,7 @@ def fresh_changes(
     """
     fresh = []
     for change in changes:
-        at = _timestamp(change.occurred_at)
+        at = change_time(change.occurred_at)
         if at is None or now - at <= max_age:
             fresh.append(change)
     return fresh, len(changes) - len(fresh)
