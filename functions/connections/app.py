@@ -1,7 +1,8 @@
 """ConnectionsFunction: connect links and connection management (direct invoke only).
 
 Actions: create_connect_link, list_connections, get_connection, connection_history, refresh,
-import_connection, disconnect, usage, set_usage_quota, flush_usage. See README "Invoke contracts".
+import_connection, disconnect, usage, set_usage_quota, flush_usage, reconcile_changes,
+change_status. See README "Invoke contracts".
 """
 
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ def _create_connect_link(payload: Mapping[str, Any]) -> dict[str, Any]:
     return wiring.connect_links().create_link(payload)
 
 
-def _dispatch(event: Any) -> Mapping[str, Any]:
+def _dispatch(event: Any, context: LambdaContext) -> Mapping[str, Any]:
     payload = require_object(event)
     action = payload.get("action")
     service = wiring.connections_service()
@@ -35,6 +36,10 @@ def _dispatch(event: Any) -> Mapping[str, Any]:
         "usage": lambda p: usage_wiring.usage_service().usage(p),
         "set_usage_quota": lambda p: usage_wiring.usage_service().set_usage_quota(p),
         "flush_usage": lambda p: usage_wiring.usage_service().flush_usage(p),
+        "reconcile_changes": lambda p: wiring.change_feed().reconcile_changes(
+            p, remaining_seconds=context.get_remaining_time_in_millis() / 1000
+        ),
+        "change_status": lambda p: wiring.change_feed().status(p),
     }
     if not isinstance(action, str) or action not in actions:
         raise InvalidRequest(f"action must be one of: {', '.join(sorted(actions))}")
@@ -47,6 +52,6 @@ def _dispatch(event: Any) -> Mapping[str, Any]:
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     try:
-        return respond(lambda: _dispatch(event))
+        return respond(lambda: _dispatch(event, context))
     finally:
         usage_wiring.flush_if_due()

@@ -86,11 +86,16 @@ def test_marks_are_kept_longer_than_cdc_reaches_back(marks):
     assert int(marks.get_mark("r1", "Customer", "7")["ttl"]) >= NOW + MIN_TTL_SECONDS
 
 
+def start(marks: ChangeMarks, at: float, tenant: str = "tenant-a", next_run=None) -> bool:
+    return marks.start("r1", tenant_id=tenant, at=at, now=at, next_run=next_run)
+
+
 def test_watermark_starts_once_and_moves_only_forward_by_compare_and_set(marks):
     # Given a connection made at T
-    assert marks.start("r1", at=T, now=T)
-    # When it is started again (an import of the same realm) / Then it stays where it was
-    assert not marks.start("r1", at=NOW, now=NOW)
+    assert start(marks, T)
+    # When it is started again (a reconnect, an import of the same realm, a retried write)
+    # Then it stays where it was
+    assert not start(marks, NOW)
     assert marks.get_watermark("r1").watermark == T
     # When a run advances it, and a second run that read the old value tries too
     assert marks.advance("r1", seen=T, to=T + 600, recovered=2, now=NOW)
@@ -100,6 +105,42 @@ def test_watermark_starts_once_and_moves_only_forward_by_compare_and_set(marks):
     assert (state.watermark, state.recovered, state.last_run) == (T + 600, 2, NOW)
     # And it never moves backwards
     assert not marks.advance("r1", seen=T + 600, to=T, recovered=0, now=NOW)
+
+
+def test_another_tenant_starts_the_feed_afresh_and_nothing_of_the_old_tenure_is_replayed(marks):
+    start(marks, T, tenant="tenant-old")
+    marks.advance("r1", seen=T, to=T + 600, recovered=4, now=T + 600)
+    assert start(marks, NOW, tenant="tenant-new")
+    state = marks.get_watermark("r1")
+    assert (state.watermark, state.recovered, state.tenant_id) == (NOW, 0, "tenant-new")
+    assert state.last_run is None
+
+
+def test_the_schedule_finds_due_realms_through_the_index_and_takes_each_once(marks):
+    # Given two realms scheduled, one due and one not yet
+    start(marks, T, next_run=NOW - 10)
+    marks.start("r2", tenant_id="tenant-a", at=T, now=T, next_run=NOW + 3600)
+    shard = marks.shard_for("r1")
+    # When the schedule reads the shard
+    (due,), _ = marks.due(shard, now=NOW, limit=10)
+    # Then only the due realm is listed, and it is taken once (a retry of the taker's own
+    # write counts as taken; a second scheduler that read the same time does not take it)
+    assert due == ("r1", NOW - 10)
+    assert marks.take_due("r1", due_at=NOW - 10, until=NOW + 3600)
+    assert marks.take_due("r1", due_at=NOW - 10, until=NOW + 3600)
+    assert not marks.take_due("r1", due_at=NOW - 10, until=NOW + 3601)
+    assert ("r1", NOW - 10) not in marks.due(shard, now=NOW, limit=10)[0]
+    # The refresh sweep's shards never list it
+    assert shard.startswith("CHANGES#")
+
+
+def test_a_reconnect_keeps_the_watermark_and_puts_the_realm_back_on_the_schedule(marks):
+    start(marks, T, next_run=NOW)
+    marks.reschedule("r1", next_run=None, now=NOW)  # disconnected: off the schedule
+    assert marks.get_watermark("r1").next_run is None
+    assert not start(marks, NOW + 60, next_run=NOW + 120)
+    state = marks.get_watermark("r1")
+    assert (state.watermark, state.next_run) == (T, NOW + 120)
 
 
 def test_an_unknown_realm_has_no_watermark(marks):

@@ -10,7 +10,7 @@ import pytest
 
 from qbo_connect.changes.reconciler import ENTITY_CHANGED, Reconciler
 from qbo_connect.changes.service import ReconcileService
-from qbo_connect.errors import NotConnected
+from qbo_connect.errors import CdcFailed, NotConnected
 from qbo_connect.store.change_marks import ChangeMarks
 from qbo_connect.store.connections import ConnectionRepository, SealedTokens
 from tests.helpers.store import TableRepositories
@@ -34,13 +34,16 @@ def table(aws) -> Any:
 
 def service(table: Any, fetched: list[str], published: list[Any], clock: list[float]):
     marks = ChangeMarks(table, ttl_seconds=0, tolerance_seconds=2)
-    marks.start("4620816365", at=NOW - 3600, now=NOW - 3600)
+    marks.start("4620816365", tenant_id="tenant-a", at=NOW - 3600, now=NOW - 3600, next_run=None)
     tenants: list[str] = []
 
-    def fetch(realm_id: str, entity: str, since: str) -> list[dict[str, Any]]:
-        fetched.append(entity)
+    def fetch(realm_id: str, entities: list[str], since: str) -> dict[str, list[dict[str, Any]]]:
+        fetched.extend(entities)
         when = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(NOW - 60))
-        return [{"Id": "5", "MetaData": {"LastUpdatedTime": when}}] if entity == "Bill" else []
+        return {
+            e: [{"Id": "5", "MetaData": {"LastUpdatedTime": when}}] if e == "Bill" else []
+            for e in entities
+        }
 
     def reconciler_for(tenant_id: str) -> Reconciler:
         tenants.append(tenant_id)
@@ -54,6 +57,7 @@ def service(table: Any, fetched: list[str], published: list[Any], clock: list[fl
 
     svc = ReconcileService(
         connections=ConnectionRepository(table),
+        marks=marks,
         reconciler_for=reconciler_for,
         clock=lambda: clock[0],
         max_seconds=20,
@@ -90,3 +94,35 @@ def test_no_time_left_answers_partial_without_moving_the_watermark(table):
     answer = svc.reconcile_changes({"realm_id": "4620816365"}, remaining_seconds=2.0)
     assert answer["partial"] is True and fetched == []
     assert answer["watermark"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - 3600))
+
+
+def test_a_scheduled_run_of_a_realm_no_longer_connected_takes_it_off_the_schedule(table):
+    svc, tenants = service(table, [], [], [NOW])
+    marks = svc.marks
+    marks.reschedule("4620816365", next_run=NOW - 1, now=NOW - 60)
+    TableRepositories(table).connections.disconnect("4620816365", now=NOW)
+    assert svc.run_scheduled("4620816365") == "not_connected"
+    state = marks.get_watermark("4620816365")
+    assert state is not None and state.next_run is None and tenants == []
+
+
+def test_a_scheduled_run_that_fails_keeps_the_watermark_and_says_so(table):
+    svc, _ = service(table, [], [], [NOW])
+
+    def failing(tenant_id: str) -> Reconciler:
+        raise CdcFailed("CDC answered 500")
+
+    svc.reconciler_for = failing
+    assert svc.run_scheduled("4620816365") == "failed"
+    state = svc.marks.get_watermark("4620816365")
+    assert state is not None and state.watermark == pytest.approx(NOW - 3600, abs=0.001)
+
+
+def test_change_status_shows_the_watermark_and_runs_to_the_owner_only(table):
+    svc, _ = service(table, [], [], [NOW])
+    svc.reconcile_changes({"realm_id": "4620816365"})
+    status = svc.status({"realm_id": "4620816365", "tenant_id": "tenant-a"})
+    assert status["recovered"] == 1 and status["status"] == "active"
+    assert status["last_run"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW))
+    with pytest.raises(NotConnected):
+        svc.status({"realm_id": "4620816365", "tenant_id": "tenant-b"})

@@ -32,7 +32,7 @@ class Books:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.rows: dict[str, dict[str, dict[str, Any]]] = {}
-        self.calls: list[tuple[str, str]] = []
+        self.calls: list[tuple[tuple[str, ...], str]] = []
 
     def change(self, entity: str, entity_id: str, when: float, *, deleted: bool = False) -> None:
         row: dict[str, Any] = {"Id": entity_id, "MetaData": {"LastUpdatedTime": iso_ms(when)}}
@@ -40,12 +40,17 @@ class Books:
             row["status"] = "Deleted"
         self.rows.setdefault(entity, {})[entity_id] = row
 
-    def __call__(self, realm_id: str, entity: str, changed_since: str) -> list[Mapping[str, Any]]:
-        self.calls.append((entity, changed_since))
+    def __call__(
+        self, realm_id: str, entities: Sequence[str], changed_since: str
+    ) -> dict[str, list[Mapping[str, Any]]]:
+        self.calls.append((tuple(entities), changed_since))
         since = change_time(changed_since)
         assert since is not None
-        rows = sorted((r for r in self.rows.get(entity, {}).values() if _t(r) > since), key=_t)
-        return rows[: self.limit]
+        answer = {}
+        for entity in entities:
+            rows = sorted((r for r in self.rows.get(entity, {}).values() if _t(r) > since), key=_t)
+            answer[entity] = rows[: self.limit]
+        return answer
 
 
 def _t(row: Mapping[str, Any]) -> float:
@@ -83,15 +88,27 @@ def marks(aws) -> ChangeMarks:
     )
 
 
-def reconciler(marks, books, bus, clock, entities=("Customer", "Invoice")) -> Reconciler:
+def reconciler(
+    marks, books, bus, clock, entities=("Customer", "Invoice"), period: float = 0.0
+) -> Reconciler:
     return Reconciler(
-        marks=marks, fetch=books, publish=bus, entities=entities, clock=clock, page_limit=5
+        marks=marks,
+        fetch=books,
+        publish=bus,
+        entities=entities,
+        clock=clock,
+        page_limit=5,
+        period_seconds=period,
     )
+
+
+def start(marks: ChangeMarks, at: float = START, tenant: str = "tenant-a") -> bool:
+    return marks.start("r1", tenant_id=tenant, at=at, now=at, next_run=None)
 
 
 def test_changes_no_webhook_announced_are_published_once_and_the_watermark_moves(marks):
     # Given a realm connected at START and three changes whose webhooks were lost
-    marks.start("r1", at=START, now=START)
+    start(marks)
     books, bus, clock = Books(5), Bus(), Clock(START + 3600)
     books.change("Customer", "1", START + 10)
     books.change("Invoice", "2", START + 20)
@@ -109,12 +126,14 @@ def test_changes_no_webhook_announced_are_published_once_and_the_watermark_moves
     assert {d["entity_id"]: d["operation"] for d in published}["3"] == "Delete"
     assert all(d["tenant_id"] == "tenant-a" for d in published)
     assert (first.published, first.partial, second.published) == (3, False, 0)
+    # And every entity was asked in one CDC call per run (one CorePlus call)
+    assert [entities for entities, _ in books.calls] == [("Customer", "Invoice")] * 2
     assert first.watermark == START + 3600
     assert marks.get_watermark("r1").recovered == 3
 
 
 def test_a_change_the_webhook_published_is_already_seen(marks):
-    marks.start("r1", at=START, now=START)
+    start(marks)
     when = START + 10
     eid = change_event_id("r1", "Customer", "1", when)
     marks.claim(
@@ -129,7 +148,7 @@ def test_a_change_the_webhook_published_is_already_seen(marks):
 
 
 def test_a_full_answer_narrows_the_window_until_complete(marks):
-    marks.start("r1", at=START, now=START)
+    start(marks)
     books, bus, clock = Books(5), Bus(), Clock(START + 3600)
     for n in range(12):
         books.change("Customer", str(n), START + 10 + n)
@@ -138,11 +157,13 @@ def test_a_full_answer_narrows_the_window_until_complete(marks):
     )
     assert sorted(int(d["entity_id"]) for d in bus.of(ENTITY_CHANGED)) == list(range(12))
     assert len(books.calls) == 3  # 5 + 5 + 2, each asked from the last full answer's latest
+    # asked again from just before the first answer's latest change
+    assert change_time(books.calls[1][1]) == pytest.approx(START + 14 - 0.001)
     assert outcome.published == 12 and not outcome.partial
 
 
 def test_a_realm_offline_longer_than_cdc_reaches_gets_one_resync_required(marks):
-    marks.start("r1", at=START, now=START)
+    start(marks)
     books, bus, clock = Books(5), Bus(), Clock(START + 31 * DAY)
     run = reconciler(marks, books, bus, clock)
     first = run.run(REALM, deadline=clock.now + 60)
@@ -156,7 +177,7 @@ def test_a_realm_offline_longer_than_cdc_reaches_gets_one_resync_required(marks)
 
 
 def test_the_watermark_stays_when_publishing_fails_and_the_retry_repeats_the_event_ids(marks):
-    marks.start("r1", at=START, now=START)
+    start(marks)
     books, bus, clock = Books(5), Bus(), Clock(START + 3600)
     books.change("Customer", "1", START + 10)
     run = reconciler(marks, books, bus, clock)
@@ -171,7 +192,7 @@ def test_the_watermark_stays_when_publishing_fails_and_the_retry_repeats_the_eve
 
 
 def test_a_run_out_of_time_is_partial_and_does_not_move_the_watermark_past_its_work(marks):
-    marks.start("r1", at=START, now=START)
+    start(marks)
     books, bus, clock = Books(5), Bus(), Clock(START + 3600)
     books.change("Invoice", "2", START + 20)
     outcome = reconciler(marks, books, bus, clock).run(REALM, deadline=clock.now)
@@ -186,6 +207,51 @@ def test_a_realm_without_a_watermark_starts_now_and_replays_nothing(marks):
     assert books.calls == [] and bus.events == []
 
 
+def test_only_the_entity_whose_answer_is_full_is_asked_again(marks):
+    start(marks)
+    books, bus, clock = Books(5), Bus(), Clock(START + 3600)
+    for n in range(7):
+        books.change("Customer", str(n), START + 10 + n)
+    books.change("Invoice", "i1", START + 5)
+    outcome = reconciler(marks, books, bus, clock).run(REALM, deadline=clock.now + 60)
+    assert [entities for entities, _ in books.calls] == [("Customer", "Invoice"), ("Customer",)]
+    assert outcome.published == 8 and not outcome.partial
+
+
+def test_a_full_answer_whose_changes_share_one_time_cannot_narrow_and_is_partial(marks):
+    start(marks)
+    books, bus, clock = Books(5), Bus(), Clock(START + 3600)
+    for n in range(6):
+        books.change("Customer", str(n), START + 10)
+    outcome = reconciler(marks, books, bus, clock, entities=("Customer",)).run(
+        REALM, deadline=clock.now + 60
+    )
+    # The watermark moves only to where the entity is complete (before the shared time)
+    assert outcome.partial
+    assert marks.get_watermark("r1").watermark == pytest.approx(START + 10 - 0.001)
+
+
+def test_the_schedule_moves_a_period_after_a_run_and_soon_after_a_partial_one(marks):
+    start(marks)
+    books, bus, clock = Books(5), Bus(), Clock(START + 3600)
+    books.change("Customer", "1", START + 10)
+    run = reconciler(marks, books, bus, clock, period=6 * 3600)
+    run.run(REALM, deadline=clock.now + 60)
+    assert marks.get_watermark("r1").next_run == START + 3600 + 6 * 3600
+    clock.now += 60
+    run.run(REALM, deadline=clock.now)  # out of time at once: partial
+    assert marks.get_watermark("r1").next_run == clock.now + 300
+
+
+def test_a_realm_that_changed_hands_restarts_its_feed_for_the_new_tenant(marks):
+    start(marks, tenant="tenant-old")
+    books, bus, clock = Books(5), Bus(), Clock(START + 3600)
+    books.change("Customer", "1", START + 10)  # the old tenant's time: not replayed
+    outcome = reconciler(marks, books, bus, clock).run(REALM, deadline=clock.now + 60)
+    assert (outcome.published, outcome.watermark) == (0, START + 3600)
+    assert marks.get_watermark("r1").tenant_id == "tenant-a"
+
+
 def test_cdc_goes_through_the_api_package_call_and_a_fault_stops_the_run():
     asked: list[ApiRequest] = []
 
@@ -197,10 +263,13 @@ def test_cdc_goes_through_the_api_package_call_and_a_fault_stops_the_run():
         return {"status": 200, "body": {"CDCResponse": [{"QueryResponse": [{"Customer": rows}]}]}}
 
     cdc = ProxyCdc(call, tenant_id="tenant-a")
-    (row,) = cdc("r1", "Customer", "2026-12-01T00:00:00.000Z")
-    assert row["Id"] == "1"
+    answer = cdc("r1", ["Customer", "Invoice"], "2026-12-01T00:00:00.000Z")
+    assert [row["Id"] for row in answer["Customer"]] == ["1"] and answer["Invoice"] == []
     request = asked[0]
     assert (request.method, request.path, request.tenant_id) == ("GET", "cdc", "tenant-a")
-    assert request.query == {"entities": "Customer", "changedSince": "2026-12-01T00:00:00.000Z"}
+    assert request.query == {
+        "entities": "Customer,Invoice",
+        "changedSince": "2026-12-01T00:00:00.000Z",
+    }
     with pytest.raises(CdcFailed):
-        cdc("r1", "Bill", "2026-12-01T00:00:00.000Z")
+        cdc("r1", ["Bill"], "2026-12-01T00:00:00.000Z")

@@ -439,7 +439,10 @@ def test_handlers_run_sweep_and_worker_end_to_end(wired, capsys):
         "complete",
         "stood_aside",
         "duration_ms",
+        "reconcile",
     }
+    # No realm's change feed is due (none was connected through the adoption path)
+    assert counts["reconcile"]["enabled"] is True and counts["reconcile"]["due"] == 0
     assert response == {"batchItemFailures": []}
     for conn in due:
         assert h.store.get_connection(conn.realm_id).version == conn.version + 1

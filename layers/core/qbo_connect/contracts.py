@@ -80,14 +80,14 @@ def parse_or_drop(
 
 #: RefreshMessage kinds: a due connection (the sweep's), or a Disconnect URL hint to verify
 #: (ConnectFunction's). A message without ``kind`` is a refresh, as every earlier version sent.
-REFRESH, DISCONNECT_HINT = "refresh", "disconnect_hint"
-MESSAGE_KINDS = (REFRESH, DISCONNECT_HINT)
+REFRESH, DISCONNECT_HINT, RECONCILE = "refresh", "disconnect_hint", "reconcile"
+MESSAGE_KINDS = (REFRESH, DISCONNECT_HINT, RECONCILE)
 
 
 @dataclass(frozen=True)
 class RefreshMessage:
-    """A message to the refresh worker about one connection: refresh it when due, or verify
-    a Disconnect URL hint for it."""
+    """A message to the refresh worker about one connection: refresh it when due, verify a
+    Disconnect URL hint for it, or reconcile its change feed with CDC."""
 
     realm_id: str
     due_at: float | None = None

@@ -45,6 +45,7 @@ REASONS: dict[str, str] = {
     "upload_not_supported": "multipart uploads (Attachable) are out of the proxy's scope",
     "governor": "no room for the call within max_wait_seconds (governor or cool-down)",
     "no_answer": "QuickBooks did not answer (timeouts, connection errors) after the retries",
+    "cdc_failed": "reconcile_changes: CDC answered with an error; the watermark stays",
 }
 
 
@@ -315,8 +316,10 @@ class EventsPending(Exception):
 # ----- the change feed ------------------------------------------------------------------------
 
 
-class CdcFailed(RuntimeError):
+class CdcFailed(QuickBooksUnavailable):
     """CDC answered with something other than a success: the run stops, the watermark stays."""
+
+    default_reason = "cdc_failed"
 
 
 # ----- the connect flow ---------------------------------------------------------------------------

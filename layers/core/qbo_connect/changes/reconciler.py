@@ -8,9 +8,13 @@ composition root gives the QuickBooks API package's governed, metered call and E
 - The window starts at the watermark minus :data:`OVERLAP_SECONDS` (changes written just before
   a run can become visible to CDC a little later); change marks make the overlap free of
   duplicates.
-- CDC takes only ``changedSince`` and answers at most 1000 objects per entity, oldest change
-  first. A full answer is complete only up to its latest change time, so the entity is asked
-  again from there (the window narrowed to what is still missing) until an answer is not full.
+- One CDC call asks every entity at once (one CorePlus call per run, whatever the entity list).
+  CDC takes only ``changedSince`` and answers at most 1000 objects per entity, oldest change
+  first. An entity whose answer is full is complete only before its latest change time (more
+  changes of that millisecond may be cut off), so that entity alone is asked again from one
+  millisecond before it (the window narrowed to what is still missing; what is asked twice is
+  already seen) until its answer is not full. A full page of one millisecond cannot be
+  narrowed: the run is ``partial`` there.
 - A deleted object (``status: "Deleted"``) is published with ``operation: "Delete"``.
 - A watermark older than CDC's 30 days cannot be recovered: the realm gets one
   ``quickbooks.resync_required`` event naming the lost window (its event id derived from the
@@ -40,18 +44,22 @@ CDC_PAGE_LIMIT = 1000
 CDC_REACH_SECONDS = 30 * 86400 - 3600
 #: Stop asking one entity again after this many full answers in one run (then ``partial``).
 MAX_PAGES_PER_ENTITY = 50
+#: CDC's times have milliseconds: a narrowed window starts one before a full answer's latest.
+TICK = 0.001
+#: A run that stopped early (deadline, too many pages) is scheduled to continue this soon.
+CONTINUE_AFTER_SECONDS = 300.0
 
 ENTITY_CHANGED = "quickbooks.entity_changed"
 RESYNC_REQUIRED = "quickbooks.resync_required"
 
 
 class CdcFetch(Protocol):
-    """``GET /v3/company/<realm>/cdc?entities=<entity>&changedSince=<iso>``: the objects of
-    that entity in the answer (the QueryResponse list)."""
+    """``GET /v3/company/<realm>/cdc?entities=<e1,e2,...>&changedSince=<iso>``: one CorePlus
+    call, answering the changed objects of each entity asked (at most 1000 each)."""
 
     def __call__(
-        self, realm_id: str, entity: str, changed_since: str
-    ) -> Sequence[Mapping[str, Any]]: ...
+        self, realm_id: str, entities: Sequence[str], changed_since: str
+    ) -> Mapping[str, Sequence[Mapping[str, Any]]]: ...
 
 
 #: Publishes ``(detail_type, detail)`` pairs; raises when any was not published.
@@ -104,8 +112,11 @@ class Reconciler:
         entities: Sequence[str],
         clock: Callable[[], float],
         page_limit: int = CDC_PAGE_LIMIT,
+        period_seconds: float = 0.0,
     ) -> None:
         self.page_limit = page_limit
+        #: The schedule's period (0: off, the realm is not scheduled).
+        self.period_seconds = period_seconds
         self.marks = marks
         self.fetch = fetch
         self.publish = publish
@@ -115,9 +126,16 @@ class Reconciler:
     def run(self, realm: RealmInfo, *, deadline: float) -> Outcome:
         started = self.clock()
         state = self.marks.get_watermark(realm.realm_id)
-        if state is None:
-            # A connection made before the feed existed starts now: nothing older is replayed.
-            self.marks.start(realm.realm_id, at=started, now=started)
+        if state is None or (state.tenant_id and state.tenant_id != realm.tenant_id):
+            # A connection made before the feed existed, or a realm that changed hands, starts
+            # now: nothing older is replayed.
+            self.marks.start(
+                realm.realm_id,
+                tenant_id=realm.tenant_id,
+                at=started,
+                now=started,
+                next_run=self._next_run(started, partial=False),
+            )
             return Outcome(0, 0, started, partial=False, resync_required=False)
         seen = state.watermark
         resync = False
@@ -129,38 +147,60 @@ class Reconciler:
             since = reach
         published = already = 0
         partial = False
-        covered: list[float] = []
-        for entity in self.entities:
-            if partial:
-                covered.append(since)  # not asked this run
-                continue
-            entity_since = since
-            complete_to = since
-            for _page in range(MAX_PAGES_PER_ENTITY):
+        #: Per entity: asked again from here (full answers), or complete up to ``covered``.
+        asking: dict[str, float] = dict.fromkeys(self.entities, since)
+        covered: dict[str, float] = dict.fromkeys(self.entities, since)
+        for _round in range(MAX_PAGES_PER_ENTITY):
+            if not asking:
+                break
+            if self.clock() >= deadline:
+                partial = True
+                break
+            # The first round asks every entity in one call; a narrowed one asks its entity.
+            groups: dict[float, list[str]] = {}
+            for entity, entity_since in asking.items():
+                groups.setdefault(entity_since, []).append(entity)
+            next_asking: dict[str, float] = {}
+            for entity_since, entities in groups.items():
                 if self.clock() >= deadline:
                     partial = True
                     break
                 asked_at = self.clock()
-                objects = self.fetch(realm.realm_id, entity, iso_ms(entity_since))
-                p, a, latest = self._record(realm, entity, objects)
-                published += p
-                already += a
-                if len(objects) < self.page_limit:
-                    complete_to = asked_at
-                    break
-                if latest is None or latest <= entity_since:
-                    partial = True  # a full answer that does not move: cannot narrow further
-                    break
-                # Full: complete up to its latest change; ask again from there.
-                entity_since = complete_to = latest
-            else:
-                partial = True
-            covered.append(complete_to)
-        reached = min(covered, default=started)
+                answers = self.fetch(realm.realm_id, entities, iso_ms(entity_since))
+                for entity in entities:
+                    objects = answers.get(entity) or ()
+                    p, a, latest = self._record(realm, entity, objects)
+                    published += p
+                    already += a
+                    if len(objects) < self.page_limit:
+                        covered[entity] = asked_at
+                        continue
+                    # Full: complete only before its latest change time (more changes of that
+                    # same millisecond may follow), so ask again from just before it.
+                    narrowed = (latest or 0.0) - TICK
+                    if narrowed <= entity_since:
+                        partial = True  # a page of one millisecond: it cannot narrow
+                    else:
+                        covered[entity] = narrowed
+                        next_asking[entity] = narrowed
+            if partial:
+                break
+            asking = next_asking
+        else:
+            partial = partial or bool(asking)
+        reached = min(covered.values(), default=started)
+        next_run = self._next_run(started, partial=partial)
         if reached > seen:
             self.marks.advance(
-                realm.realm_id, seen=seen, to=reached, recovered=published, now=started
+                realm.realm_id,
+                seen=seen,
+                to=reached,
+                recovered=published,
+                now=started,
+                next_run=next_run,
             )
+        else:
+            self.marks.reschedule(realm.realm_id, next_run=next_run, now=started)
         final = self.marks.get_watermark(realm.realm_id)
         return Outcome(
             published,
@@ -168,6 +208,15 @@ class Reconciler:
             final.watermark if final else reached,
             partial=partial,
             resync_required=resync,
+        )
+
+    def _next_run(self, now: float, *, partial: bool) -> float | None:
+        """When the schedule runs this realm next (None: scheduling is off). A run that ended
+        early continues soon; a complete one waits a whole period."""
+        if not self.period_seconds:
+            return None
+        return now + (
+            min(self.period_seconds, CONTINUE_AFTER_SECONDS) if partial else self.period_seconds
         )
 
     def _record(
@@ -259,30 +308,37 @@ class ProxyCdc:
     """:class:`CdcFetch` over the QuickBooks API package's in-process call, so every CDC request
     is governed and metered like any proxied call (``call`` is ``QuickBooksProxy.call``)."""
 
-    def __init__(self, call: Callable[[ApiRequest], dict[str, Any]], *, tenant_id: str) -> None:
+    def __init__(
+        self,
+        call: Callable[[ApiRequest], dict[str, Any]],
+        *,
+        tenant_id: str,
+        max_wait_seconds: float | None = None,
+    ) -> None:
         self.call = call
         self.tenant_id = tenant_id
+        self.max_wait_seconds = max_wait_seconds
 
     def __call__(
-        self, realm_id: str, entity: str, changed_since: str
-    ) -> Sequence[Mapping[str, Any]]:
+        self, realm_id: str, entities: Sequence[str], changed_since: str
+    ) -> Mapping[str, Sequence[Mapping[str, Any]]]:
         answer = self.call(
             ApiRequest(
                 realm_id=realm_id,
                 tenant_id=self.tenant_id,
                 method="GET",
                 path="cdc",
-                query={"entities": entity, "changedSince": changed_since},
+                query={"entities": ",".join(entities), "changedSince": changed_since},
                 body=None,
                 content_type=None,
                 request_id=None,
                 minorversion=None,
-                max_wait_seconds=None,
+                max_wait_seconds=self.max_wait_seconds,
             )
         )
         status = int(answer.get("status") or 0)
         body = answer.get("body")
         if not 200 <= status < 300 or not isinstance(body, Mapping) or "Fault" in body:
             # Only the status goes into the message: bodies may carry company data.
-            raise CdcFailed(f"CDC answered {status} for {entity}")
-        return parse_cdc(body, entity)
+            raise CdcFailed(f"CDC answered {status}")
+        return {entity: parse_cdc(body, entity) for entity in entities}

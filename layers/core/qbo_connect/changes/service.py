@@ -1,6 +1,7 @@
-"""``reconcile_changes``: one realm's reconciliation now, for its tenant, within a deadline.
+"""One realm's reconciliation, run now (``reconcile_changes``) or by the schedule (the worker's
+``reconcile`` message), and what the operator sees of it (``change_status``).
 
-The payload is ``{"action": "reconcile_changes", "realm_id", "tenant_id"?}``; with
+``reconcile_changes`` takes ``{"action": "reconcile_changes", "realm_id", "tenant_id"?}``; with
 ``tenant_id``, another tenant's realm counts as not connected (the tenant guard). The answer is
 ``{"published", "already_seen", "watermark", "partial"}`` (plus ``resync_required`` when the
 run published one). The reconciler is built per tenant by the composition root, because its CDC
@@ -12,32 +13,43 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
+
 from qbo_connect import validation
-from qbo_connect.changes.reconciler import RealmInfo, Reconciler
-from qbo_connect.errors import NotConnected
-from qbo_connect.store.connections import ConnectionRepository
-from qbo_connect.store.table import STATUS_DISCONNECTED
+from qbo_connect.changes.reconciler import Outcome, RealmInfo, Reconciler
+from qbo_connect.errors import NotConnected, PublishFailed, ServiceError
+from qbo_connect.store.change_marks import ChangeMarks, Watermark
+from qbo_connect.store.connections import Connection, ConnectionRepository
+from qbo_connect.store.table import STATUS_ACTIVE, STATUS_DISCONNECTED, iso
 from qbo_connect.vault.records import owned_by
+
+logger = Logger(child=True)
 
 #: Time kept back from the invocation's remaining time for answering.
 ANSWER_MARGIN_SECONDS = 3.0
 
 
 class ReconcileService:
-    """Runs one realm's reconciliation for the ``reconcile_changes`` action."""
+    """Runs one realm's reconciliation, for the action or for the schedule."""
 
     def __init__(
         self,
         *,
         connections: ConnectionRepository,
+        marks: ChangeMarks,
         reconciler_for: Callable[[str], Reconciler],
         clock: Callable[[], float],
         max_seconds: float,
+        metrics: Any = None,
     ) -> None:
         self.connections = connections
+        self.marks = marks
         self.reconciler_for = reconciler_for
         self.clock = clock
         self.max_seconds = max_seconds
+        self.metrics = metrics
 
     def reconcile_changes(
         self, payload: Mapping[str, Any], *, remaining_seconds: float | None = None
@@ -47,14 +59,76 @@ class ReconcileService:
         conn = owned_by(self.connections.get_connection(realm_id, consistent=True), tenant_id)
         if conn is None or conn.status == STATUS_DISCONNECTED or not conn.tenant_id:
             raise NotConnected(f"realm {realm_id} is not connected")
+        answer = self._run(conn, remaining_seconds).answer()
+        if not answer["resync_required"]:
+            answer.pop("resync_required")
+        return answer
+
+    def run_scheduled(self, realm_id: str, *, remaining_seconds: float | None = None) -> str:
+        """The schedule's run of one realm (the worker's ``reconcile`` message); an outcome
+        word, never raising: a run that fails leaves the watermark where it was and the realm
+        due again when the schedule's claim lapses, so nothing is lost and nothing is retried
+        in a tight loop."""
+        conn = self.connections.get_connection(realm_id, consistent=True)
+        if conn is None or conn.status != STATUS_ACTIVE or not conn.tenant_id:
+            # Off the schedule until a reconnect starts it again (which keeps the watermark).
+            self.marks.reschedule(realm_id, next_run=None, now=self.clock())
+            return "not_connected"
+        try:
+            outcome = self._run(conn, remaining_seconds)
+        except ServiceError as exc:
+            self._count("ReconcileFailed")
+            logger.warning(
+                "reconciliation failed; the realm is due again later",
+                extra={"realm_id": realm_id, **exc.log_fields()},
+            )
+            return "failed"
+        except (PublishFailed, ClientError, BotoCoreError) as exc:
+            self._count("ReconcileFailed")
+            logger.warning(
+                "reconciliation failed; the realm is due again later",
+                extra={"realm_id": realm_id, "error_type": type(exc).__name__},
+            )
+            return "failed"
+        return "partial" if outcome.partial else "reconciled"
+
+    def status(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """``change_status``: one realm's watermark, last and next run, changes recovered."""
+        realm_id = validation.realm_id(payload)
+        tenant_id = validation.optional_tenant_id(payload)
+        conn = owned_by(self.connections.get_connection(realm_id), tenant_id)
+        if conn is None:
+            raise NotConnected(f"realm {realm_id} is not connected")
+        return status_of(realm_id, conn.status, self.marks.get_watermark(realm_id))
+
+    def _run(self, conn: Connection, remaining_seconds: float | None) -> Outcome:
         budget = self.max_seconds
         if remaining_seconds is not None:
             budget = min(budget, max(0.0, remaining_seconds - ANSWER_MARGIN_SECONDS))
         outcome = self.reconciler_for(conn.tenant_id).run(
-            RealmInfo(realm_id, conn.tenant_id, conn.environment),
+            RealmInfo(conn.realm_id, conn.tenant_id, conn.environment),
             deadline=self.clock() + budget,
         )
-        answer = outcome.answer()
-        if not outcome.resync_required:
-            answer.pop("resync_required")
-        return answer
+        self._count("ChangesRecovered", outcome.published)
+        self._count("ResyncRequired", int(outcome.resync_required))
+        logger.info(
+            "reconciliation",
+            extra={"realm_id": conn.realm_id, **outcome.answer()},
+        )
+        return outcome
+
+    def _count(self, name: str, value: int = 1) -> None:
+        if self.metrics is not None and value:
+            self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def status_of(realm_id: str, connection_status: str, state: Watermark | None) -> dict[str, Any]:
+    """What ``changes status`` shows of one realm."""
+    return {
+        "realm_id": realm_id,
+        "status": connection_status,
+        "watermark": iso(state.watermark) if state else None,
+        "last_run": iso(state.last_run) if state and state.last_run else None,
+        "next_run": iso(state.next_run) if state and state.next_run else None,
+        "recovered": state.recovered if state else 0,
+    }

@@ -8,8 +8,11 @@ This module owns two item kinds of the connections table:
   that published it (``source``) and ``ttl`` (at least 31 days, longer than CDC's 30-day reach,
   so a change CDC can still answer is always remembered).
 - Watermark: ``pk = "REALM#<realm_id>"``, ``sk = "CHANGES"``: the time up to which the realm's
-  changes are reconciled, the last run and the count of changes recovered by reconciliation.
-  It carries no ``tenant_id`` and no ``due_shard``, so neither TenantIndex nor DueIndex sees it.
+  changes are reconciled, the last run, the count of changes recovered by reconciliation and
+  the tenant the feed was started for (``feed_tenant``: not ``tenant_id``, so TenantIndex never
+  lists it). While the realm is on the reconciliation schedule it carries ``due_shard =
+  "CHANGES#nn"`` and ``due_at`` (its next run), so the schedule finds due realms through
+  DueIndex like the refresh sweep does, in shards of its own that the sweep never reads.
 
 Once per change across the webhook path and CDC: :meth:`ChangeMarks.claim` is a conditional put
 that succeeds only when no mark exists, the stored change is older than this one by more than
@@ -23,6 +26,7 @@ within the tolerance collapse into one event (the residual, documented in docs/c
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,12 +34,16 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from qbo_connect.store.table import DUE_INDEX
+
 KIND = "CHANGE"
 WATERMARK_SK = "CHANGES"
 CLAIMED = "claimed"
 PUBLISHED = "published"
 #: Longer than CDC's 30 days, so a mark outlives every change CDC can still return.
 MIN_TTL_SECONDS = 31 * 86400
+#: The reconciliation schedule's DueIndex shards (the refresh sweep reads only ``DUE#nn``).
+SHARD_PREFIX = "CHANGES#"
 
 
 def mark_key(realm_id: str, entity: str, entity_id: str) -> dict[str, str]:
@@ -58,13 +66,20 @@ class Watermark:
     watermark: float
     last_run: float | None
     recovered: int
+    #: When the schedule runs it next (None: not scheduled).
+    next_run: float | None = None
+    #: The tenant the feed was started for.
+    tenant_id: str = ""
 
 
 class ChangeMarks:
     """Conditional writes of change marks and watermarks (see the module docstring)."""
 
-    def __init__(self, table: Any, *, ttl_seconds: int, tolerance_seconds: float) -> None:
+    def __init__(
+        self, table: Any, *, ttl_seconds: int, tolerance_seconds: float, shards: int = 16
+    ) -> None:
         self.table = table
+        self.shards = max(1, shards)
         self.ttl_seconds = max(ttl_seconds, MIN_TTL_SECONDS)
         self.tolerance_seconds = tolerance_seconds
 
@@ -134,58 +149,170 @@ class ChangeMarks:
         ).get("Item")
         return dict(item) if item else None
 
-    # -- watermarks --------------------------------------------------------------------
+    # -- watermarks ----------------------------------------------------------------------
 
-    def start(self, realm_id: str, *, at: float, now: float) -> bool:
-        """Begin a realm's feed at ``at`` (connect, import, reconnect); nothing before it is
-        replayed. False when the realm already has a watermark (left as it is)."""
-        return self._conditional(
-            "put_item",
-            {
-                "Item": {
-                    **watermark_key(realm_id),
-                    "realm_id": realm_id,
-                    "watermark": _num(at),
-                    "started_at": _num(now),
-                    "recovered": 0,
-                },
-                "ConditionExpression": "attribute_not_exists(pk)",
-            },
-        )
+    def start(
+        self, realm_id: str, *, tenant_id: str, at: float, now: float, next_run: float | None
+    ) -> bool:
+        """Begin a realm's feed at ``at`` (connect, import, reconnect) and schedule its next
+        reconciliation at ``next_run`` (None: scheduling is off).
 
-    def advance(self, realm_id: str, *, seen: float, to: float, recovered: int, now: float) -> bool:
-        """Move the watermark from ``seen`` to ``to`` (compare-and-set), recording the run.
-
-        Called only after every event of the window is recorded (the outbox rule). False when
-        another run moved it first; the watermark never moves backwards.
+        True when the feed (re)starts at ``at``: the realm had no watermark, or it was another
+        tenant's (nothing of an earlier tenure is replayed to a new owner). False when the
+        realm's own watermark is kept (a reconnect: what changed while it was disconnected is
+        recovered, or reported lost by ``resync_required``); it is scheduled again if it was
+        not. A retry whose first write succeeded meets its own tenant and keeps what it wrote.
         """
-        return self._conditional(
+        due = {":shard": self.shard_for(realm_id), ":due": _num(next_run)} if next_run else {}
+        started = self._conditional(
             "update_item",
             {
                 "Key": watermark_key(realm_id),
                 "UpdateExpression": (
-                    "SET watermark = :to, last_run = :now ADD recovered :recovered"
+                    "SET realm_id = :realm, watermark = :at, started_at = :now, "
+                    "feed_tenant = :tenant, recovered = :zero"
+                    + (", due_shard = :shard, due_at = :due" if due else "")
+                    + " REMOVE last_run"
                 ),
-                "ConditionExpression": "watermark = :seen AND watermark <= :to",
+                "ConditionExpression": "attribute_not_exists(pk) OR feed_tenant <> :tenant",
                 "ExpressionAttributeValues": {
-                    ":to": _num(to),
-                    ":seen": _num(seen),
+                    ":realm": realm_id,
+                    ":at": _num(at),
                     ":now": _num(now),
-                    ":recovered": recovered,
+                    ":tenant": tenant_id,
+                    ":zero": 0,
+                    **due,
                 },
             },
         )
+        if not started and due:
+            self._conditional(
+                "update_item",
+                {
+                    "Key": watermark_key(realm_id),
+                    "UpdateExpression": (
+                        "SET due_shard = :shard, due_at = if_not_exists(due_at, :due)"
+                    ),
+                    "ConditionExpression": "attribute_exists(pk)",
+                    "ExpressionAttributeValues": due,
+                },
+            )
+        return started
+
+    def advance(
+        self,
+        realm_id: str,
+        *,
+        seen: float,
+        to: float,
+        recovered: int,
+        now: float,
+        next_run: float | None = None,
+    ) -> bool:
+        """Move the watermark from ``seen`` to ``to`` (compare-and-set), recording the run and,
+        when scheduling is on, the next one.
+
+        Called only after every event of the window is recorded (the outbox rule). False when
+        another run moved it first; the watermark never moves backwards.
+        """
+        values: dict[str, Any] = {
+            ":to": _num(to),
+            ":seen": _num(seen),
+            ":now": _num(now),
+            ":recovered": recovered,
+        }
+        update = "SET watermark = :to, last_run = :now"
+        if next_run is not None:
+            update += ", due_shard = :shard, due_at = :due"
+            values.update({":shard": self.shard_for(realm_id), ":due": _num(next_run)})
+        return self._conditional(
+            "update_item",
+            {
+                "Key": watermark_key(realm_id),
+                "UpdateExpression": update + " ADD recovered :recovered",
+                "ConditionExpression": "watermark = :seen AND watermark <= :to",
+                "ExpressionAttributeValues": values,
+            },
+        )
+
+    def reschedule(self, realm_id: str, *, next_run: float | None, now: float) -> bool:
+        """A run that did not move the watermark: record it, and its next run (None: take the
+        realm off the schedule, e.g. it is no longer connected). False when it has no feed."""
+        values: dict[str, Any] = {":now": _num(now)}
+        if next_run is None:
+            update = "SET last_run = :now REMOVE due_shard, due_at"
+        else:
+            update = "SET last_run = :now, due_shard = :shard, due_at = :due"
+            values.update({":shard": self.shard_for(realm_id), ":due": _num(next_run)})
+        return self._conditional(
+            "update_item",
+            {
+                "Key": watermark_key(realm_id),
+                "UpdateExpression": update,
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeValues": values,
+            },
+        )
+
+    def take_due(self, realm_id: str, *, due_at: float, until: float) -> bool:
+        """The scheduler's claim on one due run: move ``due_at`` to ``until`` only if it is still
+        the time the index showed, so two schedulers (or a schedule delivered twice) enqueue a
+        run once. The run itself sets the next time; if its message is lost, the realm is due
+        again at ``until``. A retry meets ``until`` and counts as taken."""
+        try:
+            self.table.update_item(
+                Key=watermark_key(realm_id),
+                UpdateExpression="SET due_at = :until",
+                ConditionExpression="due_at = :seen OR due_at = :until",
+                ExpressionAttributeValues={":seen": _num(due_at), ":until": _num(until)},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def due(
+        self, shard: str, *, now: float, limit: int, start_key: Mapping[str, Any] | None = None
+    ) -> tuple[list[tuple[str, float]], Mapping[str, Any] | None]:
+        """One page of ``(realm_id, due_at)`` due by ``now`` in one schedule shard, oldest
+        first, through DueIndex (never a Scan); and where the next page starts."""
+        kwargs: dict[str, Any] = {
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
+            "ExpressionAttributeValues": {":shard": shard, ":now": _num(now)},
+            "Limit": limit,
+        }
+        if start_key:
+            kwargs["ExclusiveStartKey"] = dict(start_key)
+        answer = self.table.query(**kwargs)
+        found = [
+            (str(item["pk"]).split("#", 1)[1], float(item["due_at"]))
+            for item in answer.get("Items", [])
+            if item.get("sk") == WATERMARK_SK
+        ]
+        return found, answer.get("LastEvaluatedKey")
+
+    def shard_names(self) -> list[str]:
+        return [f"{SHARD_PREFIX}{n:02d}" for n in range(self.shards)]
+
+    def shard_for(self, realm_id: str) -> str:
+        digest = hashlib.sha256(realm_id.encode()).digest()
+        return f"{SHARD_PREFIX}{int.from_bytes(digest[:4], 'big') % self.shards:02d}"
 
     def get_watermark(self, realm_id: str) -> Watermark | None:
         item = self.table.get_item(Key=watermark_key(realm_id), ConsistentRead=True).get("Item")
         if not item:
             return None
         last_run = item.get("last_run")
+        due_at = item.get("due_at")
         return Watermark(
             realm_id=realm_id,
             watermark=float(item["watermark"]),
             last_run=float(last_run) if last_run is not None else None,
             recovered=int(item.get("recovered", 0)),
+            next_run=float(due_at) if due_at is not None else None,
+            tenant_id=str(item.get("feed_tenant", "")),
         )
 
     def _conditional(self, operation: str, kwargs: dict[str, Any]) -> bool:

@@ -29,6 +29,8 @@ still honoured while in flight during an upgrade):
 - A ``disconnect_hint`` message (ConnectFunction's, for Intuit's Disconnect URL) is verified
   with Intuit by ``sweep.disconnect_check`` at most once per realm per day, and acknowledged
   whatever the verdict.
+- A ``reconcile`` message (the change feed's schedule, ``changes.scheduler``) runs that realm's
+  reconciliation with CDC (``changes.service``) and is acknowledged whatever the outcome.
 - Records run one after another (so Intuit sees at most ``MaximumConcurrency`` refreshes at
   once). A record is not started when less time is left than one refresh's worst case (every
   Intuit attempt timing out); it fails instead and comes back later, so a slow Intuit makes the
@@ -57,7 +59,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from qbo_connect import events as lifecycle
 from qbo_connect.config import Settings
-from qbo_connect.contracts import DISCONNECT_HINT, RefreshMessage, parse_or_drop
+from qbo_connect.contracts import DISCONNECT_HINT, RECONCILE, RefreshMessage, parse_or_drop
 from qbo_connect.errors import (
     ConfigurationError,
     Deferred,
@@ -94,9 +96,12 @@ class RefreshWorker:
         metrics: Any = None,
         min_remaining_ms: int | None = None,
         disconnect_hints: Callable[[], DisconnectHints] | None = None,
+        reconcile: Callable[[str, float | None], str] | None = None,
     ) -> None:
         self.vault = vault
         self.disconnect_hints = disconnect_hints
+        #: The change feed's scheduled run of one realm: (realm_id, seconds left) -> outcome.
+        self.reconcile = reconcile
         self._clock = clock
         self.metrics = metrics
         self.min_remaining_ms = (
@@ -120,7 +125,12 @@ class RefreshWorker:
                     extra={"message_id": record.message_id},
                 )
                 raise Deferred("too little time left")
-            return self.process(record.body, message_id=record.message_id)
+            remaining = (
+                context.get_remaining_time_in_millis() / 1000 if context is not None else None
+            )
+            return self.process(
+                record.body, message_id=record.message_id, remaining_seconds=remaining
+            )
 
         response = process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context
@@ -129,7 +139,9 @@ class RefreshWorker:
 
     # ----- one message -----------------------------------------------------------------------
 
-    def process(self, body: str, *, message_id: str = "") -> str:
+    def process(
+        self, body: str, *, message_id: str = "", remaining_seconds: float | None = None
+    ) -> str:
         """The outcome for one message body; raises to make SQS redeliver it."""
         message = parse_or_drop(
             body,
@@ -143,6 +155,8 @@ class RefreshWorker:
             return "malformed"
         if message.kind == DISCONNECT_HINT:
             return self.verify_disconnect_hint(message.realm_id)
+        if message.kind == RECONCILE:
+            return self.reconcile_changes(message.realm_id, remaining_seconds)
         realm_id = message.realm_id
         notices: list[ExpiringNotice] = []  # what this message's refresh was given to record
 
@@ -205,6 +219,16 @@ class RefreshWorker:
         self._count(f"DisconnectHint_{verdict}")
         logger.info("disconnect hint", extra={"realm_id": realm_id, "verdict": verdict})
         return f"hint_{verdict}"
+
+    def reconcile_changes(self, realm_id: str, remaining_seconds: float | None) -> str:
+        """The change feed's scheduled run (``changes.service``); always acknowledged: a run
+        that fails leaves its realm due again when the schedule's claim lapses."""
+        if self.reconcile is None:
+            logger.warning("reconciliation dropped: this worker does not reconcile")
+            return "reconcile_not_run"
+        outcome = self.reconcile(realm_id, remaining_seconds)
+        logger.info("reconcile message done", extra={"realm_id": realm_id, "outcome": outcome})
+        return f"reconcile_{outcome}"
 
     def expiring_notice(self, conn: Connection) -> ExpiringNotice | None:
         """The hard-expiry notice due for ``conn`` now, if any (see the module docstring)."""

@@ -89,6 +89,8 @@ class GrantAdopter:
     clock: Callable[[], float] = time.time
     #: Counts one CorePlus call of the service's own: (tenant_id, realm_id).
     usage: Callable[[str, str], None] | None = None
+    #: After a grant is stored: (realm_id, tenant_id, now). The change feed starts there.
+    on_stored: Callable[[str, str, float], None] | None = None
 
     # ----- ownership ---------------------------------------------------------------------
 
@@ -220,6 +222,16 @@ class GrantAdopter:
 
     # ----- storing -----------------------------------------------------------------------
 
+    def _after_stored(self, realm_id: str, tenant_id: str, now: float) -> None:
+        """Follows the committed connection; its failure does not undo the connection (the
+        first ``reconcile_changes`` of the realm starts its feed instead)."""
+        if self.on_stored is None:
+            return
+        try:
+            self.on_stored(realm_id, tenant_id, now)
+        except Exception:
+            logger.exception("change feed not started", extra={"realm_id": realm_id})
+
     def store_grant(
         self,
         *,
@@ -287,5 +299,6 @@ class GrantAdopter:
                 )
                 continue
             self.vault.flush_events(conn)
+            self._after_stored(realm_id, tenant_id, now)
             return Adoption(conn, created, company_name)
         raise StoreContention(f"realm {realm_id} was changed concurrently; nothing was stored")

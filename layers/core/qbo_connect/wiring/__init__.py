@@ -11,7 +11,10 @@ function. One module per function family, so a function's cold start loads only 
 - ``connect``: the hosted connect flow and the Disconnect URL (ConnectFunction, CallbackFunction);
 - ``operations``: ConnectionsFunction's actions;
 - ``sweep``: the sweep and the refresh worker;
-- ``webhooks``: the webhook gateway and processor.
+- ``webhooks``: the webhook gateway and processor;
+- ``api``: the QuickBooks API proxy and its governor (QuickBooksApiFunction);
+- ``usage``: the CorePlus meter and budget guard;
+- ``changes``: the change feed's reconciliation and its schedule.
 
 Each getter builds once per container and is reused by warm invocations. Tests call
 :func:`reset` after changing the environment.

@@ -9,6 +9,7 @@ from qbo_connect.operations.connections import ConnectionsService
 from qbo_connect.wiring import aws, vault
 
 if TYPE_CHECKING:
+    from qbo_connect.changes.service import ReconcileService
     from qbo_connect.connect.flow import ConnectFlow
 
 
@@ -31,6 +32,14 @@ def connect_links() -> ConnectFlow:
     from qbo_connect.wiring import connect
 
     return connect.connect_flow()
+
+
+def change_feed() -> ReconcileService:
+    """``reconcile_changes`` and ``change_status``: the change feed's family (and, for a run,
+    the QuickBooks API proxy's) is built only when one is asked for."""
+    from qbo_connect.wiring import changes
+
+    return changes.service()
 
 
 def _reset() -> None:

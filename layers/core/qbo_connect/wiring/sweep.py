@@ -1,8 +1,11 @@
-"""The sweep's family: the scheduled sweep over the DueIndex and the refresh worker."""
+"""The sweep's family: the scheduled sweep over the DueIndex, the refresh worker, and the change
+feed's schedule and runs that share them (its own family is built on first use)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 from aws_lambda_powertools.metrics import EphemeralMetrics
 
@@ -52,6 +55,20 @@ def disconnect_hints() -> DisconnectHints:
     )
 
 
+def reconcile(realm_id: str, remaining_seconds: float | None) -> str:
+    """A scheduled reconciliation (the change feed's family, built on the first one)."""
+    from qbo_connect.wiring import changes
+
+    return changes.service().run_scheduled(realm_id, remaining_seconds=remaining_seconds)
+
+
+def reconcile_schedule(remaining_ms: Callable[[], int]) -> dict[str, Any]:
+    """The change feed's schedule, run by the sweep's function after the refresh sweep."""
+    from qbo_connect.wiring import changes
+
+    return changes.scheduler().run(remaining_ms=remaining_ms).as_dict()
+
+
 @lru_cache(maxsize=1)
 def worker() -> RefreshWorker:
     return RefreshWorker(
@@ -59,6 +76,7 @@ def worker() -> RefreshWorker:
         settings=aws.settings(),
         metrics=metrics,
         disconnect_hints=disconnect_hints,
+        reconcile=reconcile,
     )
 
 

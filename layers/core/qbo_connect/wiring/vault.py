@@ -113,10 +113,14 @@ def vault() -> TokenVault:
 def adopter() -> GrantAdopter:
     """Adoption of a grant (callback and import): proves the realm, checks its owner, stores."""
     from qbo_connect.vault.adoption import GrantAdopter
-    from qbo_connect.wiring import usage
+    from qbo_connect.wiring import changes, usage
 
     return GrantAdopter(
-        vault(), connections=connections(), settings=aws.settings(), usage=usage.count_service_read
+        vault(),
+        connections=connections(),
+        settings=aws.settings(),
+        usage=usage.count_service_read,
+        on_stored=changes.start_feed,
     )
 
 
