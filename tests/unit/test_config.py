@@ -86,9 +86,14 @@ def test_the_worker_defers_with_the_same_figure():
 
 
 def test_every_setting_is_declared_once_and_every_template_variable_is_declared(template):
+    from qbo_connect.api.settings import PROXY_SETTINGS
+    from qbo_connect.changes.settings import CHANGE_FEED_SETTINGS
     from qbo_connect.config import SETTINGS, WEBHOOK_SETTINGS
 
-    service = [s.env for s in SETTINGS]
+    # One declaration per variable across the vault's, the proxy's and the change feed's
+    # tables (the webhook family's own table repeats the few it shares, on purpose: its cold
+    # path never loads the others).
+    service = [s.env for table in (SETTINGS, PROXY_SETTINGS, CHANGE_FEED_SETTINGS) for s in table]
     assert len(service) == len(set(service))
     declared = set(service) | {s.env for s in WEBHOOK_SETTINGS}
     read_elsewhere = {
@@ -133,3 +138,18 @@ def test_minutes_from_the_template_become_seconds_and_seconds_win():
     assert hooks.overlap_seconds == 120.0
     with pytest.raises(ConfigurationError, match="WEBHOOK_CLAIM_SECONDS must not be negative"):
         load_webhook_settings({"WEBHOOK_CLAIM_SECONDS": "-1"})
+
+
+def test_the_change_feed_settings_refuse_a_bad_entity_list_and_a_negative_period():
+    from qbo_connect.changes.settings import DEFAULT_ENTITIES, load_change_feed_settings
+    from qbo_connect.errors import ConfigurationError
+
+    default = load_change_feed_settings({})
+    assert (default.every_hours, default.entities) == (6.0, DEFAULT_ENTITIES)
+    assert default.period_seconds == 6 * 3600
+    chosen = load_change_feed_settings({"RECONCILE_ENTITIES": "Invoice, Bill,Invoice"})
+    assert chosen.entities == ("Invoice", "Bill")
+    assert load_change_feed_settings({"RECONCILE_EVERY_HOURS": "0"}).period_seconds == 0
+    for bad in ({"RECONCILE_ENTITIES": "Invoice;DROP"}, {"RECONCILE_EVERY_HOURS": "-1"}):
+        with pytest.raises(ConfigurationError):
+            load_change_feed_settings(bad)

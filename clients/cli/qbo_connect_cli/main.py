@@ -601,4 +601,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 # Commands kept in modules of their own register themselves on `cli` when imported.
-from qbo_connect_cli import usage_command  # noqa: E402, F401
+from qbo_connect_cli import changes_command, usage_command  # noqa: E402, F401

@@ -7,6 +7,9 @@ written.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -92,4 +95,29 @@ def optional_int(
         raise InvalidRequest(f"{name} must be an integer")
     if not minimum <= value <= maximum:
         raise InvalidRequest(f"{name} must be between {minimum} and {maximum}")
+    return value
+
+
+#: The key attributes a page cursor may carry (a TenantIndex page's last key).
+_CURSOR_KEYS = frozenset({"pk", "sk", "tenant_id", "realm_id"})
+
+
+def encode_cursor(key: Mapping[str, Any] | None) -> str | None:
+    """A page's last key as the opaque ``next_cursor`` string (None on the last page)."""
+    if not key:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
+
+
+def page_cursor(payload: Mapping[str, Any], name: str = "cursor") -> dict[str, Any] | None:
+    """The key a ``cursor`` from :func:`encode_cursor` stands for; anything else is refused."""
+    cursor = optional_str(payload, name, max_length=2048)
+    if not cursor:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, binascii.Error):
+        raise InvalidRequest(f"{name} is not valid") from None
+    if not isinstance(value, dict) or set(value) - _CURSOR_KEYS:
+        raise InvalidRequest(f"{name} is not valid")
     return value

@@ -93,13 +93,28 @@ class ReconcileService:
         return "partial" if outcome.partial else "reconciled"
 
     def status(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """``change_status``: one realm's watermark, last and next run, changes recovered."""
+        """``change_status``: with ``realm_id``, that realm's watermark, last and next run and
+        changes recovered; without, a page of the tenant's realms (``tenant_id``, ``limit``,
+        ``cursor``), read through TenantIndex like ``list_connections``."""
+        if payload.get("realm_id") is None:
+            return self._tenant_status(payload)
         realm_id = validation.realm_id(payload)
         tenant_id = validation.optional_tenant_id(payload)
         conn = owned_by(self.connections.get_connection(realm_id), tenant_id)
         if conn is None:
             raise NotConnected(f"realm {realm_id} is not connected")
         return status_of(realm_id, conn.status, self.marks.get_watermark(realm_id))
+
+    def _tenant_status(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        tenant_id = validation.tenant_id(payload)
+        limit = validation.optional_int(payload, "limit", default=50, minimum=1, maximum=100)
+        page, cursor = self.connections.list_connections(
+            tenant_id, limit=limit, cursor=validation.page_cursor(payload)
+        )
+        realms = [
+            status_of(c.realm_id, c.status, self.marks.get_watermark(c.realm_id)) for c in page
+        ]
+        return {"realms": realms, "next_cursor": validation.encode_cursor(cursor)}
 
     def _run(self, conn: Connection, remaining_seconds: float | None) -> Outcome:
         budget = self.max_seconds

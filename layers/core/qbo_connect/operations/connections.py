@@ -4,9 +4,6 @@ which live in ``connect_flow``). Each returns a JSON-able dict; errors are Servi
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,24 +46,6 @@ logger = Logger(child=True)
 MAX_FILTERED_PAGES = 5
 
 
-def _encode_cursor(key: Mapping[str, Any] | None) -> str | None:
-    if not key:
-        return None
-    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
-
-
-def _decode_cursor(cursor: str | None) -> dict[str, Any] | None:
-    if not cursor:
-        return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, binascii.Error):
-        raise InvalidRequest("cursor is not valid") from None
-    if not isinstance(value, dict) or set(value) - {"pk", "sk", "tenant_id", "realm_id"}:
-        raise InvalidRequest("cursor is not valid")
-    return value
-
-
 @dataclass(eq=False)
 class ConnectionsService:
     """Actions on stored connections. Tokens never leave this class except to Intuit."""
@@ -103,7 +82,7 @@ class ConnectionsService:
         """
         tenant_id = validation.tenant_id(payload)
         limit = validation.optional_int(payload, "limit", default=50, minimum=1, maximum=200)
-        cursor = _decode_cursor(validation.optional_str(payload, "cursor", max_length=2048))
+        cursor = validation.page_cursor(payload)
         health = validation.optional_str(payload, "health", max_length=32)
         if health is not None and health not in HEALTH_VALUES:
             raise InvalidRequest(f"health must be one of: {', '.join(HEALTH_VALUES)}")
@@ -116,7 +95,7 @@ class ConnectionsService:
             found += [c for c in described if health is None or c["health"] == health]
             if cursor is None or len(found) >= limit:
                 break
-        return {"connections": found, "next_cursor": _encode_cursor(cursor)}
+        return {"connections": found, "next_cursor": validation.encode_cursor(cursor)}
 
     def connection_history(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """The newest outcomes of a connection (also after it was disconnected)."""

@@ -142,13 +142,16 @@ class BudgetGuard:
                 resets_at=resets_at,
             )
 
-    def percent_of_soft_limit(self) -> float | None:
+    def percent_of_soft_limit(self, *, fresh: bool = False) -> float | None:
         """The month's CorePlus use as a percentage of the workloads' soft limit (None when
         nothing is metered: sandbox, or no budget). The change feed's schedule stands back
-        past its share of it."""
+        past its share of it; it reads the total ``fresh`` (one GetItem a run), not cached."""
         if self.meter.sandbox or not self.soft_limit:
             return None
         month = month_of(self._clock())
+        if fresh:
+            with self._lock:
+                self._cache.pop((month, TOTAL_SK), None)
         used = self._stored(month, TOTAL_SK) + self.meter.unflushed(month=month)
         return 100.0 * used / self.soft_limit
 

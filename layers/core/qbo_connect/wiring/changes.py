@@ -76,7 +76,7 @@ def service() -> ReconcileService:
 
 
 def _usage_percent() -> float | None:
-    return usage.guard().percent_of_soft_limit()
+    return usage.guard().percent_of_soft_limit(fresh=True)
 
 
 @lru_cache(maxsize=1)
