@@ -164,7 +164,10 @@ class Browser:
 
     def connection(self, realm: str | None = None) -> dict[str, Any] | None:
         key = f"REALM#{realm or self.realm}"
-        return next((i for i in self.scan() if i["pk"]["S"] == key), None)
+        return next(
+            (i for i in self.scan() if i["pk"]["S"] == key and i["sk"]["S"] == "CONNECTION"),
+            None,
+        )
 
     def counters(self) -> dict[str, int]:
         return self.sim("GET", "/_sim/counters")
@@ -246,6 +249,14 @@ def test_happy_path_stores_an_encrypted_connection(browser, stack):
     item = browser.connection()
     assert item is not None
     assert item["tenant_id"]["S"] == "tenant-a"
+    # and its change feed starts now, on the reconciliation schedule (nothing older replayed)
+    feed = next(
+        i
+        for i in browser.scan()
+        if i["pk"]["S"] == f"REALM#{browser.realm}" and i["sk"]["S"] == "CHANGES"
+    )
+    assert feed["feed_tenant"]["S"] == "tenant-a" and feed["due_shard"]["S"].startswith("CHANGES#")
+    assert abs(float(feed["watermark"]["N"]) - time.time()) < 120
     assert item["environment"]["S"] == "sandbox"
     assert item["status"]["S"] == "active"
     assert item["company_name"]["S"] == company
