@@ -126,3 +126,19 @@ def test_change_status_shows_the_watermark_and_runs_to_the_owner_only(table):
     assert status["last_run"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW))
     with pytest.raises(NotConnected):
         svc.status({"realm_id": "4620816365", "tenant_id": "tenant-b"})
+
+
+def test_a_realm_without_a_feed_joins_it_after_a_refresh_and_only_once(table):
+    svc, _ = service(table, [], [], [NOW])
+    marks = svc.marks
+    table.delete_item(Key={"pk": "REALM#4620816365", "sk": "CHANGES"})  # made before the feed
+
+    def first_run(realm: str, now: float) -> float:
+        return now + 60
+
+    assert svc.join("4620816365", first_run=first_run)
+    state = marks.get_watermark("4620816365")
+    assert state is not None
+    assert (state.watermark, state.next_run) == pytest.approx((NOW, NOW + 60), abs=0.001)
+    assert not svc.join("4620816365", first_run=first_run)  # it has one now: a read, no write
+    assert not svc.join("4620816366", first_run=first_run)  # not connected: nothing

@@ -92,6 +92,26 @@ class ReconcileService:
             return "failed"
         return "partial" if outcome.partial else "reconciled"
 
+    def join(self, realm_id: str, *, first_run: Callable[[str, float], float | None]) -> bool:
+        """A connection refreshed by the sweep whose realm has no feed (connected before the
+        feed existed, or its start failed) joins it now: one eventually consistent read per
+        keep-alive refresh, and a start only when missing. True when it joined."""
+        if self.marks.has_watermark(realm_id):
+            return False
+        conn = self.connections.get_connection(realm_id)
+        if conn is None or conn.status != STATUS_ACTIVE or not conn.tenant_id:
+            return False
+        now = self.clock()
+        self.marks.start(
+            realm_id,
+            tenant_id=conn.tenant_id,
+            at=now,
+            now=now,
+            next_run=first_run(realm_id, now),
+        )
+        self._count("ChangeFeedJoined")
+        return True
+
     def status(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """``change_status``: with ``realm_id``, that realm's watermark, last and next run and
         changes recovered; without, a page of the tenant's realms (``tenant_id``, ``limit``,

@@ -300,6 +300,11 @@ class ChangeMarks:
         digest = hashlib.sha256(realm_id.encode()).digest()
         return f"{SHARD_PREFIX}{int.from_bytes(digest[:4], 'big') % self.shards:02d}"
 
+    def has_watermark(self, realm_id: str) -> bool:
+        """Whether the realm has a feed (an eventually consistent read of its key only)."""
+        item = self.table.get_item(Key=watermark_key(realm_id), ProjectionExpression="pk")
+        return "Item" in item
+
     def get_watermark(self, realm_id: str) -> Watermark | None:
         item = self.table.get_item(Key=watermark_key(realm_id), ConsistentRead=True).get("Item")
         if not item:

@@ -30,7 +30,9 @@ still honoured while in flight during an upgrade):
   with Intuit by ``sweep.disconnect_check`` at most once per realm per day, and acknowledged
   whatever the verdict.
 - A ``reconcile`` message (the change feed's schedule, ``changes.scheduler``) runs that realm's
-  reconciliation with CDC (``changes.service``) and is acknowledged whatever the outcome.
+  reconciliation with CDC (``changes.service``) and is acknowledged whatever the outcome. After
+  a refresh, a realm without a change feed (connected before it existed) joins it: one
+  eventually consistent read per refresh, a start only when missing.
 - Records run one after another (so Intuit sees at most ``MaximumConcurrency`` refreshes at
   once). A record is not started when less time is left than one refresh's worst case (every
   Intuit attempt timing out); it fails instead and comes back later, so a slow Intuit makes the
@@ -97,11 +99,14 @@ class RefreshWorker:
         min_remaining_ms: int | None = None,
         disconnect_hints: Callable[[], DisconnectHints] | None = None,
         reconcile: Callable[[str, float | None], str] | None = None,
+        join_feed: Callable[[str], None] | None = None,
     ) -> None:
         self.vault = vault
         self.disconnect_hints = disconnect_hints
         #: The change feed's scheduled run of one realm: (realm_id, seconds left) -> outcome.
         self.reconcile = reconcile
+        #: After a refresh: the realm joins the change feed if it has none (an upgrade).
+        self.join_feed = join_feed
         self._clock = clock
         self.metrics = metrics
         self.min_remaining_ms = (
@@ -195,6 +200,8 @@ class RefreshWorker:
             raise EventsPending(f"realm {realm_id}: lifecycle events still pending")
         if outcome.startswith("skipped"):
             self._count("RefreshSkipped")
+        if outcome == "refreshed" and self.join_feed is not None:
+            self._join_feed(self.join_feed, realm_id)
         # A refresh already logged its "refresh outcome" line: one line per refresh is enough.
         log = logger.debug if outcome == "refreshed" else logger.info
         log("refresh message done", extra={"realm_id": realm_id, "outcome": outcome})
@@ -219,6 +226,14 @@ class RefreshWorker:
         self._count(f"DisconnectHint_{verdict}")
         logger.info("disconnect hint", extra={"realm_id": realm_id, "verdict": verdict})
         return f"hint_{verdict}"
+
+    @staticmethod
+    def _join_feed(join: Callable[[str], None], realm_id: str) -> None:
+        """Never fails the refresh: a realm that does not join now joins at its next one."""
+        try:
+            join(realm_id)
+        except Exception:
+            logger.warning("change feed not joined", extra={"realm_id": realm_id}, exc_info=True)
 
     def reconcile_changes(self, realm_id: str, remaining_seconds: float | None) -> str:
         """The change feed's scheduled run (``changes.service``); always acknowledged: a run

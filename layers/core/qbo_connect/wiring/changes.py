@@ -105,6 +105,16 @@ def start_feed(realm_id: str, tenant_id: str, now: float) -> None:
     )
 
 
+def join_feed(realm_id: str) -> None:
+    """After a keep-alive refresh: a realm without a feed joins it (off with the schedule)."""
+    period = settings().period_seconds
+    if not period:
+        return
+    service().join(
+        realm_id, first_run=lambda realm, now: first_run(realm, now=now, period_seconds=period)
+    )
+
+
 def _reset() -> None:
     for cached in (settings, marks, publisher, service, scheduler):
         cached.cache_clear()

@@ -62,6 +62,12 @@ def reconcile(realm_id: str, remaining_seconds: float | None) -> str:
     return changes.service().run_scheduled(realm_id, remaining_seconds=remaining_seconds)
 
 
+def join_feed(realm_id: str) -> None:
+    from qbo_connect.wiring import changes
+
+    changes.join_feed(realm_id)
+
+
 def reconcile_schedule(remaining_ms: Callable[[], int]) -> dict[str, Any]:
     """The change feed's schedule, run by the sweep's function after the refresh sweep."""
     from qbo_connect.wiring import changes
@@ -77,6 +83,7 @@ def worker() -> RefreshWorker:
         metrics=metrics,
         disconnect_hints=disconnect_hints,
         reconcile=reconcile,
+        join_feed=join_feed,
     )
 
 
