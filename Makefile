@@ -160,6 +160,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/cost_model.py
 	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/change_feed.py
 
 clean:
 	rm -rf .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache test-artifacts bench/results \
