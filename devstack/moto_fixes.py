@@ -13,6 +13,10 @@ Test and local-stack infrastructure only: none of this touches the service's cod
   real SQS does not lose messages). :func:`apply_sqs_fixes` takes the lock. It also makes two
   O(queue depth) walks O(1) (a receive recomputed every queue attribute with a slow clock),
   without changing what SQS answers.
+* KMS: moto makes an RSA-2048 private key for every key it creates, a symmetric one included
+  (where only Sign, Verify and GetPublicKey of an asymmetric key would use it): about 0.1 s of
+  CPU per key, and the fast tests create one per test. :func:`apply_kms_fixes` makes it on first
+  use instead; what KMS answers does not change.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 _applied = False
+_kms_applied = False
 _apply_lock = threading.Lock()
 
 
@@ -119,9 +124,43 @@ def apply_sqs_fixes() -> None:
         _applied = True
 
 
+class _PrivateKeyOnFirstUse:
+    """Stands for moto's private key of a KMS key; makes it when one of its methods is used."""
+
+    def __init__(self, make: Callable[[str], Any], key_spec: str) -> None:
+        self._make = make
+        self._key_spec = key_spec
+        self._key: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._key is None:
+                self._key = self._make(self._key_spec)
+        return getattr(self._key, name)
+
+
+def apply_kms_fixes() -> None:
+    """Patch moto's KMS models in this process (idempotent): private keys made on first use."""
+    global _kms_applied
+    with _apply_lock:
+        if _kms_applied:
+            return
+        import moto.kms.models as kms_models
+
+        make = kms_models.generate_private_key
+
+        def on_first_use(key_spec: str) -> Any:
+            return _PrivateKeyOnFirstUse(make, key_spec)
+
+        setattr(kms_models, "generate_private_key", on_first_use)  # noqa: B010
+        _kms_applied = True
+
+
 def moto_app() -> Callable[..., Iterable[bytes]]:
-    """moto's WSGI app with both fixes applied."""
+    """moto's WSGI app with the fixes above applied."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     apply_sqs_fixes()
+    apply_kms_fixes()
     return AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))

@@ -96,12 +96,15 @@ def aws(template) -> Iterator[dict]:
     """moto in-process: the table from template.yaml, a KMS key, the client secret."""
     from moto import mock_aws
 
-    from devstack.moto_fixes import apply_dynamodb_backend_lock
+    from devstack.moto_fixes import apply_dynamodb_backend_lock, apply_kms_fixes
     from devstack.template import create_table_from_template
 
     # DynamoDB applies a conditional write atomically; in-process moto does not unless told to.
     apply_dynamodb_backend_lock()
-    with mock_aws():
+    apply_kms_fixes()
+    # A fresh moto per test, but the same boto3 default session: moto would otherwise drop it,
+    # and every test would read botocore's service models from disk again (about 0.3 s each).
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
         ddb = boto3.client("dynamodb")
         create_table_from_template(ddb, template, "connections-test")
         key_id = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
+import json
 import re
 import secrets
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from werkzeug.wrappers import Request, Response
 
 from devstack.intuit_sim.common import _json, _oauth_error, _sha256
 from devstack.intuit_sim.faults import FaultInjection
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
 PAYMENT_SCOPE = "com.intuit.quickbooks.payment"
@@ -37,6 +43,50 @@ _REALM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: 700 random bytes make 934 base64url characters: with the prefix, the size of an Intuit
 #: access token.
 ACCESS_TOKEN_RANDOM_BYTES = 700
+
+
+class SigningKey:
+    """The RS256 key a simulator signs id_tokens with, and its JWKS entry.
+
+    One per simulator, so a JWKS cached across simulators is noticed; made on first use, since
+    an RSA key costs about 0.1 s of CPU and most simulators (one per fast test) never sign one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: tuple[RSAPrivateKey, str, dict[str, Any]] | None = None
+
+    def _key(self) -> tuple[RSAPrivateKey, str, dict[str, Any]]:
+        with self._lock:
+            if self._made is None:
+                from cryptography.hazmat.primitives.asymmetric import rsa
+
+                private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                public_jwk: dict[str, Any] = dict(
+                    jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
+                )
+                thumb_src = json.dumps(
+                    {"e": public_jwk["e"], "kty": "RSA", "n": public_jwk["n"]},
+                    separators=(",", ":"),
+                    sort_keys=True,
+                )
+                digest = hashlib.sha256(thumb_src.encode()).digest()
+                kid = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+                public_jwk.update({"kid": kid, "alg": "RS256", "use": "sig"})
+                self._made = (private_key, kid, public_jwk)
+            return self._made
+
+    @property
+    def private_key(self) -> RSAPrivateKey:
+        return self._key()[0]
+
+    @property
+    def kid(self) -> str:
+        return self._key()[1]
+
+    @property
+    def public_jwk(self) -> dict[str, Any]:
+        return self._key()[2]
 
 
 @dataclass
@@ -206,7 +256,8 @@ class OAuthServer(FaultInjection):
         }
         if grant.realm_id is not None:
             claims["realmid"] = grant.realm_id
-        return jwt.encode(claims, self._private_key, algorithm="RS256", headers={"kid": self.kid})
+        key = self._signing_key
+        return jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid})
 
     def _grant_for_access_token(self, token: str) -> _Grant | None:
         with self._lock:
@@ -416,7 +467,7 @@ class OAuthServer(FaultInjection):
         return _json(body)
 
     def _jwks(self, request: Request) -> Response:
-        resp = _json({"keys": [dict(self._public_jwk)]})
+        resp = _json({"keys": [dict(self._signing_key.public_jwk)]})
         resp.headers["Cache-Control"] = "public, max-age=300"
         del resp.headers["Pragma"]
         return resp

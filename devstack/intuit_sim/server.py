@@ -7,10 +7,7 @@ fault injection over one shared state, serves them with werkzeug on 127.0.0.1, a
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import json
 import random
 import socket
 import threading
@@ -20,15 +17,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from devstack.intuit_sim.authorize import AuthorizeEndpoint
 from devstack.intuit_sim.common import _json, _new_tid, _oauth_error, _QuietHandler, log
 from devstack.intuit_sim.faults import _Faults
-from devstack.intuit_sim.oauth import _AccessToken, _Code, _Grant, _Pending
+from devstack.intuit_sim.oauth import SigningKey, _AccessToken, _Code, _Grant, _Pending
 from devstack.intuit_sim.quickbooks import _API_RE, _COMPANYINFO_RE, QuickBooksApi
 from devstack.intuit_sim.state import (
     PATH_AUTHORIZE,
@@ -121,19 +116,7 @@ class IntuitSimulator(AuthorizeEndpoint, QuickBooksApi):
         self._rng = random.Random()
 
         # One key per instance: tests that cache a JWKS across simulators must notice.
-        self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        public_jwk: dict[str, Any] = dict(
-            jwt.algorithms.RSAAlgorithm.to_jwk(self._private_key.public_key(), as_dict=True)
-        )
-        thumb_src = json.dumps(
-            {"e": public_jwk["e"], "kty": "RSA", "n": public_jwk["n"]},
-            separators=(",", ":"),
-            sort_keys=True,
-        )
-        self.kid = base64.urlsafe_b64encode(hashlib.sha256(thumb_src.encode()).digest()).decode()
-        self.kid = self.kid.rstrip("=")
-        public_jwk.update({"kid": self.kid, "alg": "RS256", "use": "sig"})
-        self._public_jwk = public_jwk
+        self._signing_key = SigningKey()
 
         # The sandbox user behind every consent; stable per instance so `sub` is comparable.
         self.user: dict[str, Any] = {

@@ -13,9 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-
-    from devstack.intuit_sim.oauth import _AccessToken, _Code, _Grant, _Pending
+    from devstack.intuit_sim.oauth import SigningKey, _AccessToken, _Code, _Grant, _Pending
     from devstack.intuit_sim.webhooks import WebhookSender
 
 PATH_AUTHORIZE = "/connect/oauth2"
@@ -61,8 +59,7 @@ class SimulatorState:
     _access: dict[str, _AccessToken]
     _counters: Counter[str]
     _refresh_log: deque[dict[str, Any]]
-    _private_key: RSAPrivateKey
-    _public_jwk: dict[str, Any]
+    _signing_key: SigningKey
     _base_url: str | None
 
     # ------------------------------------------------------------------ URLs

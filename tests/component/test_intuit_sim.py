@@ -552,6 +552,7 @@ def test_companyinfo(make_sim: Callable[..., IntuitSimulator], clock: FakeClock)
 
 def test_latency_fault(sim: IntuitSimulator) -> None:
     rt = sim.issue_tokens(client_id=CLIENT_ID)["refresh_token"]
+    requests.get(sim.endpoints["INTUIT_JWKS_URI"], timeout=TIMEOUT)  # its key is made once
     sim.set_faults(latency_seconds=0.3)
     started = time.monotonic()
     assert refresh(sim, rt).status_code == 200
