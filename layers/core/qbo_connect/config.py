@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from qbo_connect.connect.branding import APP_NAME_MAX, DEFAULT_ACCENT, check_accent, check_url
 from qbo_connect.errors import ConfigurationError
+from qbo_connect.fieldwise import Fieldwise
 
 # Intuit's real endpoints: the defaults. Every one can be replaced by an env var of the same
 # name, which is how tests and the local stack point the service at the simulator.
@@ -45,8 +46,8 @@ KNOWN_SCOPES = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class IntuitEndpoints:
+@dataclass(frozen=True, eq=False, repr=False)
+class IntuitEndpoints(Fieldwise):
     """Where Intuit (or the simulator) lives."""
 
     environment: str
@@ -65,8 +66,8 @@ AWS_CALLS_UNDER_LEASE = 3
 LEASE_MARGIN_SECONDS = 5.0
 
 
-@dataclass(frozen=True)
-class Settings:
+@dataclass(frozen=True, eq=False, repr=False)
+class Settings(Fieldwise):
     """Everything the service can be configured with. Built once per container."""
 
     table_name: str
@@ -277,8 +278,8 @@ _VAULT = ("GetTokenFunction", "ConnectionsFunction", "RefreshWorkerFunction")
 _FLOW = ("ConnectFunction", "CallbackFunction")
 
 
-@dataclass(frozen=True)
-class Setting:
+@dataclass(frozen=True, eq=False, repr=False)
+class Setting(Fieldwise):
     """One environment variable: the Settings field it fills, how it is read, its default when
     unset or empty, and the functions that cannot run without a value (``required_by``)."""
 

@@ -22,6 +22,7 @@ from aws_lambda_powertools import Logger
 
 from qbo_connect import validation
 from qbo_connect.errors import InvalidRequest, MalformedMessage, MalformedPayload
+from qbo_connect.fieldwise import Fieldwise
 
 if TYPE_CHECKING:  # the webhook model is imported where a ChangesMessage is parsed, so the
     # vault's functions (GetToken's cold start) do not load the webhook payload parser
@@ -84,8 +85,8 @@ REFRESH, DISCONNECT_HINT, RECONCILE = "refresh", "disconnect_hint", "reconcile"
 MESSAGE_KINDS = (REFRESH, DISCONNECT_HINT, RECONCILE)
 
 
-@dataclass(frozen=True)
-class RefreshMessage:
+@dataclass(frozen=True, eq=False, repr=False)
+class RefreshMessage(Fieldwise):
     """A message to the refresh worker about one connection: refresh it when due, verify a
     Disconnect URL hint for it, or reconcile its change feed with CDC."""
 
@@ -122,8 +123,8 @@ class RefreshMessage:
         return _compact(body)
 
 
-@dataclass(frozen=True)
-class ChangesMessage:
+@dataclass(frozen=True, eq=False, repr=False)
+class ChangesMessage(Fieldwise):
     """The webhook gateway's message to the processor: verified changes, as Intuit sent them."""
 
     received_at: float
@@ -155,8 +156,8 @@ class ChangesMessage:
 # ----- direct invokes -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GetTokenRequest:
+@dataclass(frozen=True, eq=False, repr=False)
+class GetTokenRequest(Fieldwise):
     """GetTokenFunction's payload."""
 
     realm_id: str

@@ -26,6 +26,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from qbo_connect.fieldwise import Fieldwise
+
 logger = Logger(child=True)
 
 SOURCE = "qbo-connect"
@@ -44,8 +46,8 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-@dataclass(frozen=True)
-class PendingEvent:
+@dataclass(frozen=True, eq=False, repr=False)
+class PendingEvent(Fieldwise):
     """A lifecycle event recorded on its connection item until EventBridge took it.
 
     ``event_id`` and ``occurred_at`` are fixed when the event is recorded, so every delivery of

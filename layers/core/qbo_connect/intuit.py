@@ -33,6 +33,7 @@ from qbo_connect.errors import (
     InvalidClient,
     InvalidGrant,
 )
+from qbo_connect.fieldwise import Fieldwise
 
 if TYPE_CHECKING:
     # Imported where they are used: a warm get_token never talks to Intuit, so its cold start
@@ -45,8 +46,8 @@ logger = Logger(child=True)
 USER_AGENT = "qbo-connect/0.1 (+https://github.com/; python-requests)"
 
 
-@dataclass(frozen=True)
-class ClientCredentials:
+@dataclass(frozen=True, eq=False, repr=False)
+class ClientCredentials(Fieldwise):
     client_id: str
     client_secret: str = field(repr=False)
 
@@ -55,8 +56,8 @@ class ClientCredentials:
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
-@dataclass(frozen=True)
-class TokenSet:
+@dataclass(frozen=True, eq=False, repr=False)
+class TokenSet(Fieldwise):
     """A token endpoint answer. ``repr`` hides every secret value."""
 
     access_token: str = field(repr=False)

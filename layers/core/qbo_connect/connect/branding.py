@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from qbo_connect.errors import ConfigurationError
+from qbo_connect.fieldwise import Fieldwise
 
 #: A green close to QuickBooks' own that carries white text at 5.5:1.
 DEFAULT_ACCENT = "#1e7a14"
@@ -90,8 +91,8 @@ def check_url(name: str, value: str, *, schemes: tuple[str, ...] = ("https",)) -
     return value
 
 
-@dataclass(frozen=True)
-class Branding:
+@dataclass(frozen=True, eq=False, repr=False)
+class Branding(Fieldwise):
     """What the pages show of the deployer; built from settings, never from a request."""
 
     app_name: str = ""

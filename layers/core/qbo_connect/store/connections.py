@@ -18,6 +18,7 @@ from qbo_connect.errors import (
     VersionConflict,
 )
 from qbo_connect.events import OUTBOX_PREFIX, PendingEvent
+from qbo_connect.fieldwise import Fieldwise
 from qbo_connect.store.table import (
     CONNECTION_SK,
     DESERIALIZE,
@@ -41,8 +42,8 @@ from qbo_connect.store.table import (
 from qbo_connect.store.tenure import TENURE_ATTRIBUTES, TENURE_SINCE
 
 
-@dataclass
-class Connection:
+@dataclass(eq=False, repr=False)
+class Connection(Fieldwise):
     """A connection item as the code sees it (numbers as float/int, binaries as bytes)."""
 
     realm_id: str
@@ -146,8 +147,8 @@ class Connection:
         }
 
 
-@dataclass(frozen=True)
-class SealedTokens:
+@dataclass(frozen=True, eq=False, repr=False)
+class SealedTokens(Fieldwise):
     """Token material ready to be written: sealed bytes and expiry times."""
 
     data_key: bytes = field(repr=False)

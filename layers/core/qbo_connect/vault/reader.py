@@ -31,7 +31,7 @@ logger = Logger(child=True)
 MAX_MIN_VALID_SECONDS = 3000  # Intuit access tokens live 3600 s; ask for less than that.
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # compared and printed as any service object
 class TokenReader:
     """Serves get_token; refreshes through ``refresher`` (the protocol) only when it must."""
 

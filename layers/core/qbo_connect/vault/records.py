@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qbo_connect import events as lifecycle
+from qbo_connect.fieldwise import Fieldwise
 from qbo_connect.store.connections import Connection
 
 ACCESS_FIELD = "access_token"
@@ -22,8 +23,8 @@ def owned_by(conn: Connection | None, tenant_id: str | None) -> Connection | Non
     return conn
 
 
-@dataclass(frozen=True)
-class AccessToken:
+@dataclass(frozen=True, eq=False, repr=False)
+class AccessToken(Fieldwise):
     """A usable access token; ``repr`` hides the token."""
 
     access_token: str = field(repr=False)
@@ -48,8 +49,8 @@ class AccessToken:
         }
 
 
-@dataclass(frozen=True)
-class ExpiringNotice:
+@dataclass(frozen=True, eq=False, repr=False)
+class ExpiringNotice(Fieldwise):
     """Hard-expiry thresholds to record as notified, with the one event that goes out for them
     (the worker decides which, see ``worker.py``); the refresh's commit records both."""
 
@@ -57,8 +58,8 @@ class ExpiringNotice:
     event: lifecycle.PendingEvent | None
 
 
-@dataclass
-class RefreshObserver:
+@dataclass(eq=False, repr=False)
+class RefreshObserver(Fieldwise):
     """Hooks for metrics; the worker and handlers plug Powertools Metrics in here."""
 
     on_refreshed: Callable[[Connection], None] = lambda conn: None

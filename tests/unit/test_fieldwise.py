@@ -1,0 +1,81 @@
+"""Fieldwise methods behave as the ones @dataclass generates (qbo_connect.fieldwise)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import pytest
+
+from qbo_connect.fieldwise import Fieldwise
+
+
+@dataclass(frozen=True)
+class FrozenGenerated:
+    name: str
+    secret: str = field(repr=False)
+    note: str = field(default="", compare=False)
+    items: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class FrozenFieldwise(Fieldwise):
+    name: str
+    secret: str = field(repr=False)
+    note: str = field(default="", compare=False)
+    items: tuple[int, ...] = ()
+
+
+@dataclass
+class MutableGenerated:
+    name: str
+    children: list[object] = field(default_factory=list)
+
+
+@dataclass(eq=False, repr=False)
+class MutableFieldwise(Fieldwise):
+    name: str
+    children: list[object] = field(default_factory=list)
+
+
+def pair(generated: type, fieldwise: type, *args: object, **kwargs: object):
+    return generated(*args, **kwargs), fieldwise(*args, **kwargs)
+
+
+def test_repr_is_the_generated_one_and_hides_repr_false_fields():
+    generated, fieldwise = pair(FrozenGenerated, FrozenFieldwise, "a", "s3cret", "n", (1, 2))
+    assert repr(fieldwise) == repr(generated).replace("FrozenGenerated", "FrozenFieldwise")
+    assert "s3cret" not in repr(fieldwise)
+
+
+def test_repr_of_a_record_that_contains_itself_ends():
+    generated, fieldwise = pair(MutableGenerated, MutableFieldwise, "root")
+    generated.children.append(generated)
+    fieldwise.children.append(fieldwise)
+    assert repr(fieldwise) == repr(generated).replace("MutableGenerated", "MutableFieldwise")
+
+
+def test_equality_compares_the_compared_fields_of_the_same_class_only():
+    a = FrozenFieldwise("a", "s", note="one", items=(1,))
+    assert a == FrozenFieldwise("a", "s", note="two", items=(1,))  # note: compare=False
+    assert a != FrozenFieldwise("a", "other", note="one", items=(1,))
+    assert a != FrozenGenerated("a", "s", note="one", items=(1,))
+    assert (a == object()) is False
+
+
+def test_hash_like_the_generated_one_frozen_only():
+    generated, fieldwise = pair(FrozenGenerated, FrozenFieldwise, "a", "s", "n", (1,))
+    assert hash(fieldwise) == hash(generated)
+    assert {fieldwise: 1}[FrozenFieldwise("a", "s", "other note", (1,))] == 1
+    with pytest.raises(TypeError):
+        hash(MutableGenerated("a"))
+    with pytest.raises(TypeError):
+        hash(MutableFieldwise("a"))
+
+
+def test_frozen_replace_and_fields_still_work():
+    fieldwise = FrozenFieldwise("a", "s")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fieldwise.name = "b"  # type: ignore[misc]
+    assert dataclasses.replace(fieldwise, name="b") == FrozenFieldwise("b", "s")
+    assert [f.name for f in dataclasses.fields(fieldwise)] == ["name", "secret", "note", "items"]
