@@ -96,7 +96,14 @@ def run(realms: int, runs: int, changes: int, busy_changes: int) -> dict[str, An
         for n in range(busy_changes):
             sim.change_entity(busy, "Customer", "Create", {"DisplayName": f"Busy {n}"})
         before = int(sim.api_counts(busy)["cdc"])
-        busy_answer = reconcile(busy)
+        # A run that meets its deadline is partial; the schedule continues it soon after.
+        busy_published, busy_runs = 0, 0
+        while True:
+            busy_answer = reconcile(busy)
+            busy_published += busy_answer["published"]
+            busy_runs += 1
+            if not busy_answer["partial"] or busy_runs >= 10:
+                break
         busy_calls = int(sim.api_counts(busy)["cdc"]) - before
 
     runs_a_day = 24 / every_hours
@@ -122,7 +129,8 @@ def run(realms: int, runs: int, changes: int, busy_changes: int) -> dict[str, An
         "dynamodb_requests_per_run": round(dynamodb / (realms * runs), 2),
         "put_events_calls": events_calls,
         "busy_changes": busy_changes,
-        "busy_published": busy_answer["published"],
+        "busy_published": busy_published,
+        "busy_runs": busy_runs,
         "busy_cdc_calls": busy_calls,
     }
 
@@ -155,7 +163,8 @@ def main() -> int:
     )
     print(
         f"busy company: {result['busy_published']} of {result['busy_changes']} changes in "
-        f"{result['busy_cdc_calls']} CDC calls (narrowed past 1000 per answer)"
+        f"{result['busy_cdc_calls']} CDC calls over {result['busy_runs']} run(s) "
+        "(narrowed past 1000 per answer; a run that meets its deadline is continued)"
     )
     save_result("change_feed", result, started)
     ok = result["published"] == result["expected_published"] and (
