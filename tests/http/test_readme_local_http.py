@@ -70,6 +70,8 @@ def test_the_readme_still_has_the_commands_this_test_runs():
         "connections refresh",
         "connections disconnect",
         "connections import",
+        "changes reconcile",
+        "changes status",
         "token 9130357766042906",
     ], commands
 
@@ -119,6 +121,8 @@ def test_the_readme_local_commands_run_as_written(stack, tmp_path):
             assert page.status_code == 200 and "Verified" in page.text, page.text
         if verb == "connections import":
             assert "imported" in result.stdout + result.stderr
+        if verb == "changes reconcile":
+            assert "Reconciled 9130357766042906" in result.stdout
     # The README's token line printed a token for the re-imported company
     assert result.stdout.strip()
 
