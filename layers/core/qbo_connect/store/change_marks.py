@@ -29,12 +29,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from qbo_connect.store.table import DUE_INDEX
+from qbo_connect.store.table import DUE_INDEX, Repository, number
 
 KIND = "CHANGE"
 WATERMARK_SK = "CHANGES"
@@ -54,10 +51,6 @@ def watermark_key(realm_id: str) -> dict[str, str]:
     return {"pk": f"REALM#{realm_id}", "sk": WATERMARK_SK}
 
 
-def _num(value: float) -> Decimal:
-    return Decimal(str(round(float(value), 3)))
-
-
 @dataclass(frozen=True)
 class Watermark:
     """A realm's reconciliation state as stored."""
@@ -72,13 +65,13 @@ class Watermark:
     tenant_id: str = ""
 
 
-class ChangeMarks:
+class ChangeMarks(Repository):
     """Conditional writes of change marks and watermarks (see the module docstring)."""
 
     def __init__(
         self, table: Any, *, ttl_seconds: int, tolerance_seconds: float, shards: int = 16
     ) -> None:
-        self.table = table
+        super().__init__(table)
         self.shards = max(1, shards)
         self.ttl_seconds = max(ttl_seconds, MIN_TTL_SECONDS)
         self.tolerance_seconds = tolerance_seconds
@@ -100,11 +93,11 @@ class ChangeMarks:
         item = {
             **mark_key(realm_id, entity, entity_id),
             "realm_id": realm_id,
-            "change_time": _num(change_time),
+            "change_time": number(change_time),
             "event_id": event_id,
             "status": CLAIMED,
             "source": source,
-            "claimed_at": _num(now),
+            "claimed_at": number(now),
             "ttl": int(now) + self.ttl_seconds,
         }
         return self._conditional(
@@ -117,7 +110,7 @@ class ChangeMarks:
                 ),
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": {
-                    ":older_than": _num(change_time - self.tolerance_seconds),
+                    ":older_than": number(change_time - self.tolerance_seconds),
                     ":eid": event_id,
                     ":claimed": CLAIMED,
                 },
@@ -138,7 +131,7 @@ class ChangeMarks:
                 "ExpressionAttributeValues": {
                     ":published": PUBLISHED,
                     ":eid": event_id,
-                    ":now": _num(now),
+                    ":now": number(now),
                 },
             },
         )
@@ -163,7 +156,7 @@ class ChangeMarks:
         recovered, or reported lost by ``resync_required``); it is scheduled again if it was
         not. A retry whose first write succeeded meets its own tenant and keeps what it wrote.
         """
-        due = {":shard": self.shard_for(realm_id), ":due": _num(next_run)} if next_run else {}
+        due = {":shard": self.shard_for(realm_id), ":due": number(next_run)} if next_run else {}
         started = self._conditional(
             "update_item",
             {
@@ -177,8 +170,8 @@ class ChangeMarks:
                 "ConditionExpression": "attribute_not_exists(pk) OR feed_tenant <> :tenant",
                 "ExpressionAttributeValues": {
                     ":realm": realm_id,
-                    ":at": _num(at),
-                    ":now": _num(now),
+                    ":at": number(at),
+                    ":now": number(now),
                     ":tenant": tenant_id,
                     ":zero": 0,
                     **due,
@@ -216,15 +209,15 @@ class ChangeMarks:
         another run moved it first; the watermark never moves backwards.
         """
         values: dict[str, Any] = {
-            ":to": _num(to),
-            ":seen": _num(seen),
-            ":now": _num(now),
+            ":to": number(to),
+            ":seen": number(seen),
+            ":now": number(now),
             ":recovered": recovered,
         }
         update = "SET watermark = :to, last_run = :now"
         if next_run is not None:
             update += ", due_shard = :shard, due_at = :due"
-            values.update({":shard": self.shard_for(realm_id), ":due": _num(next_run)})
+            values.update({":shard": self.shard_for(realm_id), ":due": number(next_run)})
         return self._conditional(
             "update_item",
             {
@@ -238,12 +231,12 @@ class ChangeMarks:
     def reschedule(self, realm_id: str, *, next_run: float | None, now: float) -> bool:
         """A run that did not move the watermark: record it, and its next run (None: take the
         realm off the schedule, e.g. it is no longer connected). False when it has no feed."""
-        values: dict[str, Any] = {":now": _num(now)}
+        values: dict[str, Any] = {":now": number(now)}
         if next_run is None:
             update = "SET last_run = :now REMOVE due_shard, due_at"
         else:
             update = "SET last_run = :now, due_shard = :shard, due_at = :due"
-            values.update({":shard": self.shard_for(realm_id), ":due": _num(next_run)})
+            values.update({":shard": self.shard_for(realm_id), ":due": number(next_run)})
         return self._conditional(
             "update_item",
             {
@@ -259,18 +252,15 @@ class ChangeMarks:
         the time the index showed, so two schedulers (or a schedule delivered twice) enqueue a
         run once. The run itself sets the next time; if its message is lost, the realm is due
         again at ``until``. A retry meets ``until`` and counts as taken."""
-        try:
-            self.table.update_item(
-                Key=watermark_key(realm_id),
-                UpdateExpression="SET due_at = :until",
-                ConditionExpression="due_at = :seen OR due_at = :until",
-                ExpressionAttributeValues={":seen": _num(due_at), ":until": _num(until)},
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._conditional(
+            "update_item",
+            {
+                "Key": watermark_key(realm_id),
+                "UpdateExpression": "SET due_at = :until",
+                "ConditionExpression": "due_at = :seen OR due_at = :until",
+                "ExpressionAttributeValues": {":seen": number(due_at), ":until": number(until)},
+            },
+        )
 
     def due(
         self, shard: str, *, now: float, limit: int, start_key: Mapping[str, Any] | None = None
@@ -280,7 +270,7 @@ class ChangeMarks:
         kwargs: dict[str, Any] = {
             "IndexName": DUE_INDEX,
             "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
-            "ExpressionAttributeValues": {":shard": shard, ":now": _num(now)},
+            "ExpressionAttributeValues": {":shard": shard, ":now": number(now)},
             "Limit": limit,
         }
         if start_key:
@@ -319,12 +309,3 @@ class ChangeMarks:
             next_run=float(due_at) if due_at is not None else None,
             tenant_id=str(item.get("feed_tenant", "")),
         )
-
-    def _conditional(self, operation: str, kwargs: dict[str, Any]) -> bool:
-        try:
-            getattr(self.table, operation)(**kwargs)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True

@@ -182,6 +182,17 @@ class Repository:
             raise
         return dict(response.get("Attributes") or {})
 
+    def _conditional(self, operation: str, kwargs: Mapping[str, Any]) -> bool:
+        """``put_item`` or ``update_item`` with a condition; False when the condition failed
+        (an expected answer: a duplicate, a lost race, a retry meeting a newer state)."""
+        try:
+            getattr(self.table, operation)(**kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def _try_update(self, key: Mapping[str, str], update: Update, condition: str) -> bool:
         """A conditional write whose failed condition is an expected answer, not an error."""
         try:

@@ -22,10 +22,9 @@ on that).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
+from qbo_connect.store.table import Repository, number
 
 KIND = "WEBHOOK"
 CLAIMED = "claimed"
@@ -36,15 +35,11 @@ def ledger_key(event_id: str) -> dict[str, str]:
     return {"pk": f"{KIND}#{event_id}", "sk": KIND}
 
 
-def _num(value: float) -> Decimal:
-    return Decimal(str(round(float(value), 3)))
-
-
-class Ledger:
+class Ledger(Repository):
     """Conditional writes of the dedup items (see the module docstring for the protocol)."""
 
     def __init__(self, table: Any, *, ttl_seconds: int, claim_seconds: float) -> None:
-        self.table = table
+        super().__init__(table)
         self.ttl_seconds = ttl_seconds
         self.claim_seconds = claim_seconds
 
@@ -54,8 +49,8 @@ class Ledger:
             **ledger_key(event_id),
             "status": CLAIMED,
             "owner": owner,
-            "claim_until": _num(now + self.claim_seconds),
-            "claimed_at": _num(now),
+            "claim_until": number(now + self.claim_seconds),
+            "claimed_at": number(now),
             "ttl": int(now) + self.ttl_seconds,
         }
         if realm_id:
@@ -76,7 +71,7 @@ class Ledger:
                 "ExpressionAttributeValues": {
                     ":claimed": CLAIMED,
                     ":me": owner,
-                    ":now": _num(now),
+                    ":now": number(now),
                 },
             },
         )
@@ -95,7 +90,7 @@ class Ledger:
                 "ExpressionAttributeValues": {
                     ":published": PUBLISHED,
                     ":me": owner,
-                    ":now": _num(now),
+                    ":now": number(now),
                 },
             },
         )
@@ -104,12 +99,3 @@ class Ledger:
         """The item as stored (tests and operators), or None."""
         item = self.table.get_item(Key=ledger_key(event_id), ConsistentRead=True).get("Item")
         return dict(item) if item else None
-
-    def _conditional(self, operation: str, kwargs: dict[str, Any]) -> bool:
-        try:
-            getattr(self.table, operation)(**kwargs)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
