@@ -98,6 +98,11 @@ def reconcile(stack: DevstackProcess, realm: str) -> dict[str, Any]:
 
 def customer(stack: DevstackProcess, realm: str, name: str) -> str:
     """A customer created in QuickBooks itself; its id."""
+    return str(new_customer(stack, realm, name)["Id"])
+
+
+def new_customer(stack: DevstackProcess, realm: str, name: str) -> dict[str, Any]:
+    """A customer created in QuickBooks itself, as QuickBooks stored it."""
     made = sim(
         stack,
         "POST",
@@ -109,7 +114,7 @@ def customer(stack: DevstackProcess, realm: str, name: str) -> str:
             "body": {"DisplayName": name},
         },
     )
-    return str(made["Customer"]["Id"])
+    return dict(made["Customer"])
 
 
 def drop_webhooks(stack: DevstackProcess, drop: bool) -> None:
@@ -177,17 +182,7 @@ def test_a_change_delivered_by_both_paths_is_published_once_whichever_comes_firs
     # CDC first (the webhook held back), the webhook second: Intuit's late retry
     drop_webhooks(stack, True)
     try:
-        made = sim(
-            stack,
-            "POST",
-            "/_sim/api/change",
-            {
-                "realm_id": realm,
-                "entity": "Customer",
-                "operation": "Create",
-                "body": {"DisplayName": "Late"},
-            },
-        )["Customer"]
+        made = new_customer(stack, realm, "Late")
     finally:
         drop_webhooks(stack, False)
     assert reconcile(stack, realm)["published"] == 1

@@ -93,6 +93,16 @@ class PendingEvent(Fieldwise):
         }
 
 
+def bus_entry(detail_type: str, detail: Mapping[str, Any], bus_name: str) -> dict[str, str]:
+    """One PutEvents entry of this service (``source`` ``qbo-connect``)."""
+    return {
+        "Source": SOURCE,
+        "DetailType": detail_type,
+        "Detail": json.dumps(dict(detail), sort_keys=True),
+        "EventBusName": bus_name,
+    }
+
+
 class EventPublisher:
     """Puts lifecycle events on the configured bus."""
 
@@ -121,16 +131,7 @@ class EventPublisher:
         detail_type = event.detail_type
         body = event.body()
         try:
-            response = self._client.put_events(
-                Entries=[
-                    {
-                        "Source": SOURCE,
-                        "DetailType": detail_type,
-                        "Detail": json.dumps(body, sort_keys=True),
-                        "EventBusName": self._bus,
-                    }
-                ]
-            )
+            response = self._client.put_events(Entries=[bus_entry(detail_type, body, self._bus)])
         except Exception:
             logger.exception("lifecycle event not published", extra={"detail_type": detail_type})
             return False

@@ -8,14 +8,13 @@ watermark moves, and the next run publishes what is still unconfirmed under the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from qbo_connect.errors import PublishFailed
-from qbo_connect.events import SOURCE
+from qbo_connect.events import bus_entry
 
 logger = Logger(child=True)
 
@@ -35,15 +34,7 @@ class ChangeEventPublisher:
         for start in range(0, len(events), PUT_EVENTS_MAX):
             chunk = events[start : start + PUT_EVENTS_MAX]
             answer = self.events.put_events(
-                Entries=[
-                    {
-                        "Source": SOURCE,
-                        "DetailType": detail_type,
-                        "Detail": json.dumps(detail, sort_keys=True),
-                        "EventBusName": self.bus_name,
-                    }
-                    for detail_type, detail in chunk
-                ]
+                Entries=[bus_entry(kind, detail, self.bus_name) for kind, detail in chunk]
             )
             entries = answer.get("Entries") or []
             for index, (detail_type, detail) in enumerate(chunk):
