@@ -55,17 +55,11 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 from urllib.parse import parse_qs, urlsplit  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-LAYER_DIR = REPO_ROOT / "layers" / "core"
-for _path in (LAYER_DIR, REPO_ROOT):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+import harness  # noqa: E402  (bench/harness.py, next to this script: it sets the import path)
+from harness import CLIENT_ID, REPO_ROOT, TABLE_NAME, create_resources  # noqa: E402
 
+LAYER_DIR = REPO_ROOT / "layers" / "core"
 REGION = "us-east-1"
-CLIENT_ID = "bench-client"
-CLIENT_SECRET = "bench-client-secret"
-TABLE_NAME = "bench-connections"
 REALM_ID = "9130357766042906"
 PUBLIC_BASE_URL = "https://connect.bench.test"
 WEBHOOK_VERIFIER = "bench-webhook-verifier-token"
@@ -84,7 +78,7 @@ IMPORT_ENV = {
 
 
 def progress(message: str) -> None:
-    print(f"[cold_start] {message}", file=sys.stderr, flush=True)
+    harness.progress(message, name="cold_start")
 
 
 def load_functions() -> dict[str, dict[str, Any]]:
@@ -222,26 +216,17 @@ def local_aws_and_intuit() -> Iterator[tuple[dict[str, str], Any]]:
 
     from devstack.intuit_sim import IntuitSimulator
     from devstack.moto_server import start_process
-    from devstack.template import create_table_from_template, load_template
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     moto = start_process(env)
-    sim = IntuitSimulator(clients={CLIENT_ID: CLIENT_SECRET}, auto_approve=True).start()
+    sim = IntuitSimulator(clients={CLIENT_ID: harness.CLIENT_SECRET}, auto_approve=True).start()
     try:
+        resources = create_resources(moto.url)
         session = boto3.session.Session(
             aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
         )
-        template = load_template(REPO_ROOT / "template.yaml")
-        create_table_from_template(
-            session.client("dynamodb", endpoint_url=moto.url), template, TABLE_NAME
-        )
-        key_id = session.client("kms", endpoint_url=moto.url).create_key()["KeyMetadata"]["Arn"]
         secrets = session.client("secretsmanager", endpoint_url=moto.url)
-        secret_id = secrets.create_secret(
-            Name="bench/intuit-client",
-            SecretString=json.dumps({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
-        )["ARN"]
         sqs = session.client("sqs", endpoint_url=moto.url)
         queue_url = sqs.create_queue(QueueName="bench-refresh")["QueueUrl"]
         webhook_queue = sqs.create_queue(QueueName="bench-webhooks")["QueueUrl"]
@@ -257,8 +242,8 @@ def local_aws_and_intuit() -> Iterator[tuple[dict[str, str], Any]]:
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_REGION": REGION,
                 "TABLE_NAME": TABLE_NAME,
-                "TOKEN_KEY_ID": key_id,
-                "INTUIT_CLIENT_SECRET_ID": secret_id,
+                "TOKEN_KEY_ID": resources["key_id"],
+                "INTUIT_CLIENT_SECRET_ID": resources["secret_id"],
                 "INTUIT_ENVIRONMENT": "sandbox",
                 "REFRESH_QUEUE_URL": queue_url,
                 "WEBHOOK_VERIFIER_SECRET_ID": verifier_id,
@@ -682,11 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     result["duration_seconds"] = round(time.time() - started, 1)
     print(render(result))
     if not args.no_save:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
-        path = RESULTS_DIR / f"cold_start-{stamp}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        progress(f"wrote {path.relative_to(REPO_ROOT)} ({result['duration_seconds']} s)")
+        harness.save_result("cold_start", result, started)
     if args.check and not all(ok for _, ok in verdicts(result)):
         return 1
     return 0

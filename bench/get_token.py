@@ -24,18 +24,17 @@ sys.dont_write_bytecode = True  # write nothing outside bench/results/
 import argparse  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 from harness import (  # noqa: E402  (bench/harness.py, next to this script)
     TABLE_NAME,
     context,
+    latency_row,
     load_handler,
     local_functions,
-    percentile,
     progress,
-    save_result,
+    report,
 )
 
 REALM_ID = "9130357766042906"
@@ -84,14 +83,7 @@ def run(reads: int, warmup: int) -> dict[str, Any]:
         dynamodb_vault = dynamodb_total - reads  # minus the raw GetItems
         intuit_refreshes = sim.counters()["token.refresh_token"]
 
-    def row(values: list[float]) -> dict[str, float]:
-        return {
-            "p50_ms": round(statistics.median(values), 3),
-            "p99_ms": round(percentile(values, 99), 3),
-            "mean_ms": round(statistics.fmean(values), 3),
-        }
-
-    raw_row, handler_row = row(raw_ms), row(handler_ms)
+    raw_row, handler_row = latency_row(raw_ms), latency_row(handler_ms)
     return {
         "reads": reads,
         "warmup": warmup,
@@ -138,13 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reads < 1 or args.warmup < 1:
         parser.error("--reads and --warmup must be at least 1")
-    started = time.time()
-    result = run(args.reads, args.warmup)
-    result["duration_seconds"] = round(time.time() - started, 1)
-    print(render(result))
-    if not args.no_save:
-        save_result("get_token", result, started)
-    return 0
+    return report("get_token", lambda: run(args.reads, args.warmup), render, save=not args.no_save)
 
 
 if __name__ == "__main__":

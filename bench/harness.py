@@ -17,7 +17,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Iterator, Mapping  # noqa: E402
+from collections.abc import Callable, Iterator, Mapping  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -46,6 +46,17 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
     return ordered[index]
+
+
+def latency_row(values_ms: list[float]) -> dict[str, float]:
+    """The median, 99th percentile and mean of timings in milliseconds (a row of a table)."""
+    import statistics
+
+    return {
+        "p50_ms": round(statistics.median(values_ms), 3),
+        "p99_ms": round(percentile(values_ms, 99), 3),
+        "mean_ms": round(statistics.fmean(values_ms), 3),
+    }
 
 
 def context(function_name: str) -> LambdaContext:
@@ -142,3 +153,21 @@ def save_result(name: str, result: Mapping[str, Any], started: float) -> None:
     path = RESULTS_DIR / f"{name}-{stamp}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     progress(f"wrote {path.relative_to(REPO_ROOT)} ({result['duration_seconds']} s)", name=name)
+
+
+def report(
+    name: str,
+    run: Callable[[], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+    *,
+    save: bool = True,
+) -> int:
+    """Run a bench, add how long it took (``duration_seconds``), print its table and, unless
+    ``save`` is false (``--no-save``), write its result. The exit code of the bench."""
+    started = time.time()
+    result = run()
+    result["duration_seconds"] = round(time.time() - started, 1)
+    print(render(result))
+    if save:
+        save_result(name, result, started)
+    return 0

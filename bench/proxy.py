@@ -27,7 +27,6 @@ sys.dont_write_bytecode = True  # write nothing outside bench/results/
 import argparse  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
@@ -35,11 +34,11 @@ from typing import Any  # noqa: E402
 
 from harness import (  # noqa: E402  (bench/harness.py, next to this script)
     context,
+    latency_row,
     load_handler,
     local_functions,
-    percentile,
     progress,
-    save_result,
+    report,
 )
 
 REALM_ID = "9130357766042907"
@@ -134,14 +133,7 @@ def run(calls: int, steady_seconds: float, busy_seconds: float, callers: int) ->
         busy_elapsed = time.perf_counter() - busy_started
         allowed_per_second = api_wiring.proxy_settings().per_minute / 60
 
-    def row(values: list[float]) -> dict[str, float]:
-        return {
-            "p50_ms": round(statistics.median(values), 3),
-            "p99_ms": round(percentile(values, 99), 3),
-            "mean_ms": round(statistics.fmean(values), 3),
-        }
-
-    proxy_row, direct_row = row(proxy_ms), row(direct_ms)
+    proxy_row, direct_row = latency_row(proxy_ms), latency_row(direct_ms)
     sent = outcomes.get("200", 0)
     return {
         "calls": calls,
@@ -191,13 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, default=50, help="busy callers (50)")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args(argv)
-    started = time.time()
-    result = run(args.calls, args.steady_seconds, args.busy_seconds, args.callers)
-    result["duration_seconds"] = round(time.time() - started, 1)
-    print(render(result))
-    if not args.no_save:
-        save_result("proxy", result, started)
-    return 0
+    return report(
+        "proxy",
+        lambda: run(args.calls, args.steady_seconds, args.busy_seconds, args.callers),
+        render,
+        save=not args.no_save,
+    )
 
 
 if __name__ == "__main__":

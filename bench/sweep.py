@@ -254,6 +254,7 @@ def seed(sim: Any, aws: dict[str, str], count: int) -> None:
     """``count`` connections due now, sealed with their own data keys, batch-written."""
     import boto3
 
+    from devstack.seed import store_tokens
     from qbo_connect.config import get_settings
     from qbo_connect.intuit import TokenSet
     from qbo_connect.store.connections import ConnectionRepository
@@ -295,16 +296,7 @@ def seed(sim: Any, aws: dict[str, str], count: int) -> None:
             obtained_at=refreshed_at,
         )
         v = vault()
-        sealed = v.seal(realm_id, tokens)
-        v.connections.create_connection(
-            realm_id=realm_id,
-            tenant_id=f"bench-{index % 50}",
-            environment="sandbox",
-            scopes=["com.intuit.quickbooks.accounting"],
-            tokens=sealed,
-            now=refreshed_at,
-            due_at=now - 60,
-        )
+        store_tokens(v, realm_id, tokens, tenant_id=f"bench-{index % 50}", due_at=now - 60)
         item = v.connections.table.items.pop()
         with lock:
             done["n"] += 1

@@ -53,29 +53,8 @@ for _path in (REPO_ROOT / "layers" / "core", REPO_ROOT):
 import requests  # noqa: E402
 
 from devstack.intuit_sim.webhooks import cloudevents_body, legacy_body, sign  # noqa: E402
-from devstack.process import DevstackProcess, start_devstack  # noqa: E402
-from qbo_connect.store.connections import ConnectionRepository, SealedTokens  # noqa: E402
+from devstack.process import seed_connection, start_devstack  # noqa: E402
 from qbo_connect.webhooks.settings import DETAIL_TYPE  # noqa: E402
-
-
-def seed_connection(stack: DevstackProcess, realm_id: str, tenant_id: str) -> None:
-    """Store a connection the way the service does (placeholder tokens: never used here)."""
-    table = stack.boto3_resource("dynamodb").Table(stack.endpoints["table"])
-    now = time.time()
-    ConnectionRepository(table).create_connection(
-        realm_id=realm_id,
-        tenant_id=tenant_id,
-        environment="sandbox",
-        scopes=["com.intuit.quickbooks.accounting"],
-        tokens=SealedTokens(
-            data_key=b"k",
-            access_token_enc=b"a",
-            refresh_token_enc=b"r",
-            access_expires_at=now + 3600,
-            refresh_expires_at=now + 86400 * 100,
-        ),
-        now=now,
-    )
 
 
 def say(line: str) -> None:

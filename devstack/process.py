@@ -40,7 +40,13 @@ REGION = "us-east-1"
 #: Not inherited from the test process (see start_devstack); ``env`` can still set them.
 INHERITED_KEYS_DROPPED = (*INTUIT_ENDPOINT_KEYS, "AWS_ENDPOINT_URL")
 
-__all__ = ["DevstackError", "DevstackProcess", "FunctionError", "start_devstack"]
+__all__ = [
+    "DevstackError",
+    "DevstackProcess",
+    "FunctionError",
+    "seed_connection",
+    "start_devstack",
+]
 
 
 class DevstackError(RuntimeError):
@@ -198,6 +204,15 @@ class DevstackProcess:
             raise FunctionError(function, result)
         return result
 
+    def sim(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the Intuit simulator's HTTP API (``/_sim/...`` controls, or Intuit's own paths)
+        and return its JSON answer; an HTTP error status raises."""
+        import requests
+
+        response = requests.request(method, self.intuit + path, json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
     def run_schedule(self, logical_id: str = "RefreshSweepFunction") -> Any:
         """Run a scheduled function now (``POST /_devstack/schedule/{id}``); its result."""
         import requests
@@ -217,6 +232,33 @@ class DevstackProcess:
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
+
+
+def seed_connection(
+    stack: DevstackProcess, realm_id: str, tenant_id: str, *, environment: str = "sandbox"
+) -> None:
+    """Store a connection in the stack's table the way the service does, with placeholder
+    tokens: for what never uses them (webhook fan-out, its tests and its bench)."""
+    import time
+
+    from qbo_connect.store.connections import ConnectionRepository, SealedTokens
+
+    table = stack.boto3_resource("dynamodb").Table(stack.endpoints["table"])
+    now = time.time()
+    ConnectionRepository(table).create_connection(
+        realm_id=realm_id,
+        tenant_id=tenant_id,
+        environment=environment,
+        scopes=["com.intuit.quickbooks.accounting"],
+        tokens=SealedTokens(
+            data_key=b"k",
+            access_token_enc=b"a",
+            refresh_token_enc=b"r",
+            access_expires_at=now + 3600,
+            refresh_expires_at=now + 86400 * 100,
+        ),
+        now=now,
+    )
 
 
 def start_devstack(

@@ -113,7 +113,7 @@ def return_target() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, return_target) -> Iterator[DevstackProcess]:
     _require(CHROMIUM, "Chromium")
-    process = start_devstack(
+    with start_devstack(
         tmp_path_factory.mktemp("connect-browser"),
         extra_args=["--no-schedule"],
         parameter_overrides={
@@ -124,11 +124,8 @@ def stack(tmp_path_factory, return_target) -> Iterator[DevstackProcess]:
             "PrivacyUrl": PRIVACY,
             "AllowedReturnUrls": return_target,
         },
-    )
-    try:
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 import requests
 
 from devstack.intuit_sim import ACCOUNTING_SCOPE, IntuitSimulator
+from tests.helpers.threads import at_once
 
 CLIENT_ID = "sim-test-client"
 CLIENT_SECRET = "sim-test-secret"
@@ -702,22 +702,8 @@ def test_concurrent_refreshes_of_one_token_strict(
     # Given one refresh token and strict rotation without grace
     sim = make_sim(refresh_grace_seconds=0)
     rt = sim.issue_tokens(client_id=CLIENT_ID)["refresh_token"]
-    barrier = threading.Barrier(50)
-    statuses: list[int] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        barrier.wait()
-        status = refresh(sim, rt, timeout=15).status_code
-        with lock:
-            statuses.append(status)
-
     # When 50 clients refresh it at once
-    threads = [threading.Thread(target=worker) for _ in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = at_once(50, lambda _: refresh(sim, rt, timeout=15).status_code)
     # Then exactly one wins and every other gets invalid_grant
     assert sorted(statuses) == [200] + [400] * 49
     assert sim.counters()["token.refresh_token.ok"] == 1
@@ -726,21 +712,9 @@ def test_concurrent_refreshes_of_one_token_strict(
 def test_fault_counts_are_exact_under_concurrency(sim: IntuitSimulator) -> None:
     # Given a plan of exactly 10 failures and 30 concurrent requests
     sim.set_faults(status_5xx=10, endpoints=("jwks",))
-    barrier = threading.Barrier(30)
-    statuses: list[int] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        barrier.wait()
-        status = requests.get(sim.endpoints["INTUIT_JWKS_URI"], timeout=15).status_code
-        with lock:
-            statuses.append(status)
-
-    threads = [threading.Thread(target=worker) for _ in range(30)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = at_once(
+        30, lambda _: requests.get(sim.endpoints["INTUIT_JWKS_URI"], timeout=15).status_code
+    )
     # Then exactly 10 fail
     assert statuses.count(503) == 10 and statuses.count(200) == 20
     assert sim.counters()["jwks"] == 30

@@ -13,8 +13,7 @@ import boto3
 import requests
 
 from devstack.intuit_sim.webhooks import cloudevents_body, legacy_body, sign
-from devstack.process import DUMMY_CREDENTIALS, REGION
-from qbo_connect.store.connections import SealedTokens
+from devstack.process import DUMMY_CREDENTIALS, REGION, seed_connection
 from tests.helpers.events import drain_events
 from tests.helpers.store import TableRepositories
 
@@ -72,28 +71,6 @@ def post_webhook(
 def _resource(stack: Any) -> Any:
     session = boto3.session.Session(region_name=REGION, **DUMMY_CREDENTIALS)
     return session.resource("dynamodb", endpoint_url=stack.aws)
-
-
-def seed_connection(
-    stack: Any, realm_id: str, tenant_id: str, *, environment: str = "sandbox"
-) -> None:
-    """Store a connection the way the service does (tokens are placeholders: never used)."""
-    store = TableRepositories(_resource(stack).Table(stack.endpoints["table"]))
-    now = time.time()
-    store.create_connection(
-        realm_id=realm_id,
-        tenant_id=tenant_id,
-        environment=environment,
-        scopes=["com.intuit.quickbooks.accounting"],
-        tokens=SealedTokens(
-            data_key=b"k",
-            access_token_enc=b"a",
-            refresh_token_enc=b"r",
-            access_expires_at=now + 3600,
-            refresh_expires_at=now + 86400 * 100,
-        ),
-        now=now,
-    )
 
 
 def disconnect(stack: Any, realm_id: str) -> None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from devstack.process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess
+from tests.helpers.cli import run_cli
+from tests.helpers.stack import module_stack
 
 CLIENT_ID = "cli-test-client"
 CLIENT_SECRET = "cli-test-secret-value"
@@ -34,24 +34,11 @@ SECRETS: list[str] = [CLIENT_SECRET]
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
-    process = start_devstack(
-        tmp_path_factory.mktemp("cli"),
-        env={"INTUIT_CLIENT_ID": CLIENT_ID, "INTUIT_CLIENT_SECRET": CLIENT_SECRET},
-        extra_args=["--no-schedule", "--auto-approve"],
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-def cli_path() -> str:
-    """The console script `make install` put next to this interpreter (it must be there)."""
-    found = shutil.which("qbo-connect", path=str(Path(sys.executable).parent))
-    assert found, "qbo-connect is not installed in this virtualenv: run `make install`"
-    return found
+stack = module_stack(
+    "cli",
+    env={"INTUIT_CLIENT_ID": CLIENT_ID, "INTUIT_CLIENT_SECRET": CLIENT_SECRET},
+    extra_args=["--no-schedule", "--auto-approve"],
+)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -59,21 +46,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBO_CONNECT_")}
     env.update(extra)
     return env
-
-
-def run_cli(
-    args: list[str], env: dict[str, str], cwd: Path | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [cli_path(), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=180,
-        check=False,
-    )
 
 
 class Cli:
@@ -104,15 +76,9 @@ def cli(stack) -> Iterator[Cli]:
     assert not leaked, "a token or secret was printed by the CLI"
 
 
-def sim(stack: DevstackProcess, method: str, path: str, body: Any = None) -> Any:
-    response = requests.request(method, stack.intuit + path, json=body, timeout=TIMEOUT)
-    response.raise_for_status()
-    return response.json()
-
-
 def connect_through_link(stack: DevstackProcess, url: str, realm: str) -> None:
     """What a user's browser does with a connect link (the simulator approves)."""
-    sim(stack, "POST", "/_sim/config", {"auto_approve": True, "next_realm_id": realm})
+    stack.sim("POST", "/_sim/config", {"auto_approve": True, "next_realm_id": realm})
     http = requests.Session()
     assert http.get(url, timeout=TIMEOUT).status_code == 200
     go = http.get(url + "&go=1", allow_redirects=False, timeout=TIMEOUT)
@@ -127,7 +93,7 @@ def connect_through_link(stack: DevstackProcess, url: str, realm: str) -> None:
 
 
 def refresh_count(stack: DevstackProcess) -> int:
-    return int(sim(stack, "GET", "/_sim/counters").get("token.refresh_token", 0))
+    return int(stack.sim("GET", "/_sim/counters").get("token.refresh_token", 0))
 
 
 def scan(stack: DevstackProcess) -> list[dict[str, Any]]:
@@ -235,7 +201,7 @@ def test_revocation_shows_as_a_failure_after_one_refresh_attempt(stack, cli):
     assert healthy["health"] == "healthy" and healthy["failing_since"] is None
 
     # Given the user revoked the app at Intuit
-    assert sim(stack, "POST", "/_sim/revoke-realm", {"realm_id": realm})["revoked_grants"] == 1
+    assert stack.sim("POST", "/_sim/revoke-realm", {"realm_id": realm})["revoked_grants"] == 1
 
     # When one refresh is attempted: refused for now (one invalid_grant is not a verdict)
     before = refresh_count(stack)
@@ -304,7 +270,7 @@ def test_unknown_realm_and_usage_errors(stack, cli):
 
 
 def issue_refresh_token(stack: DevstackProcess, realm: str) -> str:
-    body = sim(stack, "POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
+    body = stack.sim("POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
     SECRETS.extend([body["refresh_token"], body["access_token"]])
     return str(body["refresh_token"])
 

@@ -12,13 +12,14 @@ import pty
 import select
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devstack.process import DevstackProcess, start_devstack
-from tests.http.test_cli_http import Cli, clean_env, cli_path, sim
+from devstack.process import DevstackProcess
+from tests.helpers.cli import cli_path
+from tests.helpers.stack import module_stack
+from tests.http.test_cli_http import Cli, clean_env
 
 pytestmark = pytest.mark.timeout(240)
 CLIENT_ID = "render-test-client"
@@ -29,21 +30,15 @@ HOSTILE = (
 CONTROLS = ("\x1b", "\x07", "\u202e")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
-    process = start_devstack(
-        tmp_path_factory.mktemp("render"),
-        env={"INTUIT_CLIENT_ID": CLIENT_ID, "INTUIT_CLIENT_SECRET": "render-test-secret-value"},
-        extra_args=["--no-schedule", "--auto-approve"],
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
+stack = module_stack(
+    "render",
+    env={"INTUIT_CLIENT_ID": CLIENT_ID, "INTUIT_CLIENT_SECRET": "render-test-secret-value"},
+    extra_args=["--no-schedule", "--auto-approve"],
+)
 
 
 def import_one(stack: DevstackProcess, cli: Cli, tmp_path: Path, realm: str, tenant: str) -> str:
-    issued = sim(stack, "POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
+    issued = stack.sim("POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
     path = tmp_path / f"{realm}.csv"
     path.write_text(
         f"realm_id,tenant_id,refresh_token\n{realm},{tenant},{issued['refresh_token']}\n",
@@ -57,7 +52,7 @@ def import_one(stack: DevstackProcess, cli: Cli, tmp_path: Path, realm: str, ten
 def test_a_hostile_company_name_is_printed_as_text_everywhere(stack, tmp_path):
     # Given a company whose name is markup, an OSC 8 hyperlink, colour codes and a bidi override
     realm = "9130356600000001"
-    sim(stack, "POST", "/_sim/api/company-name", {"realm_id": realm, "name": HOSTILE})
+    stack.sim("POST", "/_sim/api/company-name", {"realm_id": realm, "name": HOSTILE})
     cli = Cli(stack)
     import_one(stack, cli, tmp_path, realm, "render-tenant")
     # When the operator lists and shows it
@@ -73,7 +68,7 @@ def test_a_hostile_company_name_is_printed_as_text_everywhere(stack, tmp_path):
 
 def test_the_disconnect_prompt_shows_the_name_as_text(stack, tmp_path):
     realm = "9130356600000002"
-    sim(stack, "POST", "/_sim/api/company-name", {"realm_id": realm, "name": HOSTILE})
+    stack.sim("POST", "/_sim/api/company-name", {"realm_id": realm, "name": HOSTILE})
     cli = Cli(stack)
     import_one(stack, cli, tmp_path, realm, "render-tenant")
     endpoints = str(stack.state_dir / "endpoints.json")
@@ -115,7 +110,7 @@ def test_the_disconnect_prompt_shows_the_name_as_text(stack, tmp_path):
 def test_a_refresh_token_in_the_wrong_column_is_never_shown(stack, tmp_path):
     cli = Cli(stack)
     realm = "9130356600000003"
-    issued = sim(stack, "POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
+    issued = stack.sim("POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
     token = str(issued["refresh_token"])
     swapped = tmp_path / "swapped.csv"
     swapped.write_text(

@@ -17,14 +17,14 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
-from devstack.process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess
+from tests.helpers.stack import module_stack
 
 COOKIE = "__Host-qbo_connect_state"
 APP_PREFIX = "http://127.0.0.1:9/app/"
@@ -38,30 +38,19 @@ pytestmark = pytest.mark.timeout(120)
 # ----- fixtures and helpers ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
-    process = start_devstack(
-        tmp_path_factory.mktemp("connect-http"),
-        parameter_overrides={"AllowedReturnUrls": APP_PREFIX},
-        extra_args=["--no-schedule"],
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
+stack = module_stack(
+    "connect-http",
+    parameter_overrides={"AllowedReturnUrls": APP_PREFIX},
+    extra_args=["--no-schedule"],
+)
 
 
-@pytest.fixture(scope="module")
-def short_stack(tmp_path_factory) -> Iterator[DevstackProcess]:
-    process = start_devstack(
-        tmp_path_factory.mktemp("connect-http-short"),
-        env={"STATE_TTL_SECONDS": "2", "CONNECT_LINK_TTL_SECONDS": "2"},
-        extra_args=["--no-schedule", "--auto-approve"],
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
+short_stack = module_stack(
+    "connect-http-short",
+    name="short_stack",
+    env={"STATE_TTL_SECONDS": "2", "CONNECT_LINK_TTL_SECONDS": "2"},
+    extra_args=["--no-schedule", "--auto-approve"],
+)
 
 
 class Browser:

@@ -13,14 +13,14 @@ EventBridge rule copies every ``qbo-connect`` event there).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from devstack.process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess
 from tests.helpers.events import drain_events as drain_sqs
+from tests.helpers.stack import module_stack
 
 COOKIE = "__Host-qbo_connect_state"
 TIMEOUT = 10
@@ -28,29 +28,17 @@ TIMEOUT = 10
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
-    process = start_devstack(
-        tmp_path_factory.mktemp("disconnect-url"),
-        parameter_overrides={"AppName": "Acme Books"},
-        extra_args=["--no-schedule", "--auto-approve"],
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-def sim(stack: DevstackProcess, method: str, path: str, body: Any = None) -> Any:
-    response = requests.request(method, stack.intuit + path, json=body, timeout=TIMEOUT)
-    response.raise_for_status()
-    return response.json()
+stack = module_stack(
+    "disconnect-url",
+    parameter_overrides={"AppName": "Acme Books"},
+    extra_args=["--no-schedule", "--auto-approve"],
+)
 
 
 def connect(stack: DevstackProcess, realm: str, tenant: str) -> None:
     """The whole connect flow as a browser runs it (the state cookie carried by hand:
     ``requests`` never sends a ``Secure`` cookie over http://)."""
-    sim(stack, "POST", "/_sim/config", {"auto_approve": True, "next_realm_id": realm})
+    stack.sim("POST", "/_sim/config", {"auto_approve": True, "next_realm_id": realm})
     link = stack.invoke(
         "ConnectionsFunction", {"action": "create_connect_link", "tenant_id": tenant}
     )
@@ -127,7 +115,7 @@ def test_a_forged_hint_for_a_healthy_realm_changes_nothing(stack):
     connect(stack, realm, "tenant-healthy")
     drain_events(stack)
     before = item(stack, realm)
-    refreshes_before = len(sim(stack, "GET", "/_sim/refresh-calls"))
+    refreshes_before = len(stack.sim("GET", "/_sim/refresh-calls"))
 
     # When anyone sends its realm to the Disconnect URL, twice, and the worker verifies it
     hint(stack, realm)
@@ -136,7 +124,7 @@ def test_a_forged_hint_for_a_healthy_realm_changes_nothing(stack):
 
     # Then not a byte of the item changed, Intuit saw no refresh, and no event went out
     assert item(stack, realm) == before
-    assert len(sim(stack, "GET", "/_sim/refresh-calls")) == refreshes_before
+    assert len(stack.sim("GET", "/_sim/refresh-calls")) == refreshes_before
     assert drain_events(stack) == []
     token = stack.invoke("GetTokenFunction", {"realm_id": realm})
     assert token.get("access_token"), token
@@ -147,7 +135,7 @@ def test_a_hint_after_a_revocation_disconnects_and_emits_one_event(stack):
     realm = "9130350000000002"
     connect(stack, realm, "tenant-gone")
     drain_events(stack)
-    assert sim(stack, "POST", "/_sim/revoke-realm", {"realm_id": realm})["revoked_grants"] == 1
+    assert stack.sim("POST", "/_sim/revoke-realm", {"realm_id": realm})["revoked_grants"] == 1
 
     # When Intuit sends the browser to the Disconnect URL (and it is reloaded), and the
     # worker verifies the hint

@@ -13,10 +13,8 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +22,8 @@ import pytest
 import requests
 
 from devstack.process import DevstackProcess, start_devstack
+from tests.helpers.cli import run, run_cli, run_python
+from tests.helpers.stack import module_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DIR = REPO_ROOT / "clients" / "python"
@@ -32,16 +32,10 @@ REALM = "4620816365012345678"
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
-    process = start_devstack(
-        tmp_path_factory.mktemp("first-hour"),
-        extra_args=["--no-schedule", "--no-connect-link", "--auto-approve"],
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
+stack = module_stack(
+    "first-hour",
+    extra_args=["--no-schedule", "--no-connect-link", "--auto-approve"],
+)
 
 
 def bare_env(**extra: str) -> dict[str, str]:
@@ -54,24 +48,6 @@ def bare_env(**extra: str) -> dict[str, str]:
     env["HOME"] = extra.pop("HOME", env.get("HOME", "/nonexistent"))
     env.update(extra)
     return env
-
-
-def cli_path() -> str:
-    found = shutil.which("qbo-connect", path=str(Path(sys.executable).parent))
-    assert found, "qbo-connect is not installed in this virtualenv: run `make install`"
-    return found
-
-
-def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [cli_path(), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=180,
-        check=False,
-    )
 
 
 def endpoints_file(stack: DevstackProcess) -> Path:
@@ -99,9 +75,7 @@ def test_endpoints_file_is_private_and_says_how_to_get_a_refresh_token(stack):
     # The curl line, run as printed, answers a refresh token
     curl = shutil.which("curl")
     if curl is not None:
-        out = subprocess.run(
-            ["sh", "-c", sim["issue_tokens_curl"]], capture_output=True, text=True, timeout=30
-        )
+        out = run(["sh", "-c", sim["issue_tokens_curl"]], timeout=30)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["refresh_token"].startswith("RT1-")
 
@@ -131,15 +105,7 @@ def test_import_a_simulator_token_then_call_from_your_own_code_with_one_variable
                            "has_token": bool(token["access_token"])}}))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        env={**env, "PYTHONPATH": str(CLIENT_DIR)},
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    result = run_python(program, {**env, "PYTHONPATH": str(CLIENT_DIR)}, tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"realm": REALM, "status": 200, "has_token": True}
 
@@ -150,15 +116,7 @@ def test_helper_without_configuration_says_which_variable_to_set(tmp_path):
         "try:\n    get_access_token('1')\n"
         "except QboConnectError as e:\n    print(e.code, e.message)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        env={**bare_env(), "PYTHONPATH": str(CLIENT_DIR)},
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(program, {**bare_env(), "PYTHONPATH": str(CLIENT_DIR)}, tmp_path)
     assert result.stdout.startswith("configuration_error ")
     assert (
         "QBO_CONNECT_ENDPOINTS" in result.stdout
@@ -380,28 +338,13 @@ def test_the_client_installs_with_pip_as_a_typed_package(tmp_path):
     )
     target = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
-    built = subprocess.run(
-        [*pip, "--target", str(target), str(source)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
+    built = run([*pip, "--target", str(target), str(source)], cwd=tmp_path, timeout=300)
     assert built.returncode == 0, built.stderr
     assert (target / "qbo_connect_client" / "py.typed").is_file()
     program = (
         "import qbo_connect_client, qbo_connect_client.session; print(qbo_connect_client.__file__)"
     )
-    imported = subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        env={**bare_env(), "PYTHONPATH": str(target)},
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    imported = run_python(program, {**bare_env(), "PYTHONPATH": str(target)}, tmp_path)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.startswith(str(target))
 

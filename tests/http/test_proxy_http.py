@@ -6,39 +6,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import requests
 
-from devstack.process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess
+from tests.helpers.stack import module_stack
 
 CLIENT_ID = "proxy-test-client"
 TENANT = "proxy-tenant"
-TIMEOUT = 10
 
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
-    process = start_devstack(
-        tmp_path_factory.mktemp("proxy"),
-        env={"INTUIT_CLIENT_ID": CLIENT_ID, "INTUIT_CLIENT_SECRET": "proxy-test-secret-value"},
-        extra_args=["--no-schedule", "--auto-approve"],
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-def sim(stack: DevstackProcess, method: str, path: str, body: Any = None) -> Any:
-    response = requests.request(method, stack.intuit + path, json=body, timeout=TIMEOUT)
-    response.raise_for_status()
-    return response.json()
+stack = module_stack(
+    "proxy",
+    env={"INTUIT_CLIENT_ID": CLIENT_ID, "INTUIT_CLIENT_SECRET": "proxy-test-secret-value"},
+    extra_args=["--no-schedule", "--auto-approve"],
+)
 
 
 def invoke(stack: DevstackProcess, function: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +35,7 @@ def invoke(stack: DevstackProcess, function: str, payload: dict[str, Any]) -> di
 
 def connect(stack: DevstackProcess, realm: str) -> list[str]:
     """Import a connection for ``realm``; returns the token values issued so far."""
-    issued = sim(stack, "POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
+    issued = stack.sim("POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
     answer = invoke(
         stack,
         "ConnectionsFunction",
@@ -67,6 +53,31 @@ def connect(stack: DevstackProcess, realm: str) -> list[str]:
 def api(stack: DevstackProcess, realm: str, path: str, **extra: Any) -> dict[str, Any]:
     payload = {"realm_id": realm, "tenant_id": TENANT, "method": "GET", "path": path, **extra}
     return invoke(stack, "QuickBooksApiFunction", payload)
+
+
+def push(
+    realm: str, callers: list[DevstackProcess], seconds: float
+) -> tuple[list[Any], dict[str, Any]]:
+    """One caller per entry of ``callers`` (the stack it calls through) reads ``realm``'s
+    CompanyInfo in a loop for ``seconds``, QuickBooks answering after a realistic 50 ms.
+    Returns every answer's status (or error code) and the simulator's counts for the realm
+    (the simulator of the first stack: attached stacks share it)."""
+    sim_stack = callers[0]
+    sim_stack.sim("POST", "/_sim/api/faults", {"realm_id": realm, "latency_seconds": 0.05})
+    stop_at = time.monotonic() + seconds
+    statuses: list[Any] = []
+
+    def caller(stack: DevstackProcess) -> None:
+        while time.monotonic() < stop_at:
+            answer = api(stack, realm, f"companyinfo/{realm}", max_wait_seconds=5)
+            statuses.append(answer.get("status") or answer["error"]["code"])
+
+    try:
+        with ThreadPoolExecutor(len(callers)) as pool:
+            list(pool.map(caller, callers))
+    finally:
+        sim_stack.sim("DELETE", "/_sim/api/faults")
+    return statuses, sim_stack.sim("GET", f"/_sim/api/counts?realm_id={realm}")
 
 
 def current_access_token(stack: DevstackProcess, realm: str) -> str:
@@ -96,12 +107,12 @@ def test_a_storm_of_401s_causes_one_intuit_refresh(stack):
     assert api(stack, realm, f"companyinfo/{realm}")["status"] == 200  # the token is cached
     # Intuit's clock moves past the access token's hour: QuickBooks now answers 401 to it,
     # while the stored expiry (our clock) still says it is valid.
-    sim(stack, "POST", "/_sim/advance-clock", {"seconds": 3700})
-    before = len(sim(stack, "GET", "/_sim/refresh-calls"))
+    stack.sim("POST", "/_sim/advance-clock", {"seconds": 3700})
+    before = len(stack.sim("GET", "/_sim/refresh-calls"))
     with ThreadPoolExecutor(20) as pool:
         answers = list(pool.map(lambda _: api(stack, realm, f"companyinfo/{realm}"), range(20)))
     assert [a.get("status") for a in answers] == [200] * 20, answers
-    assert len(sim(stack, "GET", "/_sim/refresh-calls")) - before == 1
+    assert len(stack.sim("GET", "/_sim/refresh-calls")) - before == 1
     # Every caller met the 401 or the refreshed token: some were retried once.
     assert max(a["attempts"] for a in answers) == 2
 
@@ -112,10 +123,10 @@ def test_a_storm_of_401s_causes_one_intuit_refresh(stack):
 )
 def test_hostile_paths_send_nothing(stack, path):
     realm = "9130357000000003"
-    before = sim(stack, "GET", "/_sim/counters")
+    before = stack.sim("GET", "/_sim/counters")
     answer = api(stack, realm, path)
     assert answer["error"]["code"] == "invalid_request", answer
-    assert sim(stack, "GET", "/_sim/counters") == before
+    assert stack.sim("GET", "/_sim/counters") == before
 
 
 def test_the_cli_calls_quickbooks_through_the_proxy(stack, tmp_path):
@@ -146,7 +157,7 @@ def test_a_post_whose_answer_is_lost_creates_one_entity(stack):
     realm = "9130357000000005"
     connect(stack, realm)
     # The simulator applies the next write and then drops the connection: the answer is lost.
-    sim(stack, "POST", "/_sim/api/faults", {"realm_id": realm, "lost_answers": 1})
+    stack.sim("POST", "/_sim/api/faults", {"realm_id": realm, "lost_answers": 1})
     try:
         answer = invoke(
             stack,
@@ -160,11 +171,11 @@ def test_a_post_whose_answer_is_lost_creates_one_entity(stack):
             },
         )
     finally:
-        sim(stack, "DELETE", "/_sim/api/faults")
+        stack.sim("DELETE", "/_sim/api/faults")
     # The retry carried the same requestid: QuickBooks gave the first answer again.
     assert answer["status"] == 200, answer
     assert answer["attempts"] == 2 and len(answer["request_id"]) == 32
-    counts = sim(stack, "GET", f"/_sim/api/counts?realm_id={realm}")
+    counts = stack.sim("GET", f"/_sim/api/counts?realm_id={realm}")
     assert (counts["writes"], counts["lost"], counts["replays"]) == (1, 1, 1), counts
     found = api(
         stack,
@@ -177,16 +188,13 @@ def test_a_post_whose_answer_is_lost_creates_one_entity(stack):
 
 def call_throttled_in_xml(stack: DevstackProcess, realm: str) -> dict[str, Any]:
     """One proxied call that QuickBooks (the simulator) answers with an XML 429."""
-    sim(
-        stack,
-        "POST",
-        "/_sim/api/faults",
-        {"realm_id": realm, "throttles": 1, "throttle_format": "xml"},
+    stack.sim(
+        "POST", "/_sim/api/faults", {"realm_id": realm, "throttles": 1, "throttle_format": "xml"}
     )
     try:
         return api(stack, realm, f"companyinfo/{realm}")
     finally:
-        sim(stack, "DELETE", "/_sim/api/faults")
+        stack.sim("DELETE", "/_sim/api/faults")
 
 
 def test_an_xml_throttle_cools_the_realm_down_for_every_container(stack):
@@ -203,11 +211,11 @@ def test_an_xml_throttle_cools_the_realm_down_for_every_container(stack):
         .get_item(Key={"pk": f"GOVERNOR#{realm}", "sk": "GOVERNOR"}, ConsistentRead=True)["Item"]
     )
     assert float(item["cool_until"]) > time.time() + 50
-    before = sim(stack, "GET", f"/_sim/api/counts?realm_id={realm}")["requests"]
+    before = stack.sim("GET", f"/_sim/api/counts?realm_id={realm}")["requests"]
     refused = api(stack, realm, f"companyinfo/{realm}", max_wait_seconds=1)
     assert refused["error"]["code"] == "rate_limited", refused
     assert 50 <= refused["error"]["retry_after_seconds"] <= 60
-    assert sim(stack, "GET", f"/_sim/api/counts?realm_id={realm}")["requests"] == before
+    assert stack.sim("GET", f"/_sim/api/counts?realm_id={realm}")["requests"] == before
 
 
 def test_25_concurrent_callers_never_meet_a_quickbooks_throttle(stack):
@@ -215,21 +223,7 @@ def test_25_concurrent_callers_never_meet_a_quickbooks_throttle(stack):
     # the governor at its defaults keeps one realm under them, however many callers push.
     realm = "9130357000000007"
     connect(stack, realm)
-    sim(stack, "POST", "/_sim/api/faults", {"realm_id": realm, "latency_seconds": 0.05})
-    stop_at = time.monotonic() + 12
-    statuses: list[Any] = []
-
-    def caller(_: int) -> None:
-        while time.monotonic() < stop_at:
-            answer = api(stack, realm, f"companyinfo/{realm}", max_wait_seconds=5)
-            statuses.append(answer.get("status") or answer["error"]["code"])
-
-    try:
-        with ThreadPoolExecutor(25) as pool:
-            list(pool.map(caller, range(25)))
-    finally:
-        sim(stack, "DELETE", "/_sim/api/faults")
-    counts = sim(stack, "GET", f"/_sim/api/counts?realm_id={realm}")
+    statuses, counts = push(realm, [stack] * 25, seconds=12)
     assert counts["429"] == 0 and 429 not in statuses, counts
     assert statuses.count(200) >= 60, statuses  # the realm was kept busy, at most 8 a second
     assert set(statuses) <= {200, "rate_limited"}

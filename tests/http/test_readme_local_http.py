@@ -14,16 +14,14 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from devstack.process import DevstackProcess, start_devstack
+from tests.helpers.cli import run, run_cli, run_python
+from tests.helpers.stack import module_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
@@ -31,16 +29,10 @@ README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
-    process = start_devstack(
-        tmp_path_factory.mktemp("readme"),
-        extra_args=["--no-schedule", "--no-connect-link", "--auto-approve"],
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
+stack = module_stack(
+    "readme",
+    extra_args=["--no-schedule", "--no-connect-link", "--auto-approve"],
+)
 
 
 def blocks(language: str) -> list[str]:
@@ -77,8 +69,6 @@ def test_the_readme_still_has_the_commands_this_test_runs():
 
 
 def test_the_readme_local_commands_run_as_written(stack, tmp_path):
-    cli = shutil.which("qbo-connect", path=str(Path(sys.executable).parent))
-    assert cli, "qbo-connect is not installed in this virtualenv: run `make install`"
     port = str(requests.utils.urlparse(stack.api).port)
     # The README's one exported variable, pointed at this stack's file
     export = next(
@@ -90,26 +80,21 @@ def test_the_readme_local_commands_run_as_written(stack, tmp_path):
     # The import example, with a refresh token minted as the README says (endpoints.json)
     csv = next(b for b in blocks("csv") if "RT1-..." in b)
     sim = stack.endpoints["simulator"]
-    minted = subprocess.run(
-        ["sh", "-c", sim["issue_tokens_curl"]], capture_output=True, text=True, timeout=30
-    )
+    minted = run(["sh", "-c", sim["issue_tokens_curl"]], timeout=30)
     token = json.loads(minted.stdout)["refresh_token"]
     (tmp_path / "connections.csv").write_text(csv.replace("RT1-...", token), encoding="utf-8")
 
-    def run(command: str) -> subprocess.CompletedProcess[str]:
+    def run_line(command: str) -> subprocess.CompletedProcess[str]:
         argv = shlex.split(command.replace("127.0.0.1:3000", f"127.0.0.1:{port}"))
-        argv[0] = cli
-        return subprocess.run(
-            argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False
-        )
+        return run_cli(argv[1:], env, cwd=tmp_path, timeout=120)
 
     for command in readme_cli_lines():
-        result = run(command)
+        result = run_line(command)
         verb = " ".join(shlex.split(command)[2:4])
         if verb == "connections disconnect":
             # Away from a terminal it asks for its [--yes], as the README says; then with it
             assert result.returncode == 2 and "--yes" in result.stderr
-            result = run(command + " --yes")
+            result = run_line(command + " --yes")
         assert result.returncode == 0, (command, result.stdout, result.stderr)
         if verb == "links create":
             # The user opens the printed link and connects (the simulator auto-approves)
@@ -130,25 +115,13 @@ def test_the_readme_local_commands_run_as_written(stack, tmp_path):
 def test_the_readme_local_python_snippet_runs_as_written(stack, tmp_path):
     # Given the README's company connected to acme-inc (a refresh token minted as it says)
     sim = stack.endpoints["simulator"]
-    minted = subprocess.run(
-        ["sh", "-c", sim["issue_tokens_curl"]], capture_output=True, text=True, timeout=30
-    )
+    minted = run(["sh", "-c", sim["issue_tokens_curl"]], timeout=30)
     token = json.loads(minted.stdout)["refresh_token"]
     rows = tmp_path / "rows.csv"
     rows.write_text(f"realm_id,tenant_id,refresh_token\n9130357766042906,acme-inc,{token}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "QBO_"))}
     env["QBO_CONNECT_ENDPOINTS"] = str(stack.state_dir / "endpoints.json")
-    cli = shutil.which("qbo-connect", path=str(Path(sys.executable).parent))
-    assert cli
-    imported = subprocess.run(
-        [cli, "connections", "import", str(rows)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    imported = run_cli(["connections", "import", str(rows)], env, cwd=tmp_path, timeout=120)
     assert imported.returncode == 0, imported.stderr
     # When the README's snippet runs as it is, with only QBO_CONNECT_ENDPOINTS exported
     snippet = re.search(
@@ -162,15 +135,8 @@ def test_the_readme_local_python_snippet_runs_as_written(stack, tmp_path):
         "\nprint(json.dumps({'token': bool(token['access_token']), 'status': info['status'],"
         " 'customers': isinstance(customers, list)}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", "import json\n" + program],
-        capture_output=True,
-        text=True,
-        env={**env, "PYTHONPATH": str(REPO_ROOT / "clients" / "python")},
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    pythonpath = str(REPO_ROOT / "clients" / "python")
+    result = run_python("import json\n" + program, {**env, "PYTHONPATH": pythonpath}, tmp_path, 120)
     # Then it gets a token, a proxied answer and python-quickbooks' customers
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {

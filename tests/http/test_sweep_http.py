@@ -27,10 +27,10 @@ import pytest
 import requests
 
 from devstack.process import DUMMY_CREDENTIALS, REGION, start_devstack
+from devstack.seed import store_tokens
 from qbo_connect.config import Settings, load_settings
 from qbo_connect.intuit import TokenSet
 from qbo_connect.store.table import connection_key
-from qbo_connect.vault import due as due_policy
 from qbo_connect.vault.protocol import TokenVault
 from qbo_connect.vault.sealing import TokenCipher
 from tests.helpers.events import drain_events
@@ -169,30 +169,12 @@ class Seeder:
             ),
             obtained_at=refreshed_at,
         )
-        sealed = vault.seal(realm_id, tokens)
         used_at = None if kind.used_ago is None else now - kind.used_ago
-        due_at = due_policy.next_due_at(
-            settings=self.settings,
-            now=now,
-            last_refreshed_at=refreshed_at,
-            access_expires_at=sealed.access_expires_at,
-            last_used_at=used_at,
-            refresh_hard_expires_at=sealed.refresh_hard_expires_at,
+        conn = store_tokens(
+            vault, realm_id, tokens, tenant_id=f"tenant-{kind.name}", now=now, used_at=used_at
         )
-        assert (due_at <= now + 1) == kind.due, (kind.name, due_at - now)
-        vault.connections.create_connection(
-            realm_id=realm_id,
-            tenant_id=f"tenant-{kind.name}",
-            environment="sandbox",
-            scopes=["com.intuit.quickbooks.accounting"],
-            tokens=sealed,
-            now=refreshed_at,
-            due_at=due_at,
-        )
-        if used_at is not None:
-            vault.connections.touch_last_used(
-                realm_id, now=used_at, min_interval=0, due_at=due_at, seen_version=1
-            )
+        assert conn.due_at is not None
+        assert (conn.due_at <= now + 1) == kind.due, (kind.name, conn.due_at - now)
         if kind.revoked:
             self.http.post(
                 f"{self.stack.intuit}/_sim/revoke-realm", json={"realm_id": realm_id}, timeout=10

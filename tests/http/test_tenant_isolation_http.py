@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
 
-from devstack.process import DevstackProcess, start_devstack
+from devstack.process import DevstackProcess
+from tests.helpers.stack import module_stack
 from tests.http.test_connect_flow_http import Browser, assert_page, q
 from tests.unit.test_tenant_isolation import verify_with_readme
 
@@ -30,21 +30,15 @@ SEEN: list[str] = []
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
-    process = start_devstack(
-        tmp_path_factory.mktemp("tenant-isolation"),
-        parameter_overrides={
-            "Scopes": ACCOUNTING,
-            "AllowedReturnUrls": APP_PREFIX,
-            "AppName": APP_NAME,
-        },
-        extra_args=["--no-schedule"],
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
+stack = module_stack(
+    "tenant-isolation",
+    parameter_overrides={
+        "Scopes": ACCOUNTING,
+        "AllowedReturnUrls": APP_PREFIX,
+        "AppName": APP_NAME,
+    },
+    extra_args=["--no-schedule"],
+)
 
 
 @pytest.fixture

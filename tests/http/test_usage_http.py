@@ -8,30 +8,23 @@ The local stack is a sandbox, whose calls Intuit does not meter: they are counte
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devstack.process import DevstackProcess, start_devstack
-from tests.http.test_cli_http import Cli, sim
+from tests.helpers.stack import module_stack
+from tests.http.test_cli_http import Cli
 
 pytestmark = pytest.mark.timeout(240)
 CLIENT_ID = "usage-test-client"
 TENANT = "acme-usage"
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[DevstackProcess]:
-    process = start_devstack(
-        tmp_path_factory.mktemp("usage"),
-        env={"INTUIT_CLIENT_ID": CLIENT_ID, "INTUIT_CLIENT_SECRET": "usage-test-secret-value"},
-        extra_args=["--no-schedule", "--auto-approve"],
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
+stack = module_stack(
+    "usage",
+    env={"INTUIT_CLIENT_ID": CLIENT_ID, "INTUIT_CLIENT_SECRET": "usage-test-secret-value"},
+    extra_args=["--no-schedule", "--auto-approve"],
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +35,7 @@ def cli(stack) -> Cli:
 def test_an_import_s_realm_proof_is_metered_and_reported_per_tenant(stack, cli, tmp_path):
     # Given a company imported for a tenant (its proof reads CompanyInfo: a CorePlus call)
     realm = "9130355500000001"
-    issued = sim(stack, "POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
+    issued = stack.sim("POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
     path = Path(tmp_path) / "one.csv"
     path.write_text(
         f"realm_id,tenant_id,refresh_token\n{realm},{TENANT},{issued['refresh_token']}\n",

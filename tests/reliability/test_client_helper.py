@@ -8,31 +8,17 @@ the stack's simulator issued; then the helper is used exactly as another workloa
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import requests
 
 from devstack.process import DevstackProcess, start_devstack
+from tests.helpers.client import load_client
 from tests.reliability.conftest import new_realm
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_client() -> ModuleType:
-    path = REPO_ROOT / "clients" / "python" / "qbo_connect_client" / "__init__.py"
-    spec = importlib.util.spec_from_file_location("qbo_connect_client", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 client = load_client()
 

@@ -9,12 +9,12 @@ the configured window (or a refresh token past its known expiry) does, with one 
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import pytest
 
+from tests.helpers.threads import at_once
 from tests.reliability.conftest import Harness, token_is_valid_at_intuit
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
@@ -42,6 +42,11 @@ def outcomes(harness: Harness) -> list[str]:
 
 def error_code(response: dict[str, Any]) -> str | None:
     return (response.get("error") or {}).get("code")
+
+
+def codes_of_callers_at_once(callers: int, svc: Any, realm_id: str) -> list[str | None]:
+    """The error code each of ``callers`` was answered (None for a token), all asking at once."""
+    return at_once(callers, lambda _: error_code(svc.get_token(realm_id)))
 
 
 def test_5xx_is_retried_and_an_outage_leaves_tokens_untouched(harness: Harness, service) -> None:
@@ -80,19 +85,8 @@ def test_concurrent_callers_during_an_outage_are_answered_and_tokens_untouched(
     before = token_state(harness, realm_id)
     # Given Intuit is down (503 to everything)
     harness.sim.set_faults(status_5xx=10_000)
-    codes: list[str | None] = []
-    barrier = threading.Barrier(8)
-
-    def ask() -> None:
-        barrier.wait()
-        codes.append(error_code(svc.get_token(realm_id)))
-
     # When 8 callers ask at once
-    threads = [threading.Thread(target=ask) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    codes = codes_of_callers_at_once(8, svc, realm_id)
     # Then every caller is answered refresh_unavailable (none hangs, none gets a stale token),
     # the lease is released, the tokens are untouched, and each caller led at most one
     # refresh attempt (3 HTTP tries): the load on Intuit is bounded by the callers
@@ -227,18 +221,7 @@ def test_revoked_token_ends_in_needs_reauthorization_with_exactly_one_event(
     conn = harness.connection(realm_id)
     assert conn is not None and conn.invalid_grant_first_at is not None
     time.sleep(max(0.0, conn.invalid_grant_first_at + 1.1 - time.time()))
-    codes: list[str | None] = []
-    barrier = threading.Barrier(8)
-
-    def ask() -> None:
-        barrier.wait()
-        codes.append(error_code(svc.get_token(realm_id)))
-
-    threads = [threading.Thread(target=ask) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    codes = codes_of_callers_at_once(8, svc, realm_id)
     # Then all are told to reconnect, only one of them asked Intuit, and one event went out
     assert codes == ["needs_reauthorization"] * 8
     assert outcomes(harness) == ["invalid_grant", "invalid_grant"]

@@ -20,6 +20,7 @@ import pytest
 from qbo_connect.errors import LeaseHeld, LeaseLost
 from qbo_connect.intuit import TokenSet
 from qbo_connect.store.connections import SealedTokens
+from tests.helpers.threads import at_once
 from tests.reliability.conftest import Harness, token_is_valid_at_intuit
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
@@ -41,29 +42,35 @@ def sealed(harness: Harness, realm_id: str, tag: str) -> SealedTokens:
     return harness.vault.seal(realm_id, tokens, data_key=conn.data_key)
 
 
+def commit(harness: Harness, realm_id: str, owner: str, now: float) -> dict[str, Any]:
+    """The arguments of ``owner``'s commit of version 1 (fresh sealed tokens tagged ``owner``);
+    the same dict passed twice is the same request replayed."""
+    return {
+        "seen_version": 1,
+        "owner": owner,
+        "tokens": sealed(harness, realm_id, owner),
+        "now": now,
+        "due_at": None,
+    }
+
+
 def test_racing_lease_acquisitions_on_one_version_have_one_winner(harness: Harness) -> None:
     realm_id, _ = harness.connect()
     now = time.time()
-    won: list[str] = []
-    lost: list[str] = []
-    barrier = threading.Barrier(16)
 
-    def take(owner: str) -> None:
-        barrier.wait()
+    def take(index: int) -> str | None:
+        """The owner if it took the lease, None if it met another's."""
+        owner = f"owner-{index}"
         try:
             harness.store.acquire_lease(
                 realm_id, seen_version=1, owner=owner, now=now, until=now + 30
             )
-            won.append(owner)
         except LeaseHeld:
-            lost.append(owner)
+            return None
+        return owner
 
-    threads = [threading.Thread(target=take, args=(f"owner-{i}",)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(won) == 1 and len(lost) == 15
+    won = [owner for owner in at_once(16, take) if owner is not None]
+    assert len(won) == 1
     conn = harness.connection(realm_id)
     assert conn is not None and conn.lease_owner == won[0]
 
@@ -73,24 +80,11 @@ def test_stale_commit_never_overwrites_a_newer_token(harness: Harness) -> None:
     realm_id, _ = harness.connect()
     now = time.time()
     harness.store.acquire_lease(realm_id, seen_version=1, owner="A", now=now, until=now + 30)
-    commit_a = {
-        "seen_version": 1,
-        "owner": "A",
-        "tokens": sealed(harness, realm_id, "A"),
-        "now": now,
-        "due_at": None,
-    }
+    commit_a = commit(harness, realm_id, "A", now)
     harness.store.commit_refresh(realm_id, **commit_a)
     # When B, who read version 1 too, commits / Then it is refused
     with pytest.raises(LeaseLost):
-        harness.store.commit_refresh(
-            realm_id,
-            seen_version=1,
-            owner="B",
-            tokens=sealed(harness, realm_id, "B"),
-            now=now,
-            due_at=None,
-        )
+        harness.store.commit_refresh(realm_id, **commit(harness, realm_id, "B", now))
     # When A's own commit is replayed (an SDK retry after DynamoDB applied the first: the
     # same request) / Then it meets its own write and succeeds, changing nothing
     assert harness.store.commit_refresh(realm_id, **commit_a).version == 2
@@ -114,34 +108,13 @@ def test_late_commit_after_a_takeover_is_refused_and_the_taker_wins(harness: Har
     harness.store.acquire_lease(realm_id, seen_version=1, owner="B", now=now, until=now + 30)
     # When A commits late / Then it is refused, before and after B commits
     with pytest.raises(LeaseLost):
-        harness.store.commit_refresh(
-            realm_id,
-            seen_version=1,
-            owner="A",
-            tokens=sealed(harness, realm_id, "A"),
-            now=now,
-            due_at=None,
-        )
+        harness.store.commit_refresh(realm_id, **commit(harness, realm_id, "A", now))
     conn = harness.connection(realm_id)
     assert conn is not None and conn.lease_owner == "B" and conn.version == 1
     assert harness.stored_tokens(realm_id)["refresh"] == issued["refresh_token"]
-    harness.store.commit_refresh(
-        realm_id,
-        seen_version=1,
-        owner="B",
-        tokens=sealed(harness, realm_id, "B"),
-        now=now,
-        due_at=None,
-    )
+    harness.store.commit_refresh(realm_id, **commit(harness, realm_id, "B", now))
     with pytest.raises(LeaseLost):
-        harness.store.commit_refresh(
-            realm_id,
-            seen_version=1,
-            owner="A",
-            tokens=sealed(harness, realm_id, "A"),
-            now=now,
-            due_at=None,
-        )
+        harness.store.commit_refresh(realm_id, **commit(harness, realm_id, "A", now))
     assert harness.stored_tokens(realm_id)["refresh"] == f"RT1-sim-stale-test-B-{realm_id}"
 
 

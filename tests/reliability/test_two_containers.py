@@ -8,7 +8,6 @@ tested across the two, as in Lambda, where each container is a separate process.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,7 +22,7 @@ from tests.http.test_proxy_http import (
     call_throttled_in_xml,
     connect,
     invoke,
-    sim,
+    push,
 )
 
 pytestmark = pytest.mark.timeout(600)
@@ -50,20 +49,14 @@ def attach(path: Any, first: DevstackProcess) -> DevstackProcess:
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory) -> Iterator[DevstackProcess]:
-    process = start_first(tmp_path_factory.mktemp("first"))
-    try:
+    with start_first(tmp_path_factory.mktemp("first")) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
 def second(tmp_path_factory, first) -> Iterator[DevstackProcess]:
-    process = attach(tmp_path_factory.mktemp("second"), first)
-    try:
+    with attach(tmp_path_factory.mktemp("second"), first) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def usage_total(stack: DevstackProcess) -> int:
@@ -97,12 +90,12 @@ def test_an_xml_throttle_met_by_one_container_holds_back_the_other(first, second
     throttled = call_throttled_in_xml(first, realm)
     assert throttled["status"] == 429 and throttled["fault"]["code"] == "3001", throttled
     # When the other container calls the same realm
-    before = sim(first, "GET", f"/_sim/api/counts?realm_id={realm}")["requests"]
+    before = first.sim("GET", f"/_sim/api/counts?realm_id={realm}")["requests"]
     refused = api(second, realm, f"companyinfo/{realm}", max_wait_seconds=1)
     # Then it waits too: refused without reaching QuickBooks, told when to try again
     assert refused["error"]["code"] == "rate_limited", refused
     assert 50 <= refused["error"]["retry_after_seconds"] <= 60
-    assert sim(first, "GET", f"/_sim/api/counts?realm_id={realm}")["requests"] == before
+    assert first.sim("GET", f"/_sim/api/counts?realm_id={realm}")["requests"] == before
 
 
 def test_a_401_storm_in_two_containers_causes_one_intuit_refresh(first, second):
@@ -113,38 +106,24 @@ def test_a_401_storm_in_two_containers_causes_one_intuit_refresh(first, second):
         assert api(stack, realm, f"companyinfo/{realm}")["status"] == 200
     # When Intuit's clock passes the token's hour (QuickBooks now answers 401 to it, while our
     # stored expiry still says valid) and 10 callers in each container call at once
-    sim(first, "POST", "/_sim/advance-clock", {"seconds": 3700})
-    before = len(sim(first, "GET", "/_sim/refresh-calls"))
+    first.sim("POST", "/_sim/advance-clock", {"seconds": 3700})
+    before = len(first.sim("GET", "/_sim/refresh-calls"))
     with ThreadPoolExecutor(20) as pool:
         answers = list(
             pool.map(lambda s: api(s, realm, f"companyinfo/{realm}"), [first, second] * 10)
         )
     # Then every call is answered, and Intuit saw one refresh (the lease is in the table)
     assert [a.get("status") for a in answers] == [200] * 20, answers
-    assert len(sim(first, "GET", "/_sim/refresh-calls")) - before == 1
+    assert len(first.sim("GET", "/_sim/refresh-calls")) - before == 1
 
 
 def test_two_containers_with_25_callers_each_never_meet_a_quickbooks_throttle(first, second):
     # Given one realm, a realistic QuickBooks latency, and 25 callers in each container
     realm = "9130358000000003"
     connect(first, realm)
-    sim(first, "POST", "/_sim/api/faults", {"realm_id": realm, "latency_seconds": 0.05})
-    stop_at = time.monotonic() + PUSH_SECONDS
-    statuses: list[Any] = []
-
-    def caller(stack: DevstackProcess) -> None:
-        while time.monotonic() < stop_at:
-            answer = api(stack, realm, f"companyinfo/{realm}", max_wait_seconds=5)
-            statuses.append(answer.get("status") or answer["error"]["code"])
-
-    try:
-        with ThreadPoolExecutor(50) as pool:
-            list(pool.map(caller, [first, second] * 25))
-    finally:
-        sim(first, "DELETE", "/_sim/api/faults")
+    statuses, counts = push(realm, [first, second] * 25, seconds=PUSH_SECONDS)
     # Then the simulator (Intuit's sliding-window limits) never answered 429, and the realm was
     # kept busy: the governor's per-second budget is shared through the table, not per process
-    counts = sim(first, "GET", f"/_sim/api/counts?realm_id={realm}")
     throttles = [line for line in first.log_text().splitlines() if "throttling realm" in line]
     assert counts["429"] == 0 and 429 not in statuses, (counts, throttles[:5])
     assert set(statuses) <= {200, "rate_limited"}, set(statuses)

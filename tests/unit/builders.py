@@ -7,6 +7,7 @@ from typing import Any
 
 import boto3
 
+from devstack.seed import store_tokens
 from qbo_connect.config import IntuitEndpoints, Settings, load_settings
 from qbo_connect.intuit import ClientCredentials, IntuitClient, TokenSet
 from qbo_connect.store.connections import Connection
@@ -93,14 +94,5 @@ def connect(
         refresh_token_expires_in=body["x_refresh_token_expires_in"],
         obtained_at=now,
     )
-    sealed = vault.seal(realm_id, tokens)
-    conn = vault.connections.create_connection(
-        realm_id=realm_id,
-        tenant_id=tenant_id,
-        environment="sandbox",
-        scopes=["com.intuit.quickbooks.accounting"],
-        tokens=sealed,
-        now=now,
-        due_at=vault.due_at_for_new(sealed, now),
-    )
-    return conn, body
+    # Just obtained: due when the policy says for new tokens
+    return store_tokens(vault, realm_id, tokens, tenant_id=tenant_id, now=now), body

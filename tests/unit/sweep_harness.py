@@ -13,6 +13,8 @@ from typing import Any
 
 import boto3
 
+from devstack.events import build_sqs_event
+from devstack.seed import store_tokens
 from qbo_connect.config import Settings
 from qbo_connect.intuit import TokenSet
 from qbo_connect.store.connections import Connection
@@ -21,7 +23,6 @@ from qbo_connect.sweep.sweeper import (
 )
 from qbo_connect.sweep.worker import RefreshWorker
 from qbo_connect.telemetry import metrics
-from qbo_connect.vault import due as due_policy
 from qbo_connect.vault.observer import refresh_observer
 from qbo_connect.vault.protocol import TokenVault
 from tests.helpers.store import TableRepositories
@@ -82,29 +83,8 @@ def seed(
         ),
         obtained_at=refreshed_at,
     )
-    sealed = vault.seal(realm_id, tokens)
     used_at = None if used_ago is None else now - used_ago
-    due_at = due_policy.next_due_at(
-        settings=vault.settings,
-        now=now,
-        last_refreshed_at=refreshed_at,
-        access_expires_at=sealed.access_expires_at,
-        last_used_at=used_at,
-        refresh_hard_expires_at=sealed.refresh_hard_expires_at,
-    )
-    vault.connections.create_connection(
-        realm_id=realm_id,
-        tenant_id=tenant_id,
-        environment="sandbox",
-        scopes=["com.intuit.quickbooks.accounting"],
-        tokens=sealed,
-        now=refreshed_at,
-        due_at=due_at,
-    )
-    if used_at is not None:
-        vault.connections.touch_last_used(
-            realm_id, now=used_at, min_interval=0, due_at=due_at, seen_version=1
-        )
+    store_tokens(vault, realm_id, tokens, tenant_id=tenant_id, now=now, used_at=used_at)
     conn = vault.connections.get_connection(realm_id)
     assert conn is not None
     return conn
@@ -114,6 +94,7 @@ class Harness:
     """A vault, a queue, a sweeper and a worker over the same moto account and simulator."""
 
     def __init__(self, aws: dict[str, str], sim: Any, **settings: Any) -> None:
+        metrics.clear_metrics()  # the process-wide metrics start empty for each test
         self.sim = sim
         self.events = RecordingEvents()
         self.settings = make_settings(aws, sim, **settings)
@@ -186,22 +167,8 @@ class Harness:
 
 
 def sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:refresh",
-                "awsRegion": "us-east-1",
-            }
-            for m in messages
-        ]
-    }
+    """The event Lambda's poller makes of ``receive_message`` results from the refresh queue."""
+    return build_sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:refresh")
 
 
 def emf_metrics(text: str) -> dict[str, float]:

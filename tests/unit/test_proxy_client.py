@@ -3,24 +3,13 @@ so every automatic retry of that invoke (botocore resends the same payload) carr
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_client() -> Any:
-    path = REPO_ROOT / "clients" / "python" / "qbo_connect_client" / "__init__.py"
-    spec = importlib.util.spec_from_file_location("qbo_connect_client_for_call", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers.client import load_client
 
 
 class RecordingLambda:
@@ -34,7 +23,7 @@ class RecordingLambda:
 
 
 def test_a_post_gets_its_request_id_before_the_invoke_and_keeps_the_callers():
-    client = load_client()
+    client = load_client("qbo_connect_client_for_call")
     lam = RecordingLambda({"status": 200, "body": {}}, {"status": 200, "body": {}})
     client.call("9130", "POST", "invoice", body={"Line": []}, function_name="f", lambda_client=lam)
     client.call(
@@ -46,7 +35,7 @@ def test_a_post_gets_its_request_id_before_the_invoke_and_keeps_the_callers():
 
 
 def test_a_get_sends_no_request_id_and_errors_raise_with_their_code():
-    client = load_client()
+    client = load_client("qbo_connect_client_for_call")
     lam = RecordingLambda(
         {"error": {"code": "rate_limited", "message": "wait", "retry_after_seconds": 3}}
     )

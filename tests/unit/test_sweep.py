@@ -19,7 +19,6 @@ from qbo_connect.sweep.sweeper import (
     DEFAULT_REQUEUE_SECONDS,
     DEFAULT_STALE_FORCE_SECONDS,
 )
-from qbo_connect.telemetry import metrics
 from tests.helpers.store import TableRepositories
 from tests.unit.sweep_harness import (
     DAY,
@@ -36,7 +35,6 @@ from tests.unit.sweep_harness import (
 
 @pytest.fixture
 def h(aws, sim) -> Harness:
-    metrics.clear_metrics()
     return Harness(aws, sim)
 
 

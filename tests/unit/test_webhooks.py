@@ -15,6 +15,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from devstack.events import build_sqs_event
 from devstack.intuit_sim.webhooks import cloudevents_body, legacy_body
 from qbo_connect.errors import MalformedPayload
 from qbo_connect.store.connections import ConnectionRepository, SealedTokens
@@ -536,22 +537,7 @@ def test_handlers_with_the_sample_events(aws, monkeypatch, capsys):
         # When the gateway gets the sample delivery and the processor gets what it enqueued
         answer = webhook.lambda_handler(sample, Context())
         messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
-        records = {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": {"ApproximateReceiveCount": "1"},
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:webhooks",
-                    "awsRegion": "us-east-1",
-                }
-                for m in messages
-            ]
-        }
+        records = build_sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:webhooks")
         result = processor_app.lambda_handler(records, Context())
         forged = dict(sample, headers={**sample["headers"], "intuit-signature": sign(b"x", "y")})
         refused = webhook.lambda_handler(forged, Context())

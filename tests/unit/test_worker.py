@@ -34,7 +34,6 @@ from tests.unit.sweep_harness import (
 
 @pytest.fixture
 def h(aws, sim) -> Harness:
-    metrics.clear_metrics()
     return Harness(aws, sim)
 
 

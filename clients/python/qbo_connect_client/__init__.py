@@ -80,9 +80,9 @@ RETRYABLE_CODES = frozenset(
 )
 
 _client_lock = threading.Lock()
-_default_client: Any = None
-_api_client: Any = None
-_local_clients: dict[tuple[str, str, int], Any] = {}
+#: One boto3 Lambda client per process and (endpoint, region, read timeout): AWS's (endpoint and
+#: region None) or the local stack's.
+_clients: dict[tuple[str | None, str | None, int], Any] = {}
 
 
 class QboConnectError(Exception):
@@ -106,25 +106,6 @@ class QboConnectError(Exception):
     @property
     def retryable(self) -> bool:
         return self.code in RETRYABLE_CODES
-
-
-def _lambda_client() -> Any:
-    """One boto3 Lambda client per process (its read timeout outlives GetTokenFunction's 90 s)."""
-    global _default_client
-    with _client_lock:
-        if _default_client is None:
-            import boto3
-            from botocore.config import Config
-
-            _default_client = boto3.client(
-                "lambda",
-                config=Config(
-                    read_timeout=100,
-                    connect_timeout=5,
-                    retries={"mode": "standard", "max_attempts": 3},
-                ),
-            )
-        return _default_client
 
 
 def get_access_token(
@@ -155,12 +136,8 @@ def get_access_token(
             f"pass function_name or set {ENV_FUNCTION_NAME} to the GetTokenFunction name or ARN "
             f"(locally: set {ENV_ENDPOINTS} to the stack's .devstack/endpoints.json)",
         )
-    if lambda_client is not None:
-        client = lambda_client
-    elif local is not None:
-        client = _local_lambda_client(local, read_timeout=100)
-    else:
-        client = _lambda_client()
+    # The read timeout outlives GetTokenFunction's 90 s
+    client = lambda_client if lambda_client is not None else _lambda_client(local, read_timeout=100)
     request: dict[str, Any] = {"realm_id": realm_id, "min_valid_seconds": min_valid_seconds}
     if tenant_id is not None:
         request["tenant_id"] = tenant_id
@@ -220,12 +197,8 @@ def call(
         "max_wait_seconds": max_wait_seconds,
     }
     request.update({k: v for k, v in optional.items() if v is not None})
-    if lambda_client is not None:
-        client = lambda_client
-    elif local is not None:
-        client = _local_lambda_client(local, read_timeout=330)
-    else:
-        client = _api_lambda_client()
+    # The read timeout outlives QuickBooksApiFunction's 300 s
+    client = lambda_client if lambda_client is not None else _lambda_client(local, read_timeout=330)
     return _invoke(client, name, request)
 
 
@@ -262,50 +235,36 @@ def _local_function(endpoints: dict[str, Any] | None, logical_id: str) -> str:
     return str(name or logical_id)
 
 
-def _local_lambda_client(endpoints: dict[str, Any], *, read_timeout: int) -> Any:
-    """A Lambda client for the local stack: its endpoint and region, the dummy keys it accepts."""
-    url = str(endpoints["lambda"])
-    region = str(endpoints.get("region") or "us-east-1")
-    key = (url, region, read_timeout)
+def _lambda_client(endpoints: dict[str, Any] | None, *, read_timeout: int) -> Any:
+    """A shared Lambda client: AWS's (credentials and region from the environment), or the
+    local stack's when ``endpoints`` is given (its endpoint and region, the dummy keys it
+    accepts)."""
+    local: dict[str, Any] = {}
+    if endpoints is not None:
+        local = {
+            "endpoint_url": str(endpoints["lambda"]),
+            "region_name": str(endpoints.get("region") or "us-east-1"),
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+    key = (local.get("endpoint_url"), local.get("region_name"), read_timeout)
     with _client_lock:
-        client = _local_clients.get(key)
+        client = _clients.get(key)
         if client is None:
             import boto3
             from botocore.config import Config
 
             client = boto3.client(
                 "lambda",
-                endpoint_url=url,
-                region_name=region,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
                 config=Config(
                     read_timeout=read_timeout,
                     connect_timeout=5,
                     retries={"mode": "standard", "max_attempts": 3},
                 ),
+                **local,
             )
-            _local_clients[key] = client
+            _clients[key] = client
         return client
-
-
-def _api_lambda_client() -> Any:
-    """A Lambda client whose read timeout outlives QuickBooksApiFunction's 300 s."""
-    global _api_client
-    with _client_lock:
-        if _api_client is None:
-            import boto3
-            from botocore.config import Config
-
-            _api_client = boto3.client(
-                "lambda",
-                config=Config(
-                    read_timeout=330,
-                    connect_timeout=5,
-                    retries={"mode": "standard", "max_attempts": 3},
-                ),
-            )
-        return _api_client
 
 
 def _invoke(client: Any, name: str, request: dict[str, Any]) -> dict[str, Any]:

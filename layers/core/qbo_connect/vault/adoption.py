@@ -265,33 +265,27 @@ class GrantAdopter:
             event = lifecycle.PendingEvent.new(
                 lifecycle.CREATED if created else lifecycle.RECONNECTED, event_detail, now=now
             )
+            # What the create and the reconnect both write
+            fields: dict[str, Any] = {
+                "realm_id": realm_id,
+                "tenant_id": tenant_id,
+                "environment": environment,
+                "scopes": scopes,
+                "tokens": sealed,
+                "now": now,
+                "company_name": company_name,
+                "due_at": due_at,
+                "event": event,
+            }
             try:
                 if existing is None:
-                    conn = self.connections.create_connection(
-                        realm_id=realm_id,
-                        tenant_id=tenant_id,
-                        environment=environment,
-                        scopes=scopes,
-                        tokens=sealed,
-                        now=now,
-                        company_name=company_name,
-                        due_at=due_at,
-                        event=event,
-                    )
+                    conn = self.connections.create_connection(**fields)
                 else:
                     conn = self.connections.reconnect_connection(
-                        realm_id=realm_id,
-                        tenant_id=tenant_id,
                         seen_version=existing.version,
-                        environment=environment,
-                        scopes=scopes,
-                        tokens=sealed,
-                        now=now,
-                        company_name=company_name,
-                        due_at=due_at,
-                        event=event,
                         # Another tenant's disconnected realm: a new tenure, reset in the write
                         new_tenure=created,
+                        **fields,
                     )
             except (AlreadyExists, VersionConflict):
                 logger.info(

@@ -449,43 +449,15 @@ class TokenVault:
                 tokens = client.refresh(refresh_token)
             except InvalidGrant as exc:
                 return self._after_invalid_grant(conn, owner, exc)
-            except IntuitTransientError as exc:
-                self._give_up(
-                    conn,
-                    owner,
-                    failure="transient",
-                    error=f"transient: {exc.status or 'network'}",
-                    intuit_tid=exc.intuit_tid,
-                    answer=RefreshUnavailable(
-                        f"realm {realm_id}: Intuit is unavailable, try again shortly",
-                        reason="intuit_unavailable",
-                        intuit_tid=exc.intuit_tid,
-                    ),
-                )
-            except InvalidClient as exc:
-                self._give_up(
-                    conn,
-                    owner,
-                    failure="invalid_client",
-                    error="invalid_client",
-                    intuit_tid=exc.intuit_tid,
-                    answer=ConfigurationError(
-                        "Intuit rejected the client credentials (check the IntuitClientSecret)",
-                        intuit_tid=exc.intuit_tid,
-                    ),
-                )
             except IntuitError as exc:
+                failure, error, answer = _refresh_refusal(realm_id, exc)
                 self._give_up(
                     conn,
                     owner,
-                    failure="other",
-                    error=f"intuit: {exc.error or exc.status}",
+                    failure=failure,
+                    error=error,
                     intuit_tid=exc.intuit_tid,
-                    answer=RefreshUnavailable(
-                        f"realm {realm_id}: Intuit refused the refresh ({exc.error or exc.status})",
-                        reason="intuit_refused",
-                        intuit_tid=exc.intuit_tid,
-                    ),
+                    answer=answer,
                 )
             return self._commit(conn, owner, refresh_token, tokens, notice=notice)
         except ServiceError:
@@ -875,3 +847,39 @@ class TokenVault:
             extra={"realm_id": realm_id},
         )
         return True
+
+
+def _refresh_refusal(realm_id: str, exc: IntuitError) -> tuple[str, str, ServiceError]:
+    """What a refresh that Intuit failed (other than invalid_grant) records and answers: the
+    ``failure`` class, the ``error`` kept on the connection, and the caller's answer (which
+    carries Intuit's ``intuit_tid``, never the cause's details)."""
+    tid = exc.intuit_tid
+    if isinstance(exc, IntuitTransientError):
+        return (
+            "transient",
+            f"transient: {exc.status or 'network'}",
+            RefreshUnavailable(
+                f"realm {realm_id}: Intuit is unavailable, try again shortly",
+                reason="intuit_unavailable",
+                intuit_tid=tid,
+            ),
+        )
+    if isinstance(exc, InvalidClient):
+        return (
+            "invalid_client",
+            "invalid_client",
+            ConfigurationError(
+                "Intuit rejected the client credentials (check the IntuitClientSecret)",
+                intuit_tid=tid,
+            ),
+        )
+    cause = exc.error or exc.status
+    return (
+        "other",
+        f"intuit: {cause}",
+        RefreshUnavailable(
+            f"realm {realm_id}: Intuit refused the refresh ({cause})",
+            reason="intuit_refused",
+            intuit_tid=tid,
+        ),
+    )
