@@ -29,9 +29,7 @@ from typing import Any  # noqa: E402
 
 from harness import (  # noqa: E402  (bench/harness.py, next to this script)
     TABLE_NAME,
-    context,
     latency_row,
-    load_handler,
     local_functions,
     progress,
     report,
@@ -43,7 +41,7 @@ REALM_ID = "9130357766042906"
 def run(reads: int, warmup: int) -> dict[str, Any]:
     with local_functions() as local:
         moto, sim = local.moto, local.sim
-        get_token = load_handler("get_token")
+        get_token = local.function("get_token", "GetTokenFunction")
         from qbo_connect.wiring import aws as aws_wiring
         from qbo_connect.wiring import vault as vault_wiring
 
@@ -55,7 +53,7 @@ def run(reads: int, warmup: int) -> dict[str, Any]:
 
         progress(f"warming up ({warmup} reads of each)")
         for _ in range(warmup):
-            assert "access_token" in get_token.lambda_handler(event, context("GetTokenFunction"))
+            assert "access_token" in get_token(event)
             raw.get_item(TableName=TABLE_NAME, Key=key, ConsistentRead=True)
         cipher = vault_wiring.cipher()
         kms_before = cipher.kms_calls
@@ -66,7 +64,7 @@ def run(reads: int, warmup: int) -> dict[str, Any]:
         step = max(1, reads // 10)
         for i in range(reads):
             t0 = time.perf_counter()
-            result = get_token.lambda_handler(event, context("GetTokenFunction"))
+            result = get_token(event)
             t1 = time.perf_counter()
             raw.get_item(TableName=TABLE_NAME, Key=key, ConsistentRead=True)
             t2 = time.perf_counter()

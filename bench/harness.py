@@ -93,17 +93,22 @@ class Local:
     moto: Any
     sim: Any
 
+    def function(self, function_dir: str, logical_id: str) -> Callable[[dict[str, Any]], Any]:
+        """The real handler of ``functions/<function_dir>``, called as Lambda calls
+        ``logical_id`` (a fresh context each invocation)."""
+        handler = load_handler(function_dir).lambda_handler
+        return lambda event: handler(event, context(logical_id))
+
     def import_connection(self, realm_id: str) -> None:
         """One connection, imported through the real ConnectionsFunction."""
         issued = self.sim.issue_tokens(client_id=CLIENT_ID, realm_id=realm_id)
-        imported = load_handler("connections").lambda_handler(
+        imported = self.function("connections", "ConnectionsFunction")(
             {
                 "action": "import_connection",
                 "realm_id": realm_id,
                 "tenant_id": TENANT_ID,
                 "refresh_token": issued["refresh_token"],
-            },
-            context("ConnectionsFunction"),
+            }
         )
         assert "connection" in imported, imported
 

@@ -33,9 +33,7 @@ from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from typing import Any  # noqa: E402
 
 from harness import (  # noqa: E402  (bench/harness.py, next to this script)
-    context,
     latency_row,
-    load_handler,
     local_functions,
     progress,
     report,
@@ -51,8 +49,8 @@ def run(calls: int, steady_seconds: float, busy_seconds: float, callers: int) ->
     # No EMF lines on stdout: the bench prints its own table.
     with local_functions({"POWERTOOLS_METRICS_DISABLED": "true"}) as local:
         moto, sim = local.moto, local.sim
-        api = load_handler("quickbooks_api")
-        get_token = load_handler("get_token")
+        api = local.function("quickbooks_api", "QuickBooksApiFunction")
+        get_token = local.function("get_token", "GetTokenFunction")
         from qbo_connect.api.governor import Limits
         from qbo_connect.wiring import api as api_wiring
 
@@ -62,9 +60,9 @@ def run(calls: int, steady_seconds: float, busy_seconds: float, callers: int) ->
         event = {"realm_id": REALM_ID, "method": "GET", "path": f"companyinfo/{REALM_ID}"}
 
         def proxied() -> dict[str, Any]:
-            return api.lambda_handler(event, context("QuickBooksApiFunction"))
+            return api(event)
 
-        token = get_token.lambda_handler({"realm_id": REALM_ID}, context("GetTokenFunction"))
+        token = get_token({"realm_id": REALM_ID})
         session = requests.Session()
         url = f"{token['api_base_url']}/v3/company/{REALM_ID}/companyinfo/{REALM_ID}"
         headers = {"Authorization": f"Bearer {token['access_token']}", "Accept": "application/json"}

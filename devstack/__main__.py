@@ -61,18 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
             "HTTP API, the Lambda Invoke API, the SQS poller and the schedule. All on 127.0.0.1."
         ),
     )
-    parser.add_argument(
-        "--api-port", type=_port, default=None, help="HTTP API (default 3000; 0 = any free)"
-    )
-    parser.add_argument(
-        "--lambda-port",
-        type=_port,
-        default=None,
-        help="Lambda Invoke API (default 3001; 0 = any free)",
-    )
-    parser.add_argument(
-        "--aws-port", type=_port, default=None, help="moto server (default 5000; 0 = any free)"
-    )
+    for option, serves, default in (
+        ("--api-port", "HTTP API", 3000),
+        ("--lambda-port", "Lambda Invoke API", 3001),
+        ("--aws-port", "moto server", 5000),
+    ):
+        parser.add_argument(
+            option, type=_port, default=None, help=f"{serves} (default {default}; 0 = any free)"
+        )
     parser.add_argument(
         "--any-ports",
         action="store_true",

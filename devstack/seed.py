@@ -20,31 +20,22 @@ SCOPES = ["com.intuit.quickbooks.accounting"]
 
 
 def store_tokens(
-    vault: TokenVault,
-    realm_id: str,
-    tokens: TokenSet,
-    *,
-    tenant_id: str,
-    now: float | None = None,
-    used_at: float | None = None,
-    due_at: float | None = None,
+    vault: TokenVault, realm_id: str, tokens: TokenSet, tenant_id: str, used_at: float | None = None
 ) -> Connection:
-    """Seal ``tokens`` and store a sandbox connection last refreshed when they were obtained
-    (``tokens.obtained_at``) and last used at ``used_at``; due at ``due_at``, by default when
-    the vault's due policy says at ``now``. Returns the connection as first written."""
+    """Seal ``tokens`` and store a sandbox connection of ``tenant_id`` last refreshed when they
+    were obtained (``tokens.obtained_at``) and last used at ``used_at``, due when the vault's
+    due policy says. Returns the connection as first written."""
     from qbo_connect.vault.due import next_due_at
 
-    now = time.time() if now is None else now
     sealed = vault.seal(realm_id, tokens)
-    if due_at is None:
-        due_at = next_due_at(
-            settings=vault.settings,
-            now=now,
-            last_refreshed_at=tokens.obtained_at,
-            access_expires_at=sealed.access_expires_at,
-            last_used_at=used_at,
-            refresh_hard_expires_at=sealed.refresh_hard_expires_at,
-        )
+    due_at = next_due_at(
+        settings=vault.settings,
+        now=time.time(),
+        last_refreshed_at=tokens.obtained_at,
+        access_expires_at=sealed.access_expires_at,
+        last_used_at=used_at,
+        refresh_hard_expires_at=sealed.refresh_hard_expires_at,
+    )
     conn = vault.connections.create_connection(
         realm_id=realm_id,
         tenant_id=tenant_id,

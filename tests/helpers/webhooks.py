@@ -27,6 +27,7 @@ __all__ = [
     "post_webhook",
     "seed_connection",
     "sign",
+    "simulate_entity_change",
 ]
 
 _counter = iter(range(10**9))
@@ -124,3 +125,23 @@ def details(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return sorted(
         (dict(e["detail"]) for e in events), key=lambda d: (d["realm_id"], d["entity_id"])
     )
+
+
+def simulate_entity_change(
+    stack: Any, realm_id: str, entity: str, entity_id: str, operation: str, **extra: Any
+) -> None:
+    """An entity changes in the company at Intuit (the simulator): its webhook is delivered to
+    the stack, and this returns once the stack accepted it."""
+    response = requests.post(
+        f"{stack.intuit}/_sim/entity-change",
+        json={
+            "realm_id": realm_id,
+            "entity": entity,
+            "id": entity_id,
+            "operation": operation,
+            **extra,
+            "wait": 20,
+        },
+        timeout=30,
+    )
+    assert response.json()["status"] == "delivered", response.text

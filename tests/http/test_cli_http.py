@@ -275,6 +275,9 @@ def issue_refresh_token(stack: DevstackProcess, realm: str) -> str:
     return str(body["refresh_token"])
 
 
+IMPORT_COLUMNS = ["realm_id", "tenant_id", "refresh_token", "environment"]
+
+
 def write_import_file(stack: DevstackProcess, path: Path, tenant: str) -> dict[str, Any]:
     """200 rows: 190 good ones and 10 bad ones of different kinds; what each should do."""
     good = [f"46208163652{i:05d}" for i in range(190)]
@@ -285,33 +288,22 @@ def write_import_file(stack: DevstackProcess, path: Path, tenant: str) -> dict[s
     rows[0]["environment"] = "sandbox"
     held = "4620816365300000001"  # connected to another tenant first
     issue = issue_refresh_token
+    # (realm_id, tenant_id, refresh_token, environment) of each bad row, one kind of fault each
     bad = [
-        {"realm_id": "4620816365300000002", "tenant_id": tenant, "refresh_token": ""},
-        {"realm_id": "not-a-realm", "tenant_id": tenant, "refresh_token": "RT-x"},
-        {"realm_id": "4620816365300000003", "tenant_id": "", "refresh_token": "RT-y"},
-        {"realm_id": "4620816365300000004", "tenant_id": tenant, "refresh_token": "RT-unknown"},
-        {
-            "realm_id": "4620816365300000005",
-            "tenant_id": tenant,
-            "refresh_token": issue(stack, "4620816365300000005"),
-            "environment": "staging",
-        },
-        {"realm_id": good[5], "tenant_id": tenant, "refresh_token": "RT-duplicate-row"},
-        {"realm_id": held, "tenant_id": tenant, "refresh_token": issue(stack, held)},
-        {"realm_id": "4620816365300000006", "tenant_id": "bad tenant!", "refresh_token": "RT-z"},
-        {"realm_id": "4620816365300000007", "tenant_id": tenant, "refresh_token": "RT-gone"},
-        {
-            "realm_id": "4620816365300000008",
-            "tenant_id": tenant,
-            "refresh_token": issue(stack, "4620816365300000008"),
-            "environment": "production",
-        },
+        ("4620816365300000002", tenant, "", ""),
+        ("not-a-realm", tenant, "RT-x", ""),
+        ("4620816365300000003", "", "RT-y", ""),
+        ("4620816365300000004", tenant, "RT-unknown", ""),
+        ("4620816365300000005", tenant, issue(stack, "4620816365300000005"), "staging"),
+        (good[5], tenant, "RT-duplicate-row", ""),
+        (held, tenant, issue(stack, held), ""),
+        ("4620816365300000006", "bad tenant!", "RT-z", ""),
+        ("4620816365300000007", tenant, "RT-gone", ""),
+        ("4620816365300000008", tenant, issue(stack, "4620816365300000008"), "production"),
     ]
-    rows += bad
+    rows += [dict(zip(IMPORT_COLUMNS, values, strict=True)) for values in bad]
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(
-            handle, fieldnames=["realm_id", "tenant_id", "refresh_token", "environment"]
-        )
+        writer = csv.DictWriter(handle, fieldnames=IMPORT_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     # the held realm belongs to another tenant before the import

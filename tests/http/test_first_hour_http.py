@@ -24,6 +24,7 @@ import requests
 from devstack.process import DevstackProcess, start_devstack
 from tests.helpers.cli import run, run_cli, run_python
 from tests.helpers.stack import module_stack
+from tests.helpers.webhooks import simulate_entity_change
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DIR = REPO_ROOT / "clients" / "python"
@@ -63,6 +64,17 @@ def mint_refresh_token(stack: DevstackProcess, realm_id: str) -> str:
     token = answer.json()["refresh_token"]
     assert isinstance(token, str) and token
     return token
+
+
+def import_minted(stack: DevstackProcess, tmp_path: Path, realm: str, tenant: str) -> None:
+    """``realm`` imported for ``tenant`` through the CLI with a refresh token minted as
+    endpoints.json says, from a shell with only QBO_CONNECT_ENDPOINTS set."""
+    rows = tmp_path / f"{tenant}-{realm}.csv"
+    rows.write_text(
+        f"realm_id,tenant_id,refresh_token\n{realm},{tenant},{mint_refresh_token(stack, realm)}\n"
+    )
+    env = bare_env(QBO_CONNECT_ENDPOINTS=str(endpoints_file(stack)))
+    assert run_cli(["connections", "import", str(rows)], env, cwd=tmp_path).returncode == 0
 
 
 def test_endpoints_file_is_private_and_says_how_to_get_a_refresh_token(stack):
@@ -250,25 +262,9 @@ def wait_for_line(stack: DevstackProcess, needle: str, timeout: float = 30) -> s
 def test_the_dev_log_prints_each_published_event_in_one_line(stack, tmp_path):
     # Given a company imported for a tenant (a lifecycle event) ...
     realm = "4620816365099999"
-    rows = tmp_path / "one.csv"
-    rows.write_text(
-        f"realm_id,tenant_id,refresh_token\n{realm},gamma,{mint_refresh_token(stack, realm)}\n"
-    )
-    env = bare_env(QBO_CONNECT_ENDPOINTS=str(endpoints_file(stack)))
-    assert run_cli(["connections", "import", str(rows)], env, cwd=tmp_path).returncode == 0
+    import_minted(stack, tmp_path, realm, "gamma")
     # ... and an invoice changed in it at Intuit (an entity change, through the webhook)
-    delivery = requests.post(
-        f"{stack.intuit}/_sim/entity-change",
-        json={
-            "realm_id": realm,
-            "entity": "Invoice",
-            "id": "130",
-            "operation": "Create",
-            "wait": 20,
-        },
-        timeout=30,
-    )
-    assert delivery.json()["status"] == "delivered", delivery.text
+    simulate_entity_change(stack, realm, "Invoice", "130", "Create")
 
     # Then the dev log has one readable line for each
     created = wait_for_line(stack, f"event connection.created realm_id={realm}")
@@ -294,12 +290,7 @@ def test_python_quickbooks_objects_run_unchanged_through_the_proxy(stack, monkey
     from qbo_connect_client.session import proxy_session
 
     realm = "4620816365077777"
-    rows = tmp_path / "pqb.csv"
-    rows.write_text(
-        f"realm_id,tenant_id,refresh_token\n{realm},acme-inc,{mint_refresh_token(stack, realm)}\n"
-    )
-    env = bare_env(QBO_CONNECT_ENDPOINTS=str(endpoints_file(stack)))
-    assert run_cli(["connections", "import", str(rows)], env, cwd=tmp_path).returncode == 0
+    import_minted(stack, tmp_path, realm, "acme-inc")
     qb = quickbooks.QuickBooks(company_id=realm, minorversion=75)
     qb.session = proxy_session(tenant_id="acme-inc")
     calls_before = requests.get(f"{stack.intuit}/_sim/api/counts", timeout=10).json()

@@ -170,9 +170,7 @@ class Seeder:
             obtained_at=refreshed_at,
         )
         used_at = None if kind.used_ago is None else now - kind.used_ago
-        conn = store_tokens(
-            vault, realm_id, tokens, tenant_id=f"tenant-{kind.name}", now=now, used_at=used_at
-        )
+        conn = store_tokens(vault, realm_id, tokens, f"tenant-{kind.name}", used_at)
         assert conn.due_at is not None
         assert (conn.due_at <= now + 1) == kind.due, (kind.name, conn.due_at - now)
         if kind.revoked:

@@ -29,6 +29,7 @@ from tests.helpers.webhooks import (
     new_realm,
     post_webhook,
     seed_connection,
+    simulate_entity_change,
 )
 
 OVERLAP_SECONDS = 3
@@ -270,19 +271,7 @@ def test_simulator_sends_signed_webhooks_in_both_shapes(stack, events):
         assert delivery["status"] == "delivered", delivery
         assert delivery["shape"] == shape
     # And after a simulated entity change in the company
-    response = requests.post(
-        f"{stack.intuit}/_sim/entity-change",
-        json={
-            "realm_id": realm,
-            "entity": "Vendor",
-            "id": "33",
-            "operation": "Merge",
-            "deletedId": "34",
-            "wait": 20,
-        },
-        timeout=30,
-    )
-    assert response.json()["status"] == "delivered"
+    simulate_entity_change(stack, realm, "Vendor", "33", "Merge", deletedId="34")
 
     found = events.wait_for(lambda e: len(e) >= 3, realms=[realm])
     got = {d["entity_id"]: d for d in details(found)}

@@ -95,4 +95,4 @@ def connect(
         obtained_at=now,
     )
     # Just obtained: due when the policy says for new tokens
-    return store_tokens(vault, realm_id, tokens, tenant_id=tenant_id, now=now), body
+    return store_tokens(vault, realm_id, tokens, tenant_id), body

@@ -84,7 +84,7 @@ def seed(
         obtained_at=refreshed_at,
     )
     used_at = None if used_ago is None else now - used_ago
-    store_tokens(vault, realm_id, tokens, tenant_id=tenant_id, now=now, used_at=used_at)
+    store_tokens(vault, realm_id, tokens, tenant_id, used_at)
     conn = vault.connections.get_connection(realm_id)
     assert conn is not None
     return conn
@@ -191,20 +191,6 @@ def sha256(value: str) -> str:
     import hashlib
 
     return hashlib.sha256(value.encode()).hexdigest()
-
-
-class Clock:
-    """An injected wall clock: tests move it instead of sleeping."""
-
-    def __init__(self, now: float | None = None) -> None:
-        self.now = time.time() if now is None else now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
 
 
 def realms_of(messages: list[dict[str, Any]]) -> list[str]:

@@ -24,6 +24,7 @@ from qbo_connect.connect.outcomes import Outcome
 from qbo_connect.connect.request import COOKIE_NAME, Request, read_params
 from qbo_connect.connect.return_url import return_url_allowed, sign, with_result
 from qbo_connect.errors import ConfigurationError, InvalidRequest, ParameterError
+from tests.helpers.clock import Clock
 from tests.helpers.store import connect_flow
 from tests.unit.builders import RecordingEvents, make_settings, make_vault
 
@@ -32,14 +33,6 @@ APP = "https://app.example.test/integrations/"
 REALM = "9130357766042906"
 RETURN_KEY = b"k" * 48
 ACCOUNTING = "com.intuit.quickbooks.accounting"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def approve(location: str) -> str:
@@ -587,20 +580,21 @@ def test_cookie_with_the_right_nonce_but_another_link_is_403(h):
     assert result.status == 403
 
 
-def test_realm_is_required_with_the_accounting_scope(h):
+def callback_with_realm(h: Harness, realm_param: str) -> pages.HttpResult:
+    """The user consents; Intuit's redirect carries ``realm_param`` as its realm (or none)."""
     location, cookie = h.start(h.link())
     params = q(h.authorize(location))
-    query = f"code={params['code']}&state={params['state']}"
-    result = h.callback(query, cookie)
+    return h.callback(f"code={params['code']}&state={params['state']}{realm_param}", cookie)
+
+
+def test_realm_is_required_with_the_accounting_scope(h):
+    result = callback_with_realm(h, "")
     assert (result.status, result.outcome) == (400, "realm_missing")
     assert intuit_calls(h.sim) == 0
 
 
 def test_realm_must_match_the_id_token_else_the_tokens_are_revoked(h):
-    location, cookie = h.start(h.link())
-    params = q(h.authorize(location))
-    query = f"code={params['code']}&state={params['state']}&realmId=123"
-    result = h.callback(query, cookie)
+    result = callback_with_realm(h, "&realmId=123")
     assert (result.status, result.outcome) == (403, "realm_not_proven")
     assert "Nothing was saved" in result.body
     assert h.vault.connections.get_connection("123") is None

@@ -21,22 +21,13 @@ from qbo_connect.errors import RefreshUnavailable
 from qbo_connect.store.cooldowns import Cooldowns
 from qbo_connect.sweep.disconnect_check import REASON
 from qbo_connect.sweep.worker import RefreshWorker
+from tests.helpers.clock import Clock
 from tests.helpers.store import disconnect_hints
 from tests.unit.builders import connect, make_settings, make_vault
 
 REALM = "9130357766042906"
 KEY = {"pk": f"REALM#{REALM}", "sk": "CONNECTION"}
 DAY = 86400
-
-
-class Clock:
-    """Starts now (the stored tokens' expiry times are real ones) and moves when told."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

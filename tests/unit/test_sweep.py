@@ -19,12 +19,12 @@ from qbo_connect.sweep.sweeper import (
     DEFAULT_REQUEUE_SECONDS,
     DEFAULT_STALE_FORCE_SECONDS,
 )
+from tests.helpers.clock import Clock
 from tests.helpers.store import TableRepositories
 from tests.unit.sweep_harness import (
     DAY,
     HOUR,
     KEEP_ALIVE,
-    Clock,
     Harness,
     _realms,
     emf_metrics,

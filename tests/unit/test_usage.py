@@ -16,18 +16,11 @@ from qbo_connect.store.usage import TOTAL_SK, UsageRepository, realm_sk, tenant_
 from qbo_connect.usage.budget import BudgetGuard
 from qbo_connect.usage.classify import API, PER_CALL, SERVICE, Call, classify
 from qbo_connect.usage.meter import UsageMeter, coreplus_of
+from tests.helpers.clock import Clock
 
 DEC_1 = datetime(2026, 12, 1, 10, tzinfo=UTC).timestamp()
 READ = Call(coreplus=1)
 WRITE = Call(core=1)
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

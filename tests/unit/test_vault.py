@@ -16,6 +16,8 @@ from qbo_connect.errors import (
     NotConnected,
     RefreshUnavailable,
 )
+from qbo_connect.store.connections import Connection
+from qbo_connect.vault.protocol import TokenVault
 from qbo_connect.vault.sealing import TokenCipher
 from tests.helpers.threads import at_once
 from tests.unit.builders import RecordingEvents, connect, make_settings, make_vault
@@ -27,6 +29,17 @@ REALM = "9130357766042906"
 def strict_sim(sim):
     sim.configure(refresh_grace_seconds=0)
     return sim
+
+
+def failed_and_released(vault: TokenVault, answer: type[Exception], last_error: str) -> Connection:
+    """A caller asks and is answered ``answer``; the connection, which must be back to its
+    stored version 1 with no lease and ``last_error`` recorded."""
+    with pytest.raises(answer):
+        vault.get_token(REALM, 300)
+    conn = vault.connections.get_connection(REALM)
+    assert conn is not None
+    assert (conn.lease_owner, conn.version, conn.last_error) == (None, 1, last_error)
+    return conn
 
 
 def test_warm_read_returns_the_stored_token_without_intuit_or_kms(aws, strict_sim):
@@ -254,16 +267,9 @@ def test_kms_throttled_under_the_lease_releases_it_and_the_next_caller_refreshes
     vault.cipher = TokenCipher(FailingKms(boto3.client("kms"), times=1), settings.token_key_id)
     strict_sim.reset_counters()
     # When a caller asks
-    with pytest.raises(RefreshUnavailable):
-        vault.get_token(REALM, 300)
     # Then the lease is released (not leaked for the whole lease), the tokens are untouched,
     # the failure is recorded, and the connection is due again after a short backoff
-    conn = vault.connections.get_connection(REALM)
-    assert (conn.lease_owner, conn.version, conn.last_error) == (
-        None,
-        1,
-        "kms: ThrottlingException",
-    )
+    conn = failed_and_released(vault, RefreshUnavailable, "kms: ThrottlingException")
     assert conn.due_at < time.time() + settings.retry_backoff_base_seconds + 1
     # and the next caller refreshes at once
     assert vault.get_token(REALM, 300).access_token
@@ -387,11 +393,4 @@ def test_a_missing_client_secret_under_the_lease_releases_it(aws, strict_sim):
 
     vault.intuit_client = no_client
     # When a caller asks / Then it learns the configuration is wrong and the lease is free
-    with pytest.raises(ConfigurationError):
-        vault.get_token(REALM, 300)
-    conn = vault.connections.get_connection(REALM)
-    assert (conn.lease_owner, conn.version, conn.last_error) == (
-        None,
-        1,
-        "configuration: configuration_error",
-    )
+    failed_and_released(vault, ConfigurationError, "configuration: configuration_error")

@@ -116,7 +116,19 @@ def _client_error_code(exc: Exception) -> tuple[str, str] | None:
     return None
 
 
-def _credentials_problem(exc: Exception) -> Unreachable | None:
+def _failure_detail(exc: Exception) -> tuple[str, str]:
+    """(AWS error code, what to say after "failed: "): ``code: message`` for an AWS error, the
+    exception's type name (and no code) for anything else; never the request."""
+    error = _client_error_code(exc)
+    if error is None:
+        return "", type(exc).__name__
+    code, message = error
+    return code, f"{code}: {message}"
+
+
+def _access_problem(exc: Exception, action: str) -> Unreachable | None:
+    """The credentials are missing, refused or not allowed to ``action`` (exit code 3); None
+    when the failure is something else."""
     from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
 
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
@@ -126,6 +138,11 @@ def _credentials_problem(exc: Exception) -> Unreachable | None:
         )
     if isinstance(exc, NoRegionError):
         return Unreachable("no_region", "no AWS region: pass --region or set AWS_REGION")
+    code, message = _client_error_code(exc) or ("", "")
+    if code in _DENIED:
+        return Unreachable("no_permission", f"no permission to {action}: {message}")
+    if code in _EXPIRED_CREDENTIALS:
+        return Unreachable("bad_credentials", f"AWS refused the credentials: {message}")
     return None
 
 
@@ -136,28 +153,19 @@ def _invoke_failure(exc: Exception, name: str, where: str, hint: str = "") -> Cl
         ReadTimeoutError,
     )
 
-    problem = _credentials_problem(exc)
+    problem = _access_problem(exc, f"invoke {name} (lambda:InvokeFunction)")
     if problem is not None:
         return problem
     if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
         return Unreachable("unreachable", f"cannot reach the Lambda API of {where}{hint}")
     if isinstance(exc, ReadTimeoutError):
         return CliError("timeout", f"{name} did not answer within {READ_TIMEOUT_SECONDS} s")
-    error = _client_error_code(exc)
-    if error is None:
-        return CliError("invoke_failed", f"invoking {name} failed: {type(exc).__name__}")
-    code, message = error
-    if code in _DENIED:
-        return Unreachable(
-            "no_permission", f"no permission to invoke {name} (lambda:InvokeFunction): {message}"
-        )
-    if code in _EXPIRED_CREDENTIALS:
-        return Unreachable("bad_credentials", f"AWS refused the credentials: {message}")
+    code, detail = _failure_detail(exc)
     if code == "ResourceNotFoundException":
         return Unreachable("function_not_found", f"function {name} not found in {where}")
     if code in ("TooManyRequestsException", "ThrottlingException"):
         return CliError("throttled", f"Lambda throttled the invoke of {name}; try again")
-    return CliError("invoke_failed", f"invoking {name} failed: {code}: {message}")
+    return CliError("invoke_failed", f"invoking {name} failed: {detail}")
 
 
 def _lambda_client(session: Any, **kwargs: Any) -> Any:
@@ -210,25 +218,15 @@ def stack_target(stack: str, *, profile: str | None = None, region: str | None =
 def _describe_failure(exc: Exception, stack: str, region: str | None) -> CliError:
     from botocore.exceptions import EndpointConnectionError
 
-    problem = _credentials_problem(exc)
+    problem = _access_problem(exc, f"read stack {stack!r} (cloudformation:DescribeStacks)")
     if problem is not None:
         return problem
     if isinstance(exc, EndpointConnectionError):
         return Unreachable("unreachable", f"cannot reach CloudFormation in {region}")
-    error = _client_error_code(exc)
-    if error is None:
-        return Unreachable("aws_error", f"DescribeStacks failed: {type(exc).__name__}")
-    code, message = error
-    if code == "ValidationError" and "does not exist" in message:
+    code, detail = _failure_detail(exc)
+    if code == "ValidationError" and "does not exist" in detail:
         return Unreachable("stack_not_found", f"stack {stack!r} not found in {region}")
-    if code in _DENIED:
-        return Unreachable(
-            "no_permission",
-            f"no permission to read stack {stack!r} (cloudformation:DescribeStacks): {message}",
-        )
-    if code in _EXPIRED_CREDENTIALS:
-        return Unreachable("bad_credentials", f"AWS refused the credentials: {message}")
-    return Unreachable("aws_error", f"DescribeStacks failed: {code}: {message}")
+    return Unreachable("aws_error", f"DescribeStacks failed: {detail}")
 
 
 def find_endpoints_file(start: Path | None = None) -> Path | None:

@@ -125,17 +125,7 @@ def get_access_token(
     ``lambda_client`` to a shared ``boto3.client("lambda")``. Raises :class:`QboConnectError`.
     """
     local = _local_endpoints()
-    name = (
-        function_name
-        or os.environ.get(ENV_FUNCTION_NAME, "").strip()
-        or _local_function(local, "GetTokenFunction")
-    )
-    if not name:
-        raise QboConnectError(
-            "configuration_error",
-            f"pass function_name or set {ENV_FUNCTION_NAME} to the GetTokenFunction name or ARN "
-            f"(locally: set {ENV_ENDPOINTS} to the stack's .devstack/endpoints.json)",
-        )
+    name = _function_name(function_name, ENV_FUNCTION_NAME, local, "GetTokenFunction")
     # The read timeout outlives GetTokenFunction's 90 s
     client = lambda_client if lambda_client is not None else _lambda_client(local, read_timeout=100)
     request: dict[str, Any] = {"realm_id": realm_id, "min_valid_seconds": min_valid_seconds}
@@ -173,17 +163,7 @@ def call(
     :class:`QboConnectError` when no answer was obtained (``rate_limited`` and the others).
     """
     local = _local_endpoints()
-    name = (
-        function_name
-        or os.environ.get(ENV_API_FUNCTION_NAME, "").strip()
-        or _local_function(local, "QuickBooksApiFunction")
-    )
-    if not name:
-        raise QboConnectError(
-            "configuration_error",
-            f"pass function_name or set {ENV_API_FUNCTION_NAME} to the QuickBooksApiFunction "
-            f"name or ARN (locally: set {ENV_ENDPOINTS} to the stack's .devstack/endpoints.json)",
-        )
+    name = _function_name(function_name, ENV_API_FUNCTION_NAME, local, "QuickBooksApiFunction")
     if method == "POST" and request_id is None:
         request_id = uuid.uuid4().hex[:32]
     request: dict[str, Any] = {"realm_id": realm_id, "method": method, "path": path}
@@ -200,6 +180,21 @@ def call(
     # The read timeout outlives QuickBooksApiFunction's 300 s
     client = lambda_client if lambda_client is not None else _lambda_client(local, read_timeout=330)
     return _invoke(client, name, request)
+
+
+def _function_name(
+    given: str | None, env_var: str, local: dict[str, Any] | None, logical_id: str
+) -> str:
+    """The function to invoke: ``given``, else ``env_var``, else the local stack's; or a
+    configuration_error saying what to set."""
+    name = given or os.environ.get(env_var, "").strip() or _local_function(local, logical_id)
+    if not name:
+        raise QboConnectError(
+            "configuration_error",
+            f"pass function_name or set {env_var} to the {logical_id} name or ARN "
+            f"(locally: set {ENV_ENDPOINTS} to the stack's .devstack/endpoints.json)",
+        )
+    return name
 
 
 def _local_endpoints() -> dict[str, Any] | None:

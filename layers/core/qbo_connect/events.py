@@ -22,11 +22,24 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
 from qbo_connect.fieldwise import Fieldwise
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _Connection(Protocol):
+        """What a lifecycle event says about its connection (a store ``Connection``)."""
+
+        @property
+        def realm_id(self) -> str: ...
+
+        @property
+        def tenant_id(self) -> str: ...
+
 
 logger = Logger(child=True)
 
@@ -62,6 +75,15 @@ class PendingEvent(Fieldwise):
     @classmethod
     def new(cls, detail_type: str, detail: Mapping[str, Any], *, now: float) -> PendingEvent:
         return cls(uuid.uuid4().hex, detail_type, dict(detail), round(now, 3))
+
+    @classmethod
+    def about(
+        cls, detail_type: str, conn: _Connection, *, now: float, **detail: Any
+    ) -> PendingEvent:
+        """An event of ``conn``'s lifecycle: its realm and tenant, then ``detail``."""
+        return cls.new(
+            detail_type, {"realm_id": conn.realm_id, "tenant_id": conn.tenant_id, **detail}, now=now
+        )
 
     @property
     def attribute(self) -> str:

@@ -7,7 +7,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from qbo_connect.api.governor import Limits
 from qbo_connect.config import Setting, values_of
+
+#: The governor's default limits: what QUICKBOOKS_REQUESTS_PER_MINUTE and the others default to.
+DEFAULT_LIMITS = Limits()
 
 
 def _int(name: str, raw: str) -> int:
@@ -29,10 +33,15 @@ def _float(name: str, raw: str) -> float:
 
 
 PROXY_SETTINGS: tuple[Setting, ...] = (
-    Setting("QUICKBOOKS_REQUESTS_PER_MINUTE", "per_minute", _int, 450),
-    Setting("QUICKBOOKS_REQUESTS_PER_SECOND", "per_second", _int, 8),
-    Setting("QUICKBOOKS_MAX_IN_FLIGHT", "max_in_flight", _int, 8),
-    Setting("QUICKBOOKS_BATCH_REQUESTS_PER_MINUTE", "batch_per_minute", _int, 36),
+    Setting("QUICKBOOKS_REQUESTS_PER_MINUTE", "per_minute", _int, DEFAULT_LIMITS.per_minute),
+    Setting("QUICKBOOKS_REQUESTS_PER_SECOND", "per_second", _int, DEFAULT_LIMITS.per_second),
+    Setting("QUICKBOOKS_MAX_IN_FLIGHT", "max_in_flight", _int, DEFAULT_LIMITS.max_in_flight),
+    Setting(
+        "QUICKBOOKS_BATCH_REQUESTS_PER_MINUTE",
+        "batch_per_minute",
+        _int,
+        DEFAULT_LIMITS.batch_per_minute,
+    ),
     Setting("QUICKBOOKS_MINOR_VERSION", "minor_version", _int, 75),
     Setting("QUICKBOOKS_TIMEOUT_SECONDS", "timeout_seconds", _float, 120.0),
     Setting("QUICKBOOKS_MAX_ATTEMPTS", "max_attempts", _int, 3),
@@ -43,10 +52,10 @@ PROXY_SETTINGS: tuple[Setting, ...] = (
 
 @dataclass(frozen=True)
 class ProxySettings:
-    per_minute: int = 450
-    per_second: int = 8
-    max_in_flight: int = 8
-    batch_per_minute: int = 36
+    per_minute: int = DEFAULT_LIMITS.per_minute
+    per_second: int = DEFAULT_LIMITS.per_second
+    max_in_flight: int = DEFAULT_LIMITS.max_in_flight
+    batch_per_minute: int = DEFAULT_LIMITS.batch_per_minute
     #: Sent on every call; a caller may ask for more, a lower ask is raised to it.
     minor_version: int = 75
     #: Intuit ends a request after 120 s.

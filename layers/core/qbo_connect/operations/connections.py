@@ -142,18 +142,7 @@ class ConnectionsService:
                 revoke_error = exc.message
         now = self.clock()
         # Recorded with the disconnect itself, published after it (the outbox, events.py).
-        event = lifecycle.PendingEvent.new(
-            lifecycle.DISCONNECTED,
-            {"realm_id": realm_id, "tenant_id": conn.tenant_id, "revoked": revoked},
-            now=now,
-        )
-        now = self.clock()
-        # Recorded with the disconnect itself, published after it (the outbox, events.py).
-        event = lifecycle.PendingEvent.new(
-            lifecycle.DISCONNECTED,
-            {"realm_id": realm_id, "tenant_id": conn.tenant_id, "revoked": revoked},
-            now=now,
-        )
+        event = lifecycle.PendingEvent.about(lifecycle.DISCONNECTED, conn, now=now, revoked=revoked)
         try:
             # Conditioned on the owner read: the connection whose owner was checked is the one
             # disconnected, never one that changed hands in between.

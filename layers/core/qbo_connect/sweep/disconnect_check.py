@@ -193,11 +193,7 @@ class DisconnectHints:
         now = self.clock()
         # The event is recorded with the disconnect itself and published after it (the
         # outbox, see events.py): it goes out at least once even if this process dies.
-        event = lifecycle.PendingEvent.new(
-            lifecycle.DISCONNECTED,
-            {"realm_id": conn.realm_id, "tenant_id": conn.tenant_id, "reason": REASON},
-            now=now,
-        )
+        event = lifecycle.PendingEvent.about(lifecycle.DISCONNECTED, conn, now=now, reason=REASON)
         before = self.connections.mark_disconnected_by_intuit(
             conn.realm_id,
             seen_version=conn.version,

@@ -149,47 +149,35 @@ class _ShardRun:
         self.held_at = due_at if self.held_at is None else min(self.held_at, due_at)
 
 
+@dataclass(kw_only=True, eq=False)
 class Sweeper:
     """One sweep over every DueIndex shard (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        connections: ConnectionRepository,
-        sweep_state: SweepStateRepository,
-        sqs: Any,
-        queue_url: str,
-        shards: int,
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-        settle_seconds: float = DEFAULT_SETTLE_SECONDS,
-        requeue_seconds: float = DEFAULT_REQUEUE_SECONDS,
-        stale_force_seconds: float = DEFAULT_STALE_FORCE_SECONDS,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        parallelism: int = DEFAULT_PARALLELISM,
-        safety_margin_ms: int = DEFAULT_SAFETY_MARGIN_MS,
-        max_remembered: int = MAX_REMEMBERED,
-        metrics: Callable[[], Any] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        if not queue_url:
+    connections: ConnectionRepository
+    sweep_state: SweepStateRepository
+    sqs: Any
+    queue_url: str
+    shards: int
+    clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    requeue_seconds: float = DEFAULT_REQUEUE_SECONDS
+    stale_force_seconds: float = DEFAULT_STALE_FORCE_SECONDS
+    page_size: int = DEFAULT_PAGE_SIZE
+    parallelism: int = DEFAULT_PARALLELISM
+    safety_margin_ms: int = DEFAULT_SAFETY_MARGIN_MS
+    max_remembered: int = MAX_REMEMBERED
+    #: Makes the metric set of one run (None: no metrics).
+    metrics: Callable[[], Any] | None = None
+    rng: random.Random | None = None
+
+    def __post_init__(self) -> None:
+        if not self.queue_url:
             raise ConfigurationError("REFRESH_QUEUE_URL is not set")
-        self.connections = connections
-        self.sweep_state = sweep_state
-        self.sqs = sqs
-        self.queue_url = queue_url
-        self.shards = max(1, shards)
-        self._clock = clock
-        self._monotonic = monotonic
-        self.settle_seconds = max(0.0, settle_seconds)
-        self.requeue_seconds = requeue_seconds
-        self.stale_force_seconds = stale_force_seconds
-        self.page_size = page_size
-        self.parallelism = max(1, parallelism)
-        self.safety_margin_ms = safety_margin_ms
-        self.max_remembered = max_remembered
-        self.new_metrics = metrics
-        self._rng = rng or random.Random()
+        self.shards = max(1, self.shards)
+        self.settle_seconds = max(0.0, self.settle_seconds)
+        self.parallelism = max(1, self.parallelism)
+        self._rng = self.rng or random.Random()
 
     def shard_names(self) -> list[str]:
         return [f"DUE#{n:02d}" for n in range(self.shards)]
@@ -198,11 +186,11 @@ class Sweeper:
 
     def run(self, remaining_ms: Callable[[], int] | None = None) -> SweepResult:
         """Sweep every shard until done or until the deadline; returns the counts."""
-        started = self._monotonic()
+        started = self.monotonic()
         budget_ms = remaining_ms() if remaining_ms is not None else 300_000
         margin_ms = max(self.safety_margin_ms, budget_ms * SAFETY_MARGIN_FRACTION)
         deadline = started + max(0.0, budget_ms - margin_ms) / 1000.0
-        now = self._clock()
+        now = self.clock()
         run_id = uuid.uuid4().hex
         state = self.sweep_state.begin_sweep_run(
             owner=run_id, now=now, until=now + budget_ms / 1000.0 + RUN_LEASE_MARGIN_SECONDS
@@ -210,7 +198,7 @@ class Sweeper:
         if state is None:
             logger.info("another sweep run holds the run lease; this run stands aside")
             result = SweepResult(stood_aside=True)
-            result.duration_ms = int((self._monotonic() - started) * 1000)
+            result.duration_ms = int((self.monotonic() - started) * 1000)
             self._record(result)
             return result
 
@@ -247,7 +235,7 @@ class Sweeper:
                     "sweep run lease lost before the state was saved; "
                     "the next run may enqueue some connections again"
                 )
-        result.duration_ms = int((self._monotonic() - started) * 1000)
+        result.duration_ms = int((self.monotonic() - started) * 1000)
         self._record(result)
         return result
 
@@ -292,7 +280,7 @@ class Sweeper:
         last_seen: float | None = None
         try:
             while True:
-                if self._monotonic() >= deadline:
+                if self.monotonic() >= deadline:
                     if last_seen is not None:
                         visit.hold(last_seen)
                     return
@@ -306,7 +294,7 @@ class Sweeper:
                         visit.hold(last_seen)
                     return
                 for index, (realm_id, due_at) in enumerate(entries):
-                    if self._monotonic() >= deadline:
+                    if self.monotonic() >= deadline:
                         totals.add(due=index)
                         visit.hold(due_at)
                         return
@@ -391,7 +379,7 @@ class Sweeper:
         """SendMessageBatch for up to 10 connections; what failed holds the shard's watermark."""
         bodies = {
             str(i): RefreshMessage(
-                realm_id=realm_id, due_at=due_at, enqueued_at=self._clock()
+                realm_id=realm_id, due_at=due_at, enqueued_at=self.clock()
             ).to_body()
             for i, (realm_id, due_at, _) in enumerate(batch)
         }
@@ -437,9 +425,9 @@ class Sweeper:
     def _record(self, result: SweepResult) -> None:
         """Log the counts and publish them as one EMF document for this run."""
         logger.info("sweep finished", extra=result.as_dict())
-        if self.new_metrics is None:
+        if self.metrics is None:
             return
-        metrics = self.new_metrics()
+        metrics = self.metrics()
         add = metrics.add_metric
         add(name="ConnectionsDue", unit=MetricUnit.Count, value=result.due)
         add(name="ConnectionsEnqueued", unit=MetricUnit.Count, value=result.enqueued)

@@ -541,10 +541,8 @@ class TokenVault:
         """Mark needs_reauthorization with its one event (recorded in the same write)."""
         realm_id = conn.realm_id
         now = self._clock()
-        event = lifecycle.PendingEvent.new(
-            lifecycle.NEEDS_REAUTHORIZATION,
-            {"realm_id": realm_id, "tenant_id": conn.tenant_id, "reason": reason},
-            now=now,
+        event = lifecycle.PendingEvent.about(
+            lifecycle.NEEDS_REAUTHORIZATION, conn, now=now, reason=reason
         )
         try:
             marked = self.connections.mark_needs_reauthorization(
