@@ -149,7 +149,7 @@ class _ShardRun:
         self.held_at = due_at if self.held_at is None else min(self.held_at, due_at)
 
 
-@dataclass(kw_only=True, eq=False)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Sweeper:
     """One sweep over every DueIndex shard (see the module docstring)."""
 
