@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,39 +70,34 @@ class FlushResult:
     totals: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(eq=False, repr=False)
 class UsageMeter:
     """Buffers classed calls per (month, tenant, realm, source) and flushes them."""
 
-    def __init__(
-        self,
-        repository: UsageRepository,
-        *,
-        sandbox: bool,
-        soft_limit: int,
-        clock: Callable[[], float] = time.time,
-        flush_after_seconds: float = 5.0,
-        flush_after_calls: int = 50,
-        publish: Callable[[str, dict[str, Any], str], bool] | None = None,
-        metrics: Any = None,
-        container_id: str | None = None,
-    ) -> None:
-        self.repository = repository
-        self.sandbox = sandbox
-        self.soft_limit = soft_limit
-        self._clock = clock
-        self.flush_after_seconds = flush_after_seconds
-        self.flush_after_calls = flush_after_calls
-        self.publish = publish
-        self.metrics = metrics
-        self.container_id = container_id or uuid.uuid4().hex[:16]
+    repository: UsageRepository
+    _: KW_ONLY
+    sandbox: bool
+    soft_limit: int
+    clock: Callable[[], float] = time.time
+    flush_after_seconds: float = 5.0
+    flush_after_calls: int = 50
+    publish: Callable[[str, dict[str, Any], str], bool] | None = None
+    metrics: Any = None
+    #: Names this container in the items it writes (empty: a random one).
+    container_id: str = ""
+    #: Called with (month, sk, item) for every item a flush wrote: the budget guard keeps
+    #: its cached totals exact with them.
+    listeners: list[Callable[[str, str, dict[str, Any]], None]] = field(
+        default_factory=list, init=False
+    )
+
+    def __post_init__(self) -> None:
+        self.container_id = self.container_id or uuid.uuid4().hex[:16]
         self._lock = threading.Lock()
         self._buffer: dict[tuple[str, str, str], Counter[str]] = {}
         self._calls = 0
         self._oldest: float | None = None
-        self._seq = int(self._clock() * 1000)
-        #: Called with (month, sk, item) for every item a flush wrote: the budget guard keeps
-        #: its cached totals exact with them.
-        self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
+        self._seq = int(self.clock() * 1000)
 
     # ----- counting ------------------------------------------------------------------------
 
@@ -110,7 +105,7 @@ class UsageMeter:
         """Count one call (in memory only)."""
         if source not in SOURCES:
             raise ValueError(f"unknown usage source {source!r}")
-        now = self._clock()
+        now = self.clock()
         with self._lock:
             counts = self._buffer.setdefault((month_of(now), tenant_id, realm_id), Counter())
             if self.sandbox:
@@ -125,7 +120,7 @@ class UsageMeter:
 
     def unflushed(self, *, tenant_id: str | None = None, month: str | None = None) -> int:
         """CorePlus calls counted here and not yet flushed (for one tenant, or all)."""
-        month = month or month_of(self._clock())
+        month = month or month_of(self.clock())
         with self._lock:
             return sum(
                 counts["coreplus_api"] + counts["coreplus_service"]
@@ -144,8 +139,7 @@ class UsageMeter:
         """Flush when the buffer is old or large enough; the handler calls this as it returns."""
         with self._lock:
             due = self._calls >= self.flush_after_calls or (
-                self._oldest is not None
-                and self._clock() - self._oldest >= self.flush_after_seconds
+                self._oldest is not None and self.clock() - self._oldest >= self.flush_after_seconds
             )
         return self.flush() if due else None
 
@@ -154,7 +148,7 @@ class UsageMeter:
         with self._lock:
             buffer, self._buffer = self._buffer, {}
             calls, self._calls, self._oldest = self._calls, 0, None
-            self._seq = max(self._seq + 1, int(self._clock() * 1000))
+            self._seq = max(self._seq + 1, int(self.clock() * 1000))
             seq = self._seq
         result = FlushResult(calls=calls)
         tenants: dict[tuple[str, str], Counter[str]] = {}
@@ -183,7 +177,7 @@ class UsageMeter:
             with self._lock:
                 for key, counts in failed.items():
                     self._buffer.setdefault(key, Counter()).update(counts)
-                self._oldest = self._oldest or self._clock()
+                self._oldest = self._oldest or self.clock()
         return result
 
     def _add(
@@ -229,7 +223,7 @@ class UsageMeter:
             )
         if not self.soft_limit:
             return
-        now = self._clock()
+        now = self.clock()
         for pct in THRESHOLDS_PERCENT:
             if used * 100 < pct * self.soft_limit:
                 continue
@@ -255,7 +249,7 @@ class UsageMeter:
         if "quota_crossed_sent" in item:
             return
         if "quota_crossed" not in item:
-            self.repository.mark_once(month, sk, "quota_crossed", now=self._clock())
+            self.repository.mark_once(month, sk, "quota_crossed", now=self.clock())
         detail = {"month": month, "tenant_id": tenant_id, "used": used, "quota": quota}
         self._publish_once(month, sk, "quota_crossed", detail, f"usage-{month}-{tenant_id}")
 
@@ -265,6 +259,6 @@ class UsageMeter:
         if self.publish is None:
             return
         if self.publish(THRESHOLD_EVENT, {**detail, "event_id": event_id}, event_id):
-            self.repository.mark_once(month, sk, f"{marker}_sent", now=self._clock())
+            self.repository.mark_once(month, sk, f"{marker}_sent", now=self.clock())
         else:
             logger.warning("usage event not published; the next flush retries", extra=detail)
