@@ -273,3 +273,33 @@ def test_cdc_goes_through_the_api_package_call_and_a_fault_stops_the_run():
     }
     with pytest.raises(CdcFailed):
         cdc("r1", ["Bill"], "2026-12-01T00:00:00.000Z")
+
+
+def test_a_continued_partial_run_does_not_read_again_what_it_covered(marks):
+    # Given a busy entity whose first run stopped after one full page
+    start(marks)
+    books, bus, clock = Books(5), Bus(), Clock(START + 3600)
+    for n in range(8):
+        books.change("Customer", str(n), START + 10 + n)
+    run = reconciler(marks, books, bus, clock, entities=("Customer",))
+    deadline = {"at": clock.now + 60}
+
+    first_calls = len(books.calls)
+    calls_before_deadline = 1
+
+    def fetch_then_stop(realm_id, entities, since):
+        answer = books(realm_id, entities, since)
+        if len(books.calls) - first_calls >= calls_before_deadline:
+            clock.now = deadline["at"]  # the deadline passes while the page is recorded
+        return answer
+
+    run.fetch = fetch_then_stop
+    first = run.run(REALM, deadline=deadline["at"])
+    assert first.partial and first.published == 5
+    # When the next run continues an hour later
+    clock.now += 3600
+    run.fetch = books
+    second = run.run(REALM, deadline=clock.now + 60)
+    # Then it asks from where the first was complete, not an overlap before it
+    assert second.published == 3 and second.already_seen <= 1
+    assert change_time(books.calls[-1][1]) == pytest.approx(START + 14 - 0.001)

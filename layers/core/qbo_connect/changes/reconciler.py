@@ -6,8 +6,8 @@ The CDC call and the publication are injected (:class:`CdcFetch`, :class:`Publis
 composition root gives the QuickBooks API package's governed, metered call and EventBridge.
 
 - The window starts at the watermark minus :data:`OVERLAP_SECONDS` (changes written just before
-  a run can become visible to CDC a little later); change marks make the overlap free of
-  duplicates.
+  a run can become visible to CDC a little later; see :func:`overlap_start`); change marks make
+  the overlap free of duplicates.
 - One CDC call asks every entity at once (one CorePlus call per run, whatever the entity list).
   CDC takes only ``changedSince`` and answers at most 1000 objects per entity, oldest change
   first. An entity whose answer is full is complete only before its latest change time (more
@@ -139,7 +139,7 @@ class Reconciler:
             return Outcome(0, 0, started, partial=False, resync_required=False)
         seen = state.watermark
         resync = False
-        since = seen - OVERLAP_SECONDS
+        since = overlap_start(seen, state.last_run)
         reach = started - CDC_REACH_SECONDS
         if since < reach:
             self._resync(realm, lost_from=seen, lost_to=reach, now=started)
@@ -296,6 +296,16 @@ class Reconciler:
                 )
             ]
         )
+
+
+def overlap_start(watermark: float, last_run: float | None) -> float:
+    """Where a run asks from: the overlap covers changes that became visible to CDC late, i.e.
+    written less than :data:`OVERLAP_SECONDS` before the previous run asked. A watermark further
+    back than that (a narrowed or partial run's) needs no overlap: re-reading a full page of
+    changes already published would only cost its claims again."""
+    if last_run is None:
+        return watermark - OVERLAP_SECONDS
+    return min(watermark, last_run - OVERLAP_SECONDS)
 
 
 def iso_ms(epoch: float) -> str:
