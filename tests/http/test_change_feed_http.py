@@ -18,7 +18,7 @@ import pytest
 
 from devstack.process import DevstackProcess, start_devstack
 from tests.helpers.webhooks import EventCollector, legacy_body, post_webhook
-from tests.http.test_cli_http import Cli, sim
+from tests.http.test_cli_http import Cli
 
 pytestmark = pytest.mark.timeout(300)
 CLIENT_ID = "change-feed-client"
@@ -69,7 +69,7 @@ _realms = iter(range(1, 10**6))
 def connect(stack: DevstackProcess) -> str:
     """A company imported for TENANT now: its change feed starts here."""
     realm = f"9130356{int(time.time()) % 10**6:06d}{next(_realms):03d}"
-    issued = sim(stack, "POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
+    issued = stack.sim("POST", "/_sim/issue-tokens", {"client_id": CLIENT_ID, "realm_id": realm})
     _issued.extend(v for k, v in issued.items() if k.endswith("_token") and isinstance(v, str))
     answer = invoke(
         stack,
@@ -103,8 +103,7 @@ def customer(stack: DevstackProcess, realm: str, name: str) -> str:
 
 def new_customer(stack: DevstackProcess, realm: str, name: str) -> dict[str, Any]:
     """A customer created in QuickBooks itself, as QuickBooks stored it."""
-    made = sim(
-        stack,
+    made = stack.sim(
         "POST",
         "/_sim/api/change",
         {
@@ -118,7 +117,7 @@ def new_customer(stack: DevstackProcess, realm: str, name: str) -> dict[str, Any
 
 
 def drop_webhooks(stack: DevstackProcess, drop: bool) -> None:
-    sim(stack, "POST", "/_sim/webhooks/drop", {"drop": drop})
+    stack.sim("POST", "/_sim/webhooks/drop", {"drop": drop})
 
 
 def by_entity(found: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -212,11 +211,11 @@ def test_a_full_cdc_page_is_narrowed_until_every_change_is_published(stack, even
         made = {customer(stack, realm, f"Bulk {n:04d}") for n in range(1005)}
     finally:
         drop_webhooks(stack, False)
-    sim(stack, "POST", "/_sim/api/reset-counts", {})
+    stack.sim("POST", "/_sim/api/reset-counts", {})
     answer = reconcile(stack, realm)
     assert (answer["published"], answer["partial"]) == (1005, False)
     # One call for every entity, then Customer alone from just before its 1000th change
-    counts = sim(stack, "GET", f"/_sim/api/counts?realm_id={realm}", None)
+    counts = stack.sim("GET", f"/_sim/api/counts?realm_id={realm}", None)
     assert counts["cdc"] == 2, counts
     found = events.wait_for(lambda e: len(e) >= 1005, realms=[realm], timeout=90)
     ids = [e["detail"]["entity_id"] for e in found]
@@ -266,12 +265,12 @@ def test_the_schedule_stands_back_near_the_budget_and_catches_up_after(stack, ev
         ExpressionAttributeValues={":c": Decimal(int(SOFT_LIMIT * 0.85))},
     )
     try:
-        sim(stack, "POST", "/_sim/api/reset-counts", {})
+        stack.sim("POST", "/_sim/api/reset-counts", {})
         stood = stack.run_schedule("RefreshSweepFunction")["reconcile"]
         # Then the schedule enqueues nothing and says why, and no CDC call is made
         assert stood["stood_back"] is True and stood["enqueued"] == 0, stood
         time.sleep(1.0)
-        assert sim(stack, "GET", f"/_sim/api/counts?realm_id={realm}", None)["cdc"] == 0
+        assert stack.sim("GET", f"/_sim/api/counts?realm_id={realm}", None)["cdc"] == 0
     finally:
         table.update_item(
             Key=total,
