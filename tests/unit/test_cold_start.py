@@ -28,7 +28,12 @@ FUNCTIONS = sorted((REPO_ROOT / "functions").glob("*/app.py"))
 
 # Modules that only some paths need, by function: importing the handler must not load them.
 NOT_AT_IMPORT = {
-    "get_token": ["requests", "jwt", "aws_lambda_powertools.utilities.parameters"],
+    "get_token": [
+        "requests",
+        "jwt",
+        "aws_lambda_powertools.utilities.parameters",
+        "cryptography.hazmat.primitives.ciphers",  # AES-GCM comes from the bindings
+    ],
     "connect": [
         "aws_lambda_powertools.event_handler",
         "aws_lambda_powertools.utilities.data_classes",
@@ -75,6 +80,15 @@ def test_what_only_some_paths_need_is_imported_on_first_use(function_dir, deferr
     modules = loaded_modules(function_dir)
     # Then the modules only some of its paths use are not loaded yet
     assert [name for name in deferred if name in modules] == []
+
+
+def test_the_vault_seals_with_cryptography_s_own_aes_gcm():
+    # The sealing module takes AESGCM from the bindings the public module aliases (see there)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from qbo_connect.vault import sealing
+
+    assert sealing.AESGCM is AESGCM
 
 
 def test_no_code_references_the_xray_sdk_or_the_tracer():

@@ -48,6 +48,8 @@ USER_AGENT = "qbo-connect/0.1 (+https://github.com/; python-requests)"
 
 @dataclass(frozen=True, eq=False, repr=False)
 class ClientCredentials(Fieldwise):
+    """The app's OAuth client (without a docstring, @dataclass would compute one at import)."""
+
     client_id: str
     client_secret: str = field(repr=False)
 
