@@ -1,4 +1,4 @@
-"""Fieldwise methods behave as the ones @dataclass generates (qbo_connect.fieldwise)."""
+"""Fieldwise methods and @frozen behave as what @dataclass generates (qbo_connect.fieldwise)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from qbo_connect.fieldwise import Fieldwise
+from qbo_connect.fieldwise import Fieldwise, frozen
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class FrozenGenerated:
     items: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class FrozenFieldwise(Fieldwise):
     name: str
     secret: str = field(repr=False)
@@ -73,9 +73,29 @@ def test_hash_like_the_generated_one_frozen_only():
         hash(MutableFieldwise("a"))
 
 
+@pytest.mark.parametrize("record", [FrozenGenerated("a", "s"), FrozenFieldwise("a", "s")])
+def test_a_frozen_record_refuses_every_assignment_and_deletion(record):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'name'"):
+        record.name = "b"
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'other'"):
+        record.other = 1
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot delete field 'note'"):
+        del record.note
+    assert (record.name, record.note) == ("a", "")
+
+
 def test_frozen_replace_and_fields_still_work():
     fieldwise = FrozenFieldwise("a", "s")
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        fieldwise.name = "b"  # type: ignore[misc]
     assert dataclasses.replace(fieldwise, name="b") == FrozenFieldwise("b", "s")
     assert [f.name for f in dataclasses.fields(fieldwise)] == ["name", "secret", "note", "items"]
+    assert dataclasses.is_dataclass(fieldwise)
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'secret'"):
+        FrozenFieldwise("a")  # type: ignore[call-arg]
+
+
+def test_frozen_needs_the_fieldwise_methods():
+    class Plain:
+        name: str
+
+    with pytest.raises(TypeError, match="must subclass Fieldwise"):
+        frozen(Plain)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from functools import lru_cache
 
 from qbo_connect.connect.branding import APP_NAME_MAX, DEFAULT_ACCENT, check_accent, check_url
 from qbo_connect.errors import ConfigurationError
-from qbo_connect.fieldwise import Fieldwise
+from qbo_connect.fieldwise import Fieldwise, frozen
 
 # Intuit's real endpoints: the defaults. Every one can be replaced by an env var of the same
 # name, which is how tests and the local stack point the service at the simulator.
@@ -46,7 +46,7 @@ KNOWN_SCOPES = frozenset(
 )
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class IntuitEndpoints(Fieldwise):
     """Where Intuit (or the simulator) lives."""
 
@@ -66,7 +66,7 @@ AWS_CALLS_UNDER_LEASE = 3
 LEASE_MARGIN_SECONDS = 5.0
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class Settings(Fieldwise):
     """Everything the service can be configured with. Built once per container."""
 
@@ -278,7 +278,7 @@ _VAULT = ("GetTokenFunction", "ConnectionsFunction", "RefreshWorkerFunction")
 _FLOW = ("ConnectFunction", "CallbackFunction")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class Setting(Fieldwise):
     """One environment variable: the Settings field it fills, how it is read, its default when
     unset or empty, and the functions that cannot run without a value (``required_by``)."""

@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
 
 from qbo_connect import validation
 from qbo_connect.errors import InvalidRequest, MalformedMessage, MalformedPayload
-from qbo_connect.fieldwise import Fieldwise
+from qbo_connect.fieldwise import Fieldwise, frozen
 
 if TYPE_CHECKING:  # the webhook model is imported where a ChangesMessage is parsed, so the
     # vault's functions (GetToken's cold start) do not load the webhook payload parser
@@ -85,7 +84,7 @@ REFRESH, DISCONNECT_HINT, RECONCILE = "refresh", "disconnect_hint", "reconcile"
 MESSAGE_KINDS = (REFRESH, DISCONNECT_HINT, RECONCILE)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class RefreshMessage(Fieldwise):
     """A message to the refresh worker about one connection: refresh it when due, verify a
     Disconnect URL hint for it, or reconcile its change feed with CDC."""
@@ -123,7 +122,7 @@ class RefreshMessage(Fieldwise):
         return _compact(body)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class ChangesMessage(Fieldwise):
     """The webhook gateway's message to the processor: verified changes, as Intuit sent them."""
 
@@ -156,7 +155,7 @@ class ChangesMessage(Fieldwise):
 # ----- direct invokes -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class GetTokenRequest(Fieldwise):
     """GetTokenFunction's payload."""
 

@@ -21,12 +21,12 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from qbo_connect.fieldwise import Fieldwise
+from qbo_connect.fieldwise import Fieldwise, frozen
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -59,7 +59,7 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class PendingEvent(Fieldwise):
     """A lifecycle event recorded on its connection item until EventBridge took it.
 

@@ -18,7 +18,7 @@ import base64
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -33,7 +33,7 @@ from qbo_connect.errors import (
     InvalidClient,
     InvalidGrant,
 )
-from qbo_connect.fieldwise import Fieldwise
+from qbo_connect.fieldwise import Fieldwise, frozen
 
 if TYPE_CHECKING:
     # Imported where they are used: a warm get_token never talks to Intuit, so its cold start
@@ -46,7 +46,7 @@ logger = Logger(child=True)
 USER_AGENT = "qbo-connect/0.1 (+https://github.com/; python-requests)"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class ClientCredentials(Fieldwise):
     """The app's OAuth client (without a docstring, @dataclass would compute one at import)."""
 
@@ -58,7 +58,7 @@ class ClientCredentials(Fieldwise):
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class TokenSet(Fieldwise):
     """A token endpoint answer. ``repr`` hides every secret value."""
 

@@ -16,11 +16,10 @@ the deploy's first request with a clear configuration error instead of a broken 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from qbo_connect.errors import ConfigurationError
-from qbo_connect.fieldwise import Fieldwise
+from qbo_connect.fieldwise import Fieldwise, frozen
 
 #: A green close to QuickBooks' own that carries white text at 5.5:1.
 DEFAULT_ACCENT = "#1e7a14"
@@ -91,7 +90,7 @@ def check_url(name: str, value: str, *, schemes: tuple[str, ...] = ("https",)) -
     return value
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class Branding(Fieldwise):
     """What the pages show of the deployer; built from settings, never from a request."""
 

@@ -18,7 +18,7 @@ from qbo_connect.errors import (
     VersionConflict,
 )
 from qbo_connect.events import OUTBOX_PREFIX, PendingEvent
-from qbo_connect.fieldwise import Fieldwise
+from qbo_connect.fieldwise import Fieldwise, frozen
 from qbo_connect.store.table import (
     CONNECTION_SK,
     DESERIALIZE,
@@ -147,7 +147,7 @@ class Connection(Fieldwise):
         }
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class SealedTokens(Fieldwise):
     """Token material ready to be written: sealed bytes and expiry times."""
 

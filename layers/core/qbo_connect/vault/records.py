@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qbo_connect import events as lifecycle
-from qbo_connect.fieldwise import Fieldwise
+from qbo_connect.fieldwise import Fieldwise, frozen
 from qbo_connect.store.connections import Connection
 
 ACCESS_FIELD = "access_token"
@@ -23,7 +23,7 @@ def owned_by(conn: Connection | None, tenant_id: str | None) -> Connection | Non
     return conn
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class AccessToken(Fieldwise):
     """A usable access token; ``repr`` hides the token."""
 
@@ -49,7 +49,7 @@ class AccessToken(Fieldwise):
         }
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@frozen
 class ExpiringNotice(Fieldwise):
     """Hard-expiry thresholds to record as notified, with the one event that goes out for them
     (the worker decides which, see ``worker.py``); the refresh's commit records both."""
