@@ -1,4 +1,4 @@
-"""Fieldwise methods and @frozen behave as what @dataclass generates (qbo_connect.fieldwise)."""
+"""@record and @frozen classes behave as what @dataclass generates (qbo_connect.fieldwise)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from qbo_connect.fieldwise import Fieldwise, frozen
+from qbo_connect.fieldwise import Fieldwise, frozen, record
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class MutableGenerated:
     children: list[object] = field(default_factory=list)
 
 
-@dataclass(eq=False, repr=False)
+@record
 class MutableFieldwise(Fieldwise):
     name: str
     children: list[object] = field(default_factory=list)
@@ -99,3 +99,59 @@ def test_frozen_needs_the_fieldwise_methods():
 
     with pytest.raises(TypeError, match="must subclass Fieldwise"):
         frozen(Plain)
+
+
+@dataclass
+class InitGenerated:
+    a: int
+    b: str = "b"
+    c: list[int] = field(default_factory=list)
+    d: int = field(default=4, init=False)
+    seen: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.seen.append(f"post {self.a} {self.d}")
+
+
+@record
+class InitFieldwise(Fieldwise):
+    a: int
+    b: str = "b"
+    c: list[int] = field(default_factory=list)
+    d: int = field(default=4, init=False)
+    seen: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.seen.append(f"post {self.a} {self.d}")
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [((1,), {}), ((1, "x"), {}), ((1,), {"c": [2]}), ((), {"a": 1, "b": "y", "c": [3]})],
+)
+def test_init_fills_fields_as_the_generated_one(args, kwargs):
+    generated, fieldwise = pair(InitGenerated, InitFieldwise, *args, **kwargs)
+    assert dataclasses.asdict(fieldwise) == dataclasses.asdict(generated)
+    assert fieldwise.seen == generated.seen == ["post 1 4"]
+    assert repr(fieldwise) == repr(generated).replace("InitGenerated", "InitFieldwise")
+
+
+def test_default_factories_run_for_each_instance():
+    first, second = InitFieldwise(1), InitFieldwise(2)
+    first.c.append(1)
+    assert second.c == [] and first.c is not second.c
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((), {}, "missing 1 required positional argument: 'a'"),
+        ((1, "b", [], [], 5), {}, "takes from 2 to 5 positional arguments but 6 were given"),
+        ((1,), {"a": 2}, "got multiple values for argument 'a'"),
+        ((1,), {"d": 2}, "got an unexpected keyword argument 'd'"),
+    ],
+)
+def test_init_refuses_what_the_generated_one_refuses(args, kwargs, message):
+    for cls in (InitGenerated, InitFieldwise):
+        with pytest.raises(TypeError, match=message):
+            cls(*args, **kwargs)

@@ -1,38 +1,101 @@
-"""``__eq__``, ``__hash__``, ``__repr__`` and frozenness for the package's dataclasses, once.
+"""Dataclasses whose methods are written once, not compiled for each class at import.
 
-``@dataclass`` writes these methods as source text and compiles it for every class, when the
-class is made: that compiling happens on every cold start (bytecode cannot hold it), and for
-the classes GetTokenFunction imports it was the largest part of the package's own import time
-(``Settings`` alone, with its 56 fields, about 3 ms of compiling ``__eq__`` and ``__hash__``;
-``frozen=True`` doubles the cost of a small class with two more methods).
+``@dataclass`` writes ``__init__``, ``__eq__``, ``__hash__``, ``__repr__`` (and, frozen,
+``__setattr__`` and ``__delattr__``) as source text and compiles it for every class when the
+class is made. That compiling happens on every cold start (bytecode cannot hold it), and for
+the classes GetTokenFunction imports it was the largest part of the package's own import time:
+``Settings`` alone, with its 56 fields, cost about as much as the rest of the settings module
+and the store together.
 
-A dataclass declared with ``eq=False, repr=False`` on top of :class:`Fieldwise` compares,
-hashes and prints as the generated methods would: the fields with ``compare=False`` or
-``repr=False`` are left out, an instance is hashable only when the class is frozen, and only
-an instance of the same class can be equal. :func:`frozen` stands for ``@dataclass(frozen=True,
-eq=False, repr=False)`` the same way: its instances refuse every assignment and deletion once
-``__init__`` has set the fields, with dataclasses' own ``FrozenInstanceError``, and type
-checkers treat the class as a frozen dataclass. The methods read the fields when called, which
-costs a microsecond or two more per call and nothing at import.
+:func:`record` and :func:`frozen` stand for ``@dataclass`` and ``@dataclass(frozen=True)`` on a
+:class:`Fieldwise` subclass; type checkers see exactly those (``dataclass_transform``). At run
+time the class is a dataclass (``fields``, ``replace``, ``asdict`` work) whose methods are the
+ones below, which read the fields when called and behave as the generated ones: ``__init__``
+takes the fields in order or by name, fills defaults and default factories and then calls
+``__post_init__``; equality compares the fields with ``compare=True`` of two instances of the
+same class; ``repr`` leaves out ``repr=False`` fields; only frozen instances are hashable, and
+they refuse every assignment and deletion after ``__init__`` with dataclasses' own
+``FrozenInstanceError``. Each call costs a few microseconds more than a generated method, and
+importing the class costs nothing. tests/unit/test_fieldwise.py compares both side by side.
 """
 
 from __future__ import annotations
 
-from dataclasses import Field, FrozenInstanceError, dataclass, field, fields
+from dataclasses import MISSING, Field, FrozenInstanceError, dataclass, field, fields
 from reprlib import recursive_repr
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 T = TypeVar("T")
 
 
+class _InitPlan:
+    """What ``__init__`` needs to know about a class's fields, worked out on first use."""
+
+    def __init__(self, cls: type) -> None:
+        self.name = f"{cls.__qualname__}.__init__()"
+        self.fields: list[Field[Any]] = list(fields(cls))
+        self.params = [f.name for f in self.fields if f.init]
+        self.accepted = frozenset(self.params)
+        self.required = [
+            f.name
+            for f in self.fields
+            if f.init and f.default is MISSING and f.default_factory is MISSING
+        ]
+        self.post_init = hasattr(cls, "__post_init__")
+
+
+def _names(missing: list[str]) -> str:
+    quoted = [repr(name) for name in missing]
+    if len(quoted) <= 2:
+        return " and ".join(quoted)
+    return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
+
+
 class Fieldwise:
-    """Base of a dataclass declared ``eq=False, repr=False`` (see the module's docstring)."""
+    """Base of a :func:`record` or :func:`frozen` class (see the module's docstring)."""
 
     __slots__ = ()
     # What makes an instance a dataclass instance to type checkers (set by @dataclass).
     __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
-    #: Set by :func:`frozen`.
     __fieldwise_frozen__: ClassVar[bool] = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        plan: _InitPlan | None = type(self).__dict__.get("__fieldwise_plan__")
+        if plan is None:
+            plan = _InitPlan(type(self))
+            type.__setattr__(type(self), "__fieldwise_plan__", plan)
+        if len(args) > len(plan.params):
+            least, most = len(plan.required) + 1, len(plan.params) + 1
+            takes = f"{most}" if least == most else f"from {least} to {most}"
+            raise TypeError(
+                f"{plan.name} takes {takes} positional arguments but {len(args) + 1} were given"
+            )
+        given = dict(zip(plan.params, args, strict=False))
+        for name, value in kwargs.items():
+            if name not in plan.accepted:
+                raise TypeError(f"{plan.name} got an unexpected keyword argument {name!r}")
+            if name in given:
+                raise TypeError(f"{plan.name} got multiple values for argument {name!r}")
+            given[name] = value
+        missing = [name for name in plan.required if name not in given]
+        if missing:
+            plural = "s" if len(missing) > 1 else ""
+            raise TypeError(
+                f"{plan.name} missing {len(missing)} required positional argument{plural}: "
+                f"{_names(missing)}"
+            )
+        for f in plan.fields:
+            if f.name in given:
+                value = given[f.name]
+            elif f.default is not MISSING:
+                value = f.default
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            else:  # a field with init=False and no default: left unset, as @dataclass does
+                continue
+            object.__setattr__(self, f.name, value)
+        if plan.post_init:
+            self.__post_init__()  # type: ignore[attr-defined]
 
     def _compared(self) -> tuple[Any, ...]:
         return tuple(getattr(self, f.name) for f in fields(self) if f.compare)
@@ -55,25 +118,32 @@ class Fieldwise:
         return f"{type(self).__qualname__}({shown})"
 
 
-def _set_once(self: Fieldwise, name: str, value: Any) -> None:
-    # __init__ sets each field once; anything after that (or any other name) is refused.
-    if name in self.__dict__ or name not in self.__dataclass_fields__:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-    object.__setattr__(self, name, value)
+def _refuse_assignment(self: Fieldwise, name: str, value: Any) -> None:
+    raise FrozenInstanceError(f"cannot assign to field {name!r}")
 
 
-def _no_delete(self: Fieldwise, name: str) -> None:
+def _refuse_deletion(self: Fieldwise, name: str) -> None:
     raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _made(cls: type[T]) -> type[T]:
+    if not issubclass(cls, Fieldwise):
+        raise TypeError(f"{cls.__name__} must subclass Fieldwise")
+    # init=False: the class keeps Fieldwise.__init__; eq/repr=False: it keeps Fieldwise's.
+    return dataclass(init=False, eq=False, repr=False)(cls)
+
+
+@dataclass_transform(field_specifiers=(field, Field))
+def record(cls: type[T]) -> type[T]:
+    """``@dataclass`` for a :class:`Fieldwise` subclass, its methods shared (mutable)."""
+    return _made(cls)
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field, Field))
 def frozen(cls: type[T]) -> type[T]:
-    """``@dataclass(frozen=True, eq=False, repr=False)`` for a :class:`Fieldwise` subclass,
-    with the two frozen methods shared instead of compiled for the class."""
-    if not issubclass(cls, Fieldwise):
-        raise TypeError(f"{cls.__name__} must subclass Fieldwise")
-    made = dataclass(eq=False, repr=False)(cls)
+    """``@dataclass(frozen=True)`` for a :class:`Fieldwise` subclass, its methods shared."""
+    made = _made(cls)
     made.__fieldwise_frozen__ = True  # type: ignore[attr-defined]
-    made.__setattr__ = _set_once  # type: ignore[assignment,method-assign]
-    made.__delattr__ = _no_delete  # type: ignore[assignment,method-assign]
+    made.__setattr__ = _refuse_assignment  # type: ignore[assignment,method-assign]
+    made.__delattr__ = _refuse_deletion  # type: ignore[assignment,method-assign]
     return made

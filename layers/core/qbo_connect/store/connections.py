@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +18,7 @@ from qbo_connect.errors import (
     VersionConflict,
 )
 from qbo_connect.events import OUTBOX_PREFIX, PendingEvent
-from qbo_connect.fieldwise import Fieldwise, frozen
+from qbo_connect.fieldwise import Fieldwise, frozen, record
 from qbo_connect.store.table import (
     CONNECTION_SK,
     DESERIALIZE,
@@ -42,7 +42,7 @@ from qbo_connect.store.table import (
 from qbo_connect.store.tenure import TENURE_ATTRIBUTES, TENURE_SINCE
 
 
-@dataclass(eq=False, repr=False)
+@record
 class Connection(Fieldwise):
     """A connection item as the code sees it (numbers as float/int, binaries as bytes)."""
 

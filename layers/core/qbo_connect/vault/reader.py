@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
@@ -31,15 +30,23 @@ logger = Logger(child=True)
 MAX_MIN_VALID_SECONDS = 3000  # Intuit access tokens live 3600 s; ask for less than that.
 
 
-@dataclass(eq=False, repr=False)  # compared and printed as any service object
 class TokenReader:
     """Serves get_token; refreshes through ``refresher`` (the protocol) only when it must."""
 
-    settings: Settings
-    connections: ConnectionRepository
-    cipher: TokenCipher
-    refresher: TokenVault
-    clock: Callable[[], float] = time.time
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        connections: ConnectionRepository,
+        cipher: TokenCipher,
+        refresher: TokenVault,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.connections = connections
+        self.cipher = cipher
+        self.refresher = refresher
+        self.clock = clock
 
     def get_token(
         self, realm_id: str, min_valid_seconds: int, tenant_id: str | None

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from qbo_connect import events as lifecycle
-from qbo_connect.fieldwise import Fieldwise, frozen
+from qbo_connect.fieldwise import Fieldwise, frozen, record
 from qbo_connect.store.connections import Connection
 
 ACCESS_FIELD = "access_token"
@@ -58,7 +58,7 @@ class ExpiringNotice(Fieldwise):
     event: lifecycle.PendingEvent | None
 
 
-@dataclass(eq=False, repr=False)
+@record
 class RefreshObserver(Fieldwise):
     """Hooks for metrics; the worker and handlers plug Powertools Metrics in here."""
 
