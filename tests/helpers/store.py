@@ -50,6 +50,21 @@ class TableRepositories:
         raise AttributeError(name)
 
 
+def placeholder_connection(table: Any, realm_id: str, tenant_id: str, *, now: float) -> None:
+    """An active sandbox connection whose tokens are placeholders (never opened): for tests of
+    what reads a realm's owner, not its tokens."""
+    from qbo_connect.store.connections import SealedTokens
+
+    TableRepositories(table).create_connection(
+        realm_id=realm_id,
+        tenant_id=tenant_id,
+        environment="sandbox",
+        scopes=["com.intuit.quickbooks.accounting"],
+        tokens=SealedTokens(b"k", b"a", b"r", now + 3600, now + 86400),
+        now=now,
+    )
+
+
 def vault_over(*, store: TableRepositories, settings: Any, **kwargs: Any) -> Any:
     """A TokenVault over the bundle's repositories, with the fleet breaker a deployment has
     (built on the same clock). Keyword arguments are the vault's own."""

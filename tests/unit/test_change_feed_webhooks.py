@@ -17,11 +17,11 @@ from qbo_connect.changes import (
     change_time,
 )
 from qbo_connect.store.change_marks import PUBLISHED, ChangeMarks
-from qbo_connect.store.connections import ConnectionRepository, SealedTokens
+from qbo_connect.store.connections import ConnectionRepository
 from qbo_connect.store.webhook_ledger import Ledger
 from qbo_connect.webhooks.payload import parse
 from qbo_connect.webhooks.processor import WebhookProcessor
-from tests.helpers.store import TableRepositories
+from tests.helpers.store import placeholder_connection
 from tests.helpers.webhooks import change as entity
 
 WHEN = "2026-12-01T10:00:00.000Z"
@@ -51,15 +51,7 @@ class Events:
 @pytest.fixture
 def table(aws) -> Any:
     t = boto3.resource("dynamodb").Table(aws["table_name"])
-    now = time.time()
-    TableRepositories(t).create_connection(
-        realm_id="100",
-        tenant_id="tenant-x",
-        environment="sandbox",
-        scopes=["com.intuit.quickbooks.accounting"],
-        tokens=SealedTokens(b"k", b"a", b"r", now + 3600, now + 86400),
-        now=now,
-    )
+    placeholder_connection(t, "100", "tenant-x", now=time.time())
     return t
 
 

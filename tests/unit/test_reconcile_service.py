@@ -12,8 +12,8 @@ from qbo_connect.changes.reconciler import ENTITY_CHANGED, Reconciler
 from qbo_connect.changes.service import ReconcileService
 from qbo_connect.errors import CdcFailed, NotConnected
 from qbo_connect.store.change_marks import ChangeMarks
-from qbo_connect.store.connections import ConnectionRepository, SealedTokens
-from tests.helpers.store import TableRepositories
+from qbo_connect.store.connections import ConnectionRepository
+from tests.helpers.store import TableRepositories, placeholder_connection
 
 NOW = time.time()
 
@@ -21,14 +21,7 @@ NOW = time.time()
 @pytest.fixture
 def table(aws) -> Any:
     t = boto3.resource("dynamodb").Table(aws["table_name"])
-    TableRepositories(t).create_connection(
-        realm_id="4620816365",
-        tenant_id="tenant-a",
-        environment="sandbox",
-        scopes=["com.intuit.quickbooks.accounting"],
-        tokens=SealedTokens(b"k", b"a", b"r", NOW + 3600, NOW + 86400),
-        now=NOW,
-    )
+    placeholder_connection(t, "4620816365", "tenant-a", now=NOW)
     return t
 
 

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from devstack.events import build_sqs_event
 from devstack.intuit_sim.webhooks import cloudevents_body, legacy_body
 from qbo_connect.errors import MalformedPayload
-from qbo_connect.store.connections import ConnectionRepository, SealedTokens
+from qbo_connect.store.connections import ConnectionRepository
 from qbo_connect.store.webhook_ledger import Ledger
 from qbo_connect.webhooks import gateway
 from qbo_connect.webhooks.payload import legacy_event_id, parse
@@ -30,7 +30,7 @@ from qbo_connect.webhooks.signature import (
     signature_matches,
     token_from_secret,
 )
-from tests.helpers.store import TableRepositories
+from tests.helpers.store import placeholder_connection
 from tests.helpers.webhooks import change as entity
 
 # ----------------------------------------------------------------------------- payload shapes
@@ -260,15 +260,7 @@ class FlakyEvents:
 
 
 def seed(table: Any, realm: str, tenant: str) -> None:
-    now = time.time()
-    TableRepositories(table).create_connection(
-        realm_id=realm,
-        tenant_id=tenant,
-        environment="sandbox",
-        scopes=["com.intuit.quickbooks.accounting"],
-        tokens=SealedTokens(b"k", b"a", b"r", now + 3600, now + 86400),
-        now=now,
-    )
+    placeholder_connection(table, realm, tenant, now=time.time())
 
 
 def message(*changes: Any) -> str:

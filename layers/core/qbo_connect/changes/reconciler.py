@@ -100,28 +100,18 @@ def parse_cdc(answer: Mapping[str, Any], entity: str) -> list[Mapping[str, Any]]
     return objects
 
 
+@dataclass(kw_only=True, eq=False)
 class Reconciler:
     """Reconciles one realm at a time (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        marks: ChangeMarks,
-        fetch: CdcFetch,
-        publish: Publish,
-        entities: Sequence[str],
-        clock: Callable[[], float],
-        page_limit: int = CDC_PAGE_LIMIT,
-        period_seconds: float = 0.0,
-    ) -> None:
-        self.page_limit = page_limit
-        #: The schedule's period (0: off, the realm is not scheduled).
-        self.period_seconds = period_seconds
-        self.marks = marks
-        self.fetch = fetch
-        self.publish = publish
-        self.entities = list(entities)
-        self.clock = clock
+    marks: ChangeMarks
+    fetch: CdcFetch
+    publish: Publish
+    entities: Sequence[str]
+    clock: Callable[[], float]
+    page_limit: int = CDC_PAGE_LIMIT
+    #: The schedule's period (0: off, the realm is not scheduled).
+    period_seconds: float = 0.0
 
     def run(self, realm: RealmInfo, *, deadline: float) -> Outcome:
         started = self.clock()

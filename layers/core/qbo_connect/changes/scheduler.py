@@ -73,33 +73,22 @@ class ScheduleResult:
         return asdict(self)
 
 
+@dataclass(kw_only=True, eq=False)
 class ReconcileScheduler:
     """One run of the reconciliation schedule (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        marks: ChangeMarks,
-        sqs: Any,
-        queue_url: str,
-        period_seconds: float,
-        usage_percent: Callable[[], float | None],
-        stand_back_percent: float,
-        clock: Callable[[], float] = time.time,
-        metrics: Callable[[], Any] | None = None,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        claim_seconds: float = DEFAULT_CLAIM_SECONDS,
-    ) -> None:
-        self.marks = marks
-        self.sqs = sqs
-        self.queue_url = queue_url
-        self.period_seconds = period_seconds
-        self.usage_percent = usage_percent
-        self.stand_back_percent = stand_back_percent
-        self.clock = clock
-        self.new_metrics = metrics
-        self.page_size = page_size
-        self.claim_seconds = claim_seconds
+    marks: ChangeMarks
+    sqs: Any
+    queue_url: str
+    period_seconds: float
+    #: The month's CorePlus use, in % of the soft limit (None: not metered).
+    usage_percent: Callable[[], float | None]
+    stand_back_percent: float
+    clock: Callable[[], float] = time.time
+    #: A new metric set per run (one EMF document), or None.
+    metrics: Callable[[], Any] | None = None
+    page_size: int = DEFAULT_PAGE_SIZE
+    claim_seconds: float = DEFAULT_CLAIM_SECONDS
 
     def run(self, remaining_ms: Callable[[], int] | None = None) -> ScheduleResult:
         result = ScheduleResult(enabled=self.period_seconds > 0)
@@ -198,9 +187,9 @@ class ReconcileScheduler:
 
     def _record(self, result: ScheduleResult) -> None:
         logger.info("reconciliation schedule", extra=result.as_dict())
-        if self.new_metrics is None:
+        if self.metrics is None:
             return
-        metrics = self.new_metrics()
+        metrics = self.metrics()
         metrics.add_metric(name="ReconcileDue", unit=MetricUnit.Count, value=result.due)
         metrics.add_metric(name="ReconcileEnqueued", unit=MetricUnit.Count, value=result.enqueued)
         metrics.add_metric(

@@ -11,6 +11,7 @@ calls are metered to that tenant.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -31,25 +32,17 @@ logger = Logger(child=True)
 ANSWER_MARGIN_SECONDS = 3.0
 
 
+@dataclass(kw_only=True, eq=False)
 class ReconcileService:
     """Runs one realm's reconciliation, for the action or for the schedule."""
 
-    def __init__(
-        self,
-        *,
-        connections: ConnectionRepository,
-        marks: ChangeMarks,
-        reconciler_for: Callable[[str], Reconciler],
-        clock: Callable[[], float],
-        max_seconds: float,
-        metrics: Any = None,
-    ) -> None:
-        self.connections = connections
-        self.marks = marks
-        self.reconciler_for = reconciler_for
-        self.clock = clock
-        self.max_seconds = max_seconds
-        self.metrics = metrics
+    connections: ConnectionRepository
+    marks: ChangeMarks
+    #: A reconciler whose CDC calls are metered to that tenant.
+    reconciler_for: Callable[[str], Reconciler]
+    clock: Callable[[], float]
+    max_seconds: float
+    metrics: Any = None
 
     def reconcile_changes(
         self, payload: Mapping[str, Any], *, remaining_seconds: float | None = None

@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -86,32 +87,25 @@ def worst_case_refresh_ms(settings: Settings) -> int:
     return int(seconds * 1000)
 
 
+@dataclass(kw_only=True, eq=False)
 class RefreshWorker:
     """Handles one SQS batch of refresh messages (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        vault: TokenVault,
-        settings: Settings,
-        clock: Callable[[], float] = time.time,
-        metrics: Any = None,
-        min_remaining_ms: int | None = None,
-        disconnect_hints: Callable[[], DisconnectHints] | None = None,
-        reconcile: Callable[[str, float | None], str] | None = None,
-        join_feed: Callable[[str], None] | None = None,
-    ) -> None:
-        self.vault = vault
-        self.disconnect_hints = disconnect_hints
-        #: The change feed's scheduled run of one realm: (realm_id, seconds left) -> outcome.
-        self.reconcile = reconcile
-        #: After a refresh: the realm joins the change feed if it has none (an upgrade).
-        self.join_feed = join_feed
-        self._clock = clock
-        self.metrics = metrics
-        self.min_remaining_ms = (
-            worst_case_refresh_ms(settings) if min_remaining_ms is None else min_remaining_ms
-        )
+    vault: TokenVault
+    #: Only for the worst case of one refresh (``min_remaining_ms`` when not given).
+    settings: Settings
+    clock: Callable[[], float] = time.time
+    metrics: Any = None
+    min_remaining_ms: int | None = None
+    disconnect_hints: Callable[[], DisconnectHints] | None = None
+    #: The change feed's scheduled run of one realm: (realm_id, seconds left) -> outcome.
+    reconcile: Callable[[str, float | None], str] | None = None
+    #: After a refresh: the realm joins the change feed if it has none (an upgrade).
+    join_feed: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_remaining_ms is None:
+            self.min_remaining_ms = worst_case_refresh_ms(self.settings)
 
     # ----- the batch -------------------------------------------------------------------------
 
@@ -250,7 +244,7 @@ class RefreshWorker:
         hard = conn.refresh_hard_expires_at
         if not hard:
             return None
-        now = self._clock()
+        now = self.clock()
         left = float(hard) - now
         if left <= 0:
             return None  # past the hard expiry: the refresh flags it needs_reauthorization

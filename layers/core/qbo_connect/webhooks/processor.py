@@ -87,35 +87,23 @@ class _Batch:
     connections: dict[str, Connection | None] = field(default_factory=dict)
 
 
+@dataclass(kw_only=True, eq=False)
 class WebhookProcessor:
     """Handles one SQS batch of webhook messages (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        connections: ConnectionRepository,
-        ledger: Ledger,
-        events_client: Any,
-        bus_name: str,
-        sqs_client: Any = None,
-        queue_url: str = "",
-        retry_base_seconds: float = 10.0,
-        retry_max_seconds: float = 900.0,
-        clock: Callable[[], float] = time.time,
-        metrics: Any = None,
-        marks: ChangeMarks | None = None,
-    ) -> None:
-        self.connections = connections
-        self.marks = marks
-        self.ledger = ledger
-        self.events = events_client
-        self.bus_name = bus_name
-        self.sqs = sqs_client
-        self.queue_url = queue_url
-        self.retry_base = retry_base_seconds
-        self.retry_max = retry_max_seconds
-        self._clock = clock
-        self.metrics = metrics
+    connections: ConnectionRepository
+    ledger: Ledger
+    events_client: Any
+    bus_name: str
+    #: For the backoff of a failing message (its visibility); none: SQS's own timeout.
+    sqs_client: Any = None
+    queue_url: str = ""
+    retry_base_seconds: float = 10.0
+    retry_max_seconds: float = 900.0
+    clock: Callable[[], float] = time.time
+    metrics: Any = None
+    #: Once per change across deliveries and the change feed's CDC path.
+    marks: ChangeMarks | None = None
 
     def handle(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         """Process an SQS event; returns ``{"batchItemFailures": [...]}``."""
@@ -158,7 +146,7 @@ class WebhookProcessor:
         if message is None:
             return {"published": 0, "duplicates": 0, "dropped": 0}
         changes = message.changes
-        now = self._clock()
+        now = self.clock()
         counts = {"published": 0, "duplicates": 0, "dropped": 0}
         claimed: list[tuple[EntityChange, Connection]] = []
         not_connected: set[str] = set()
@@ -185,7 +173,7 @@ class WebhookProcessor:
             published, refused = self._put_events(chunk)
             failed += refused
             for change in published:
-                self.ledger.mark_published(change.event_id, owner=message_id, now=self._clock())
+                self.ledger.mark_published(change.event_id, owner=message_id, now=self.clock())
                 self._confirm_change(change)
                 counts["published"] += 1
         self._count("WebhookPublished", counts["published"])
@@ -226,7 +214,7 @@ class WebhookProcessor:
                 change.entity,
                 change.entity_id,
                 event_id=change.event_id,
-                now=self._clock(),
+                now=self.clock(),
             )
 
     def _connection(self, realm_id: str, batch: _Batch) -> Connection | None:
@@ -241,7 +229,7 @@ class WebhookProcessor:
         self, chunk: list[tuple[EntityChange, Connection]]
     ) -> tuple[list[EntityChange], int]:
         """Publish a chunk; returns the changes EventBridge took and how many it refused."""
-        response = self.events.put_events(
+        response = self.events_client.put_events(
             Entries=[
                 {
                     "Source": SOURCE,
@@ -269,12 +257,12 @@ class WebhookProcessor:
 
     def backoff_seconds(self, receive_count: int) -> int:
         """Visibility of a failed message before its next try (SQS allows up to 12 hours)."""
-        delay = self.retry_base * (2 ** max(0, receive_count - 1))
-        return int(min(delay, self.retry_max, 43200))
+        delay = self.retry_base_seconds * (2 ** max(0, receive_count - 1))
+        return int(min(delay, self.retry_max_seconds, 43200))
 
     def _back_off(self, record: SQSRecord) -> int | None:
         """Shorten a failed message's visibility to its backoff; the delay set, or None."""
-        if self.sqs is None or not self.queue_url:
+        if self.sqs_client is None or not self.queue_url:
             return None
         try:
             receives = int(record.attributes.approximate_receive_count or 1)
@@ -282,7 +270,7 @@ class WebhookProcessor:
             receives = 1
         delay = self.backoff_seconds(receives)
         try:
-            self.sqs.change_message_visibility(
+            self.sqs_client.change_message_visibility(
                 QueueUrl=self.queue_url,
                 ReceiptHandle=record.receipt_handle,
                 VisibilityTimeout=delay,
