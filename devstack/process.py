@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,21 +66,16 @@ class FunctionError(RuntimeError):
         self.payload = payload
 
 
+@dataclass(eq=False)
 class DevstackProcess:
     """A running ``python -m devstack`` and convenient clients for what it serves."""
 
-    def __init__(
-        self,
-        process: subprocess.Popen[bytes],
-        state_dir: Path,
-        log_path: Path,
-        log_file: Any,
-    ) -> None:
-        self.process = process
-        self.state_dir = state_dir
-        self.log_path = log_path
-        self._log_file = log_file
-        self.endpoints: dict[str, Any] = {}
+    process: subprocess.Popen[bytes]
+    state_dir: Path
+    log_path: Path
+    #: Where the process writes its log (closed by :meth:`stop`).
+    log_file: Any
+    endpoints: dict[str, Any] = field(default_factory=dict)
 
     # -- lifecycle
 
@@ -115,8 +111,8 @@ class DevstackProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
-        if not self._log_file.closed:
-            self._log_file.close()
+        if not self.log_file.closed:
+            self.log_file.close()
         return self.process.returncode
 
     @property
@@ -125,8 +121,8 @@ class DevstackProcess:
 
     def log_text(self) -> str:
         """Everything the stack printed so far (stdout and stderr, interleaved)."""
-        if not self._log_file.closed:
-            self._log_file.flush()
+        if not self.log_file.closed:
+            self.log_file.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def log_tail(self, lines: int = 60) -> str:

@@ -256,20 +256,23 @@ class IntuitSimulator(AuthorizeEndpoint, QuickBooksApi):
                     raise ValueError(f"{key} must be a non-empty string")
                 setattr(self, key, kind(value))
 
+    #: What ``GET /_sim/config`` shows (the settings above, the token lifetimes, the clock).
+    SHOWN_CONFIG = (
+        "refresh_grace_seconds",
+        "rotate_every_seconds",
+        "auto_approve",
+        "next_realm_id",
+        "access_token_ttl",
+        "refresh_token_ttl",
+        "refresh_hard_ttl",
+        "code_ttl",
+        "company_name",
+        "app_name",
+    )
+
     def config(self) -> dict[str, Any]:
-        return {
-            "refresh_grace_seconds": self.refresh_grace_seconds,
-            "rotate_every_seconds": self.rotate_every_seconds,
-            "auto_approve": self.auto_approve,
-            "next_realm_id": self.next_realm_id,
-            "access_token_ttl": self.access_token_ttl,
-            "refresh_token_ttl": self.refresh_token_ttl,
-            "refresh_hard_ttl": self.refresh_hard_ttl,
-            "code_ttl": self.code_ttl,
-            "company_name": self.company_name,
-            "app_name": self.app_name,
-            "clock_offset": self._clock_offset,
-        }
+        shown = {name: getattr(self, name) for name in self.SHOWN_CONFIG}
+        return {**shown, "clock_offset": self._clock_offset}
 
     def counters(self) -> dict[str, int]:
         with self._lock:

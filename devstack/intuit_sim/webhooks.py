@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import requests
@@ -110,15 +110,10 @@ class Delivery:
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "shape": self.shape,
-            "realm_ids": self.realm_ids,
-            "changes": self.changes,
-            "status": self.status,
-            "attempts": list(self.attempts),
-            "body_sha256": hashlib.sha256(self.body).hexdigest(),
-        }
+        """The delivery as ``GET /_sim/webhooks`` shows it: the body only as its hash."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        shown["attempts"] = list(self.attempts)
+        return {**shown, "body_sha256": hashlib.sha256(self.body).hexdigest()}
 
 
 class WebhookSender:

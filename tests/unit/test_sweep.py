@@ -25,17 +25,11 @@ from tests.unit.sweep_harness import (
     DAY,
     HOUR,
     KEEP_ALIVE,
-    Harness,
     _realms,
     emf_metrics,
     realms_of,
     seed,
 )
-
-
-@pytest.fixture
-def h(aws, sim) -> Harness:
-    return Harness(aws, sim)
 
 
 def test_due_policy_selects_keep_alive_keep_warm_and_expiring_but_not_the_rest(h):

@@ -25,16 +25,10 @@ from tests.unit.sweep_harness import (
     KEEP_ALIVE,
     REPO_ROOT,
     Context,
-    Harness,
     emf_metrics,
     seed,
     sqs_event,
 )
-
-
-@pytest.fixture
-def h(aws, sim) -> Harness:
-    return Harness(aws, sim)
 
 
 def test_one_sweep_refreshes_exactly_the_due_ones_once_and_the_next_sweep_none(h):

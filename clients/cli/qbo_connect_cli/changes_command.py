@@ -11,7 +11,7 @@ import click
 
 from qbo_connect_cli import output
 from qbo_connect_cli.backend import EXIT_OK
-from qbo_connect_cli.main import Options, cli, command_body, tenant_guard
+from qbo_connect_cli.main import Options, cli, command_body, realm_command
 
 STATUS_COLUMNS = (
     ("realm_id", "realm"),
@@ -28,10 +28,7 @@ def changes() -> None:
     """The change feed: webhooks reconciled with QuickBooks' CDC, per realm."""
 
 
-@changes.command("reconcile")
-@click.argument("realm")
-@tenant_guard
-@command_body
+@realm_command(changes, "reconcile")
 def changes_reconcile(options: Options, realm: str, tenant: str | None) -> int:
     """Reconcile REALM's changes with CDC now: publish what no webhook announced."""
     answer = options.connections("reconcile_changes", realm_id=realm, tenant_id=tenant)

@@ -361,22 +361,33 @@ tenant_guard = click.option(
 )
 
 
-@connections.command("show")
-@click.argument("realm")
-@tenant_guard
-@command_body
-def connections_show(options: Options, realm: str, tenant: str | None) -> int:
-    """Show one connection's metadata and health (never its tokens)."""
-    answer = options.connections("get_connection", realm_id=realm, tenant_id=tenant)
-    _print_connection(options, answer, f"Connection {realm}")
+def _connection_action(
+    options: Options, action: str, realm: str, tenant: str | None, title: str
+) -> int:
+    """An action answering ``{"connection": {...}}``, printed as the connection's details."""
+    answer = options.connections(action, realm_id=realm, tenant_id=tenant)
+    _print_connection(options, answer, f"{title} {realm}")
     return EXIT_OK
 
 
-@connections.command("history")
-@click.argument("realm")
-@tenant_guard
+def realm_command(group: click.Group, name: str) -> Callable[[F], click.Command]:
+    """A command on one realm: the ``REALM`` argument, the ``--tenant`` guard and ``--json``
+    (options written under it come after ``--tenant`` in the help)."""
+
+    def register(func: F) -> click.Command:
+        return group.command(name)(click.argument("realm")(tenant_guard(command_body(func))))
+
+    return register
+
+
+@realm_command(connections, "show")
+def connections_show(options: Options, realm: str, tenant: str | None) -> int:
+    """Show one connection's metadata and health (never its tokens)."""
+    return _connection_action(options, "get_connection", realm, tenant, "Connection")
+
+
+@realm_command(connections, "history")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the newest N outcomes.")
-@command_body
 def connections_history(options: Options, realm: str, tenant: str | None, limit: int | None) -> int:
     """The latest refresh and connect outcomes of a connection, newest first."""
     answer = options.connections(
@@ -391,22 +402,14 @@ def connections_history(options: Options, realm: str, tenant: str | None, limit:
     return EXIT_OK
 
 
-@connections.command("refresh")
-@click.argument("realm")
-@tenant_guard
-@command_body
+@realm_command(connections, "refresh")
 def connections_refresh(options: Options, realm: str, tenant: str | None) -> int:
     """Refresh a connection's tokens now (under the same lease as every refresh)."""
-    answer = options.connections("refresh", realm_id=realm, tenant_id=tenant)
-    _print_connection(options, answer, f"Refreshed {realm}")
-    return EXIT_OK
+    return _connection_action(options, "refresh", realm, tenant, "Refreshed")
 
 
-@connections.command("disconnect")
-@click.argument("realm")
-@tenant_guard
+@realm_command(connections, "disconnect")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@command_body
 def connections_disconnect(options: Options, realm: str, tenant: str | None, yes: bool) -> int:
     """Revoke a connection at Intuit and delete its tokens (asks first unless --yes)."""
     if not yes:
@@ -543,9 +546,7 @@ def connections_import(options: Options, file: Path, dry_run: bool, concurrency:
 # ----------------------------------------------------------------------------- token
 
 
-@cli.command("token")
-@click.argument("realm")
-@tenant_guard
+@realm_command(cli, "token")
 @click.option(
     "--print-secret", is_flag=True, help="Required: the access token is printed in clear."
 )
@@ -556,7 +557,6 @@ def connections_import(options: Options, file: Path, dry_run: bool, concurrency:
     show_default=True,
     help="The token stays valid at least this long.",
 )
-@command_body
 def token(
     options: Options, realm: str, tenant: str | None, print_secret: bool, min_valid_seconds: int
 ) -> int:

@@ -38,7 +38,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
@@ -112,31 +112,25 @@ class _Realm:
     recent: deque[float] = field(default_factory=deque)
 
 
+@dataclass(eq=False)
 class Governor:
     """Room to call QuickBooks for a realm, shared with other containers through the table."""
 
-    def __init__(
-        self,
-        table: GovernorTable,
-        limits: Limits,
-        *,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-        container_id: str | None = None,
-    ) -> None:
-        self.table = table
-        self.limits = limits
-        self._clock = clock
-        self._sleep = sleep
-        self.container_id = container_id or uuid.uuid4().hex[:16]
-        self._lock = threading.Lock()
-        self._realms: dict[str, _Realm] = {}
+    table: GovernorTable
+    limits: Limits
+    _: KW_ONLY
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    #: Who holds a slot, in the shared item (a container's own id by default).
+    container_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _realms: dict[str, _Realm] = field(default_factory=dict, init=False, repr=False)
 
     # ----- calls ---------------------------------------------------------------------------
 
     def acquire(self, realm_id: str, *, batch: bool, max_wait: float) -> Ticket:
         """Wait (at most ``max_wait`` seconds) for a slot and a permit, else RateLimited."""
-        started = self._clock()
+        started = self.clock()
         deadline = started + max(0.0, max_wait)
         with self._lock:
             state = self._realms.setdefault(realm_id, _Realm())
@@ -144,7 +138,7 @@ class Governor:
         try:
             while True:
                 with self._lock:
-                    now = self._clock()
+                    now = self.clock()
                     try:
                         pause, slot_at = self._try_take(realm_id, state, now, deadline, batch)
                     except (ClientError, BotoCoreError) as exc:
@@ -168,7 +162,7 @@ class Governor:
                         reason="governor",
                         retry_after_seconds=max(1, math.ceil(pause)),
                     )
-                self._sleep(max(pause, 0.0))
+                self.sleep(max(pause, 0.0))
         finally:
             with self._lock:
                 state.waiting -= 1
@@ -178,7 +172,7 @@ class Governor:
         its slot could arrive together with the next slots' and break a window's limit (a busy
         machine can delay a thread between taking a slot and sending). Release the ticket and
         acquire another."""
-        return self._clock() > ticket.slot_at + self.limits.spacing()
+        return self.clock() > ticket.slot_at + self.limits.spacing()
 
     def release(self, ticket: Ticket) -> None:
         """The request's answer is in: its permit is free for this container's next call (and,
@@ -197,7 +191,7 @@ class Governor:
                     state = self._realms[ticket.realm_id]
                     if state.in_flight > 0:
                         try:
-                            self._lease(ticket.realm_id, state, self._clock(), keep=state.in_flight)
+                            self._lease(ticket.realm_id, state, self.clock(), keep=state.in_flight)
                         except (ClientError, BotoCoreError):
                             # The permits lapse on their own after their hold; the request
                             # in flight is not affected.
@@ -215,7 +209,7 @@ class Governor:
         """QuickBooks throttled the realm: nobody sends for ``seconds``. Returns the end."""
         with self._lock:
             state = self._realms.setdefault(realm_id, _Realm())
-            now = self._clock()
+            now = self.clock()
             until = now + seconds
             self._cool_locally(state, until)
             for _ in range(MAX_WRITE_ATTEMPTS):
