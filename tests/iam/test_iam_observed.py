@@ -83,6 +83,17 @@ UNEXERCISED_GRANTS: dict[tuple[str, str, str], str] = {
         "proxy test reaches yet; GetTokenFunction's identical grant is exercised."
     ),
     (
+        "RefreshWorkerFunction",
+        "dynamodb:Query",
+        "RefreshWorkerFunction.Policies[0].Statement[0]",
+    ): (
+        "The budget guard reads the tenants' CorePlus quotas (a Query of the usage partition) "
+        "before a production reconciliation's CDC call, and keeps them 30 s per container. The "
+        "local stack runs every function in one process with one guard, so the run-now "
+        "reconciliations of ConnectionsFunction read them first and the worker's scheduled run "
+        "finds them cached; a worker container in Lambda has a guard of its own and reads them."
+    ),
+    (
         "CallbackFunction",
         "secretsmanager:GetSecretValue",
         "CallbackFunction.Policies[0].Statement[1]",
