@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -208,7 +209,8 @@ def test_a_full_cdc_page_is_narrowed_until_every_change_is_published(stack, even
     realm = connect(stack)
     drop_webhooks(stack, True)
     try:
-        made = {customer(stack, realm, f"Bulk {n:04d}") for n in range(1005)}
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            made = set(pool.map(lambda n: customer(stack, realm, f"Bulk {n:04d}"), range(1005)))
     finally:
         drop_webhooks(stack, False)
     stack.sim("POST", "/_sim/api/reset-counts", {})

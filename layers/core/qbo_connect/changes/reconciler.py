@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from qbo_connect.api.request import ApiRequest
 from qbo_connect.changes import SOURCE_CDC, change_event_id, change_time
 from qbo_connect.errors import CdcFailed
 from qbo_connect.store.change_marks import ChangeMarks
 from qbo_connect.store.table import iso
+
+T = TypeVar("T")
 
 #: Re-read this much before the watermark on every run.
 OVERLAP_SECONDS = 300.0
@@ -112,6 +115,8 @@ class Reconciler:
     page_limit: int = CDC_PAGE_LIMIT
     #: The schedule's period (0: off, the realm is not scheduled).
     period_seconds: float = 0.0
+    #: Change-mark writes of one answer in flight at once.
+    parallelism: int = 8
 
     def run(self, realm: RealmInfo, *, deadline: float) -> Outcome:
         started = self.clock()
@@ -212,20 +217,26 @@ class Reconciler:
     def _record(
         self, realm: RealmInfo, entity: str, objects: Sequence[Mapping[str, Any]]
     ) -> tuple[int, int, float | None]:
-        """Claim and publish the objects no path published yet; (published, seen, latest)."""
+        """Claim and publish the objects no path published yet; (published, seen, latest).
+
+        The claims (and then the confirmations) of one answer are independent conditional
+        writes on different items, so they run ``parallelism`` at a time: a full answer of 1000
+        changes is 2000 writes, which one after another would take most of a run's time.
+        """
         now = self.clock()
-        claimed: list[tuple[str, str, dict[str, Any]]] = []
-        already = 0
-        latest: float | None = None
+        changes: list[tuple[str, float, str, Mapping[str, Any]]] = []
         for obj in objects:
             meta = obj.get("MetaData") or {}
             when = change_time(str(meta.get("LastUpdatedTime", "")))
             entity_id = str(obj.get("Id", ""))
-            if when is None or not entity_id:
-                continue
-            latest = when if latest is None else max(latest, when)
-            event_id = change_event_id(realm.realm_id, entity, entity_id, when)
-            if not self.marks.claim(
+            if when is not None and entity_id:
+                event_id = change_event_id(realm.realm_id, entity, entity_id, when)
+                changes.append((entity_id, when, event_id, obj))
+        latest = max((when for _, when, _, _ in changes), default=None)
+
+        def claim(change: tuple[str, float, str, Mapping[str, Any]]) -> bool:
+            entity_id, when, event_id, _ = change
+            return self.marks.claim(
                 realm.realm_id,
                 entity,
                 entity_id,
@@ -233,17 +244,33 @@ class Reconciler:
                 event_id=event_id,
                 source=SOURCE_CDC,
                 now=now,
-            ):
-                already += 1
-                continue
-            claimed.append((entity_id, event_id, self._detail(realm, entity, obj, event_id)))
+            )
+
+        won = self._each(claim, changes)
+        claimed = [change for change, ok in zip(changes, won, strict=True) if ok]
         if claimed:
-            self.publish([(ENTITY_CHANGED, detail) for _, _, detail in claimed])
-            for entity_id, event_id, _ in claimed:
-                self.marks.mark_published(
+            self.publish(
+                [
+                    (ENTITY_CHANGED, self._detail(realm, entity, obj, event_id))
+                    for _, _, event_id, obj in claimed
+                ]
+            )
+
+            def confirm(change: tuple[str, float, str, Mapping[str, Any]]) -> bool:
+                entity_id, _, event_id, _ = change
+                return self.marks.mark_published(
                     realm.realm_id, entity, entity_id, event_id=event_id, now=self.clock()
                 )
-        return len(claimed), already, latest
+
+            self._each(confirm, claimed)
+        return len(claimed), len(changes) - len(claimed), latest
+
+    def _each(self, write: Callable[[T], bool], items: Sequence[T]) -> list[bool]:
+        """``write`` over ``items`` in order of the answers, ``parallelism`` at a time."""
+        if self.parallelism <= 1 or len(items) <= 1:
+            return [write(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.parallelism, len(items))) as pool:
+            return list(pool.map(write, items))
 
     @staticmethod
     def _detail(
