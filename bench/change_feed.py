@@ -9,9 +9,12 @@ real ConnectionsFunction handler in this process:
 3. one busy company gets ``--busy-changes`` changes in one period (more than CDC's 1000 per
    entity per answer), to show what narrowing costs.
 
-It counts the CDC calls the simulator served and the DynamoDB requests moto served, and turns
-them into CorePlus calls per realm per day at the template's default ``ReconcileEveryHours``,
-and the share of Intuit's Builder tier (500,000 CorePlus calls a month) that 1,000 realms take.
+It counts the CDC calls and token refreshes the simulator served and the AWS requests moto
+served, and turns them into CorePlus calls per realm per day at the template's default
+``ReconcileEveryHours``, the share of Intuit's Builder tier (500,000 CorePlus calls a month) that
+1,000 realms take, and what those 1,000 realms' runs cost in AWS a month (bench/cost_model.py's
+list prices). Access tokens are issued for 60 s, so every run refreshes first, as it does for an
+idle connection (whose access token the keep-alive does not keep) six hours after the last run.
 
     python bench/change_feed.py [--realms 20] [--runs 4] [--changes 5] [--busy-changes 1500]
 """
@@ -27,6 +30,7 @@ import platform  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
+from cost_model import PRICES, PRICES_READ  # noqa: E402  (bench/cost_model.py)
 from harness import (  # noqa: E402  (bench/harness.py, next to this script)
     REPO_ROOT,
     TENANT_ID,
@@ -61,18 +65,24 @@ def run(realms: int, runs: int, changes: int, busy_changes: int) -> dict[str, An
         moto, sim = local.moto, local.sim
         connections = load_handler("connections")
         sim.drop_webhooks(True)
+        sim.configure(access_token_ttl=60)  # every run needs a refresh, as an idle realm's does
         realm_ids = [str(9130358000000000 + n) for n in range(realms)]
         progress(f"importing {realms} connections", name="change_feed")
         for realm in realm_ids:
             local.import_connection(realm)
         sim.reset_api_counts()
+        sim.reset_counters()
         moto.reset_counts()
+        handler_seconds = 0.0
 
         def reconcile(realm: str) -> dict[str, Any]:
+            nonlocal handler_seconds
+            started_at = time.perf_counter()
             answer = connections.lambda_handler(
                 {"action": "reconcile_changes", "realm_id": realm, "tenant_id": TENANT_ID},
                 context("ConnectionsFunction"),
             )
+            handler_seconds += time.perf_counter() - started_at
             assert "error" not in answer, answer
             return answer
 
@@ -87,9 +97,15 @@ def run(realms: int, runs: int, changes: int, busy_changes: int) -> dict[str, An
             for realm in realm_ids:
                 published += reconcile(realm)["published"]
         cdc_calls = sum(int(sim.api_counts(r)["cdc"]) for r in realm_ids)
+        refreshes = int(sim.counters()["token.refresh_token"])
         aws = moto.counts()
         dynamodb = sum(v for k, v in aws.items() if k.startswith("DynamoDB_"))
+        dynamodb_reads = sum(
+            v for k, v in aws.items() if k.startswith("DynamoDB_") and ("Get" in k or "Query" in k)
+        )
+        kms = sum(v for k, v in aws.items() if k.startswith("TrentService."))
         events_calls = sum(v for k, v in aws.items() if k.startswith("AWSEvents."))
+        run_seconds = handler_seconds / (realms * runs)
 
         progress(f"a busy company: {busy_changes} changes in one period", name="change_feed")
         busy = realm_ids[0]
@@ -108,6 +124,23 @@ def run(realms: int, runs: int, changes: int, busy_changes: int) -> dict[str, An
 
     runs_a_day = 24 / every_hours
     calls_per_run = cdc_calls / (realms * runs)
+    n_runs = realms * runs
+    fleet_runs = FLEET * runs_a_day * DAYS_A_MONTH
+    writes_per_run = (dynamodb - dynamodb_reads) / n_runs
+    # This process keeps every realm's unwrapped data key; a worker container in Lambda rarely
+    # sees the same realm twice, so it unwraps it (one KMS Decrypt) on each run.
+    kms_per_run = max(kms / n_runs, 1.0)
+    reads_per_run = dynamodb_reads / n_runs
+    # One SQS message a run (send, receive, delete: a tenth each in batches of ten, as the
+    # sweep measures), one Lambda request share, and the worker's time at 256 MB.
+    aws_month = fleet_runs * (
+        writes_per_run * PRICES["dynamodb_wru"]
+        + reads_per_run * PRICES["dynamodb_rru"]
+        + kms_per_run * PRICES["kms_request"]
+        + run_seconds * 0.25 * PRICES["lambda_arm_gb_second"]
+        + 0.1 * PRICES["lambda_request"]
+        + 0.3 * PRICES["sqs_request"]
+    )
     per_realm_day = calls_per_run * runs_a_day
     fleet_month = per_realm_day * FLEET * DAYS_A_MONTH
     return {
@@ -126,6 +159,14 @@ def run(realms: int, runs: int, changes: int, busy_changes: int) -> dict[str, An
         "coreplus_calls_per_month_for_1000_realms": round(fleet_month),
         "builder_tier_share_for_1000_realms": round(fleet_month / BUILDER_TIER_MONTHLY, 4),
         "dynamodb_requests_per_change": round(dynamodb / max(1, published), 2),
+        "refreshes_per_run": round(refreshes / n_runs, 3),
+        "kms_requests_per_run_measured": round(kms / n_runs, 3),
+        "kms_requests_per_run_priced": round(kms_per_run, 3),
+        "dynamodb_writes_per_run": round(writes_per_run, 2),
+        "dynamodb_reads_per_run": round(reads_per_run, 2),
+        "seconds_per_run_in_process": round(run_seconds, 3),
+        "aws_usd_per_month_for_1000_realms": round(aws_month, 2),
+        "prices_read": PRICES_READ,
         "dynamodb_requests_per_run": round(dynamodb / (realms * runs), 2),
         "put_events_calls": events_calls,
         "busy_changes": busy_changes,
@@ -159,7 +200,13 @@ def main() -> int:
     )
     print(
         f"DynamoDB requests: {result['dynamodb_requests_per_run']} a run, "
-        f"{result['dynamodb_requests_per_change']} per change published"
+        f"{result['dynamodb_requests_per_change']} per change published; "
+        f"{result['refreshes_per_run']} token refresh a run; KMS priced at "
+        f"{result['kms_requests_per_run_priced']} Decrypt a run"
+    )
+    print(
+        f"AWS for 1,000 realms' runs: ${result['aws_usd_per_month_for_1000_realms']} a month "
+        f"(list prices read {result['prices_read']}; the changes' own events and marks apart)"
     )
     print(
         f"busy company: {result['busy_published']} of {result['busy_changes']} changes in "
