@@ -102,10 +102,16 @@ format: $(VENV)/.installed
 # The suite runs on TEST_WORKERS parallel workers (pytest-xdist; one file stays on one worker, so
 # a module's local stack is started once). The IAM test reads the AWS calls every other test
 # recorded, and a worker cannot wait for the others: it runs next, in its own session over the
-# same record directory. --durations prints the slowest tests.
-TEST_WORKERS ?= 2
+# same record directory. --durations prints the slowest tests. Three workers on a 2-core machine:
+# the tests over HTTP and the reliability tests wait on local servers much of the time (measured
+# tier by tier on 3 workers against 2: tests/http 227 s against 320 s, tests/reliability 134 s
+# against 164 s, tests/unit 71 s against 52 s). Bytecode is written even where the shell sets
+# PYTHONDONTWRITEBYTECODE: a few hundred processes (local stacks, workers, the CLI) import the
+# same modules and would each compile them from source again.
+TEST_WORKERS ?= 3
 unit-test: $(VENV)/.installed $(AXE)
 	@calls="$$(mktemp -d -t qbo-aws-calls-XXXXXX)"; export QBO_AWS_CALL_LOG_DIR="$$calls"; \
+	unset PYTHONDONTWRITEBYTECODE; \
 	echo "==> tests on $(TEST_WORKERS) workers (AWS call records in $$calls)"; \
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
 		-m "not after_suites" --durations=25; \
