@@ -9,6 +9,7 @@ cold start. No timing is asserted.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import subprocess
@@ -48,7 +49,8 @@ NOT_AT_IMPORT = {
 NEVER = ["aws_xray_sdk", "wrapt"]
 
 
-def loaded_modules(function_dir: str) -> set[str]:
+@functools.cache  # the same fresh import for every test that asks (a process is ~1 s of CPU)
+def loaded_modules(function_dir: str) -> frozenset[str]:
     """sys.modules after importing ``functions/<dir>/app.py`` in a fresh interpreter."""
     code = (
         "import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import app; "
@@ -63,7 +65,7 @@ def loaded_modules(function_dir: str) -> set[str]:
         env=env,
         check=True,
     )
-    return set(json.loads(done.stdout.splitlines()[-1]))
+    return frozenset(json.loads(done.stdout.splitlines()[-1]))
 
 
 @pytest.mark.parametrize("function_dir", [p.parent.name for p in FUNCTIONS])
