@@ -7,12 +7,14 @@ on loopback. The tests in tests/http start the local stack in a subprocess.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -91,6 +93,12 @@ def sim() -> Iterator:
         simulator.stop()
 
 
+@functools.cache
+def _client(service: str) -> Any:
+    """The aws fixture's clients, made once: moto intercepts a client whichever mock is active."""
+    return boto3.client(service)
+
+
 @pytest.fixture
 def aws(template) -> Iterator[dict]:
     """moto in-process: the table from template.yaml, a KMS key, the client secret."""
@@ -105,10 +113,9 @@ def aws(template) -> Iterator[dict]:
     # A fresh moto per test, but the same boto3 default session: moto would otherwise drop it,
     # and every test would read botocore's service models from disk again (about 0.3 s each).
     with mock_aws(config={"core": {"reset_boto3_session": False}}):
-        ddb = boto3.client("dynamodb")
-        create_table_from_template(ddb, template, "connections-test")
-        key_id = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
-        secret_arn = boto3.client("secretsmanager").create_secret(
+        create_table_from_template(_client("dynamodb"), template, "connections-test")
+        key_id = _client("kms").create_key()["KeyMetadata"]["Arn"]
+        secret_arn = _client("secretsmanager").create_secret(
             Name="intuit-client",
             SecretString='{"client_id": "test-client", "client_secret": "test-secret"}',
         )["ARN"]
