@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from qbo_connect.fieldwise import Fieldwise, frozen
+from qbo_connect.fieldwise import Fieldwise, frozen, record
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -125,35 +125,31 @@ def bus_entry(detail_type: str, detail: Mapping[str, Any], bus_name: str) -> dic
     }
 
 
-class EventPublisher:
+@record
+class EventPublisher(Fieldwise):
     """Puts lifecycle events on the configured bus."""
 
-    def __init__(
-        self,
-        events_client: Any,
-        bus_name: str,
-        *,
-        emit_refreshed: bool = False,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._client = events_client
-        self._bus = bus_name
-        self._emit_refreshed = emit_refreshed
-        self._clock = clock
+    events_client: Any
+    bus_name: str
+    #: ``connection.refreshed`` is published only when asked for (EmitRefreshedEvents).
+    emit_refreshed: bool = False
+    clock: Callable[[], float] = time.time
 
     def publish(self, detail_type: str, detail: dict[str, Any]) -> bool:
         """Send one best-effort event with a fresh ``event_id``; False if EventBridge did not
         take it. Lifecycle events go through the outbox and :meth:`publish_pending` instead."""
-        if detail_type == REFRESHED and not self._emit_refreshed:
+        if detail_type == REFRESHED and not self.emit_refreshed:
             return False
-        return self.publish_pending(PendingEvent.new(detail_type, detail, now=self._clock()))
+        return self.publish_pending(PendingEvent.new(detail_type, detail, now=self.clock()))
 
     def publish_pending(self, event: PendingEvent) -> bool:
         """Send one recorded event; returns False (and logs) if EventBridge did not take it."""
         detail_type = event.detail_type
         body = event.body()
         try:
-            response = self._client.put_events(Entries=[bus_entry(detail_type, body, self._bus)])
+            response = self.events_client.put_events(
+                Entries=[bus_entry(detail_type, body, self.bus_name)]
+            )
         except Exception:
             logger.exception("lifecycle event not published", extra={"detail_type": detail_type})
             return False

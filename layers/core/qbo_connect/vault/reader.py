@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from qbo_connect.config import Settings
 from qbo_connect.errors import DecryptionError, InvalidRequest, RefreshUnavailable
+from qbo_connect.fieldwise import Fieldwise, record
 from qbo_connect.store.connections import Connection, ConnectionRepository
 from qbo_connect.vault.due import due_at_for
 from qbo_connect.vault.records import ACCESS_FIELD, AccessToken, owned_by
@@ -30,23 +31,15 @@ logger = Logger(child=True)
 MAX_MIN_VALID_SECONDS = 3000  # Intuit access tokens live 3600 s; ask for less than that.
 
 
-class TokenReader:
+@record
+class TokenReader(Fieldwise):
     """Serves get_token; refreshes through ``refresher`` (the protocol) only when it must."""
 
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        connections: ConnectionRepository,
-        cipher: TokenCipher,
-        refresher: TokenVault,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.connections = connections
-        self.cipher = cipher
-        self.refresher = refresher
-        self.clock = clock
+    settings: Settings
+    connections: ConnectionRepository
+    cipher: TokenCipher
+    refresher: TokenVault
+    clock: Callable[[], float] = time.time
 
     def get_token(
         self, realm_id: str, min_valid_seconds: int, tenant_id: str | None
