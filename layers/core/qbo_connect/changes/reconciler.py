@@ -185,8 +185,9 @@ class Reconciler:
             partial = partial or bool(asking)
         reached = min(covered.values(), default=started)
         next_run = self._next_run(started, partial=partial)
+        watermark = seen
         if reached > seen:
-            self.marks.advance(
+            moved = self.marks.advance(
                 realm.realm_id,
                 seen=seen,
                 to=reached,
@@ -194,16 +195,14 @@ class Reconciler:
                 now=started,
                 next_run=next_run,
             )
+            if moved:
+                watermark = reached
+            else:  # another run moved it first (or this write's retry met its own success)
+                state = self.marks.get_watermark(realm.realm_id)
+                watermark = state.watermark if state else reached
         else:
             self.marks.reschedule(realm.realm_id, next_run=next_run, now=started)
-        final = self.marks.get_watermark(realm.realm_id)
-        return Outcome(
-            published,
-            already,
-            final.watermark if final else reached,
-            partial=partial,
-            resync_required=resync,
-        )
+        return Outcome(published, already, watermark, partial=partial, resync_required=resync)
 
     def _next_run(self, now: float, *, partial: bool) -> float | None:
         """When the schedule runs this realm next (None: scheduling is off). A run that ended
