@@ -263,3 +263,19 @@ def test_resolver_sub_forms(template):
         resolver({"Fn::If": ["NoSuchCondition", 1, 2]})
     with pytest.raises(tpl.TemplateError):
         tpl.Resolver(template, {})({"Ref": "ConnectionsTable"})
+
+
+def test_libyaml_and_the_python_parser_read_the_template_alike() -> None:
+    """The local stack reads template.yaml with libyaml when it can; both parsers agree on it."""
+    if yaml.__with_libyaml__:
+        assert issubclass(tpl._CfnLoader, yaml.CSafeLoader)
+    text = (REPO_ROOT / "template.yaml").read_text(encoding="utf-8")
+
+    class PythonCfnLoader(yaml.SafeLoader):
+        pass
+
+    PythonCfnLoader.yaml_implicit_resolvers = tpl._CfnLoader.yaml_implicit_resolvers
+    PythonCfnLoader.yaml_multi_constructors = tpl._CfnLoader.yaml_multi_constructors
+    by_python = yaml.load(text, Loader=PythonCfnLoader)
+    assert by_python == tpl.loads_template(text)
+    assert by_python["AWSTemplateFormatVersion"] == "2010-09-09"
