@@ -23,6 +23,12 @@ ENV ?= sandbox
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# uv installs the venvs' packages (about seven times faster than pip on a fresh clone, measured
+# here: .venv in 11 s against 75 s). It is pip-installed into .venv first, pinned, so a machine
+# needs nothing beyond python3 and make; `uv pip install` resolves the same requirements files.
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+export UV_NO_PROGRESS := 1
 
 # sam build needs a python3.13 interpreter on PATH for the python3.13 runtime: use the one on
 # PATH when it runs, else the newest pyenv 3.13.x.
@@ -32,10 +38,8 @@ PY313_BIN := $(shell if python3.13 -c 'import sys' >/dev/null 2>&1; then \
 	ls -d "$$(pyenv root)"/versions/3.13.*/bin 2>/dev/null | sort -V | tail -n 1; fi)
 # Only pip's own noise from this machine's pip.conf is filtered; errors still show and fail.
 PIP_FILTER := grep -v -e "is ignored: it is neither a file nor a directory" || true
-# The first install takes a while: one line per package pip fetches, instead of silence
-# (pip's errors go to stderr, which is not filtered by this).
-PIP_PROGRESS := awk '/^Collecting /{ n++; printf "    %3d  %s\n", n, $$2; fflush() } \
-	/^Installing collected packages/{ print "    installing them..."; fflush() }'
+# uv prints one " + package==version" line per package installed: the summary line stays.
+UV_FILTER := grep -v -e '^ [+-] ' || true
 
 .PHONY: help install dev test lint format typecheck unit-test test-py313 validate build deploy \
 	bench clean check-py313 security
@@ -47,26 +51,28 @@ help:
 	@echo "make lint | format | validate | build | bench | clean"
 	@echo "make deploy ENV=sandbox|production   build and sam deploy --config-env ENV"
 
-$(VENV)/.installed: requirements-dev.txt layers/core/requirements.in pyproject.toml
-	@echo "==> creating $(VENV) and installing dev dependencies (the first time takes a minute)"
+$(UV):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | { $(PIP_FILTER); }
-	@$(BIN)/python -m pip install -r requirements-dev.txt 2> >({ $(PIP_FILTER); } >&2) \
-		| $(PIP_PROGRESS)
+	@$(BIN)/python -m pip install -q uv==$(UV_VERSION) 2>&1 | { $(PIP_FILTER); }
+
+$(VENV)/.installed: requirements-dev.txt layers/core/requirements.in pyproject.toml | $(UV)
+	@echo "==> installing dev dependencies into $(VENV) (uv)"
+	@$(UV) pip install --python $(BIN)/python -r requirements-dev.txt 2>&1 | { $(UV_FILTER); }
 	@echo "==> installing the project (the qbo-connect CLI) into $(VENV)"
-	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { $(PIP_FILTER); }
+	@$(UV) pip install -q --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $@
 
-$(SAM_VENV)/.installed: requirements-sam.txt
+$(SAM_VENV)/.installed: requirements-sam.txt | $(UV)
 	@echo "==> creating $(SAM_VENV) for the SAM CLI (it pins its own boto3)"
-	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
-	@$(SAM_VENV)/bin/python -m pip install -q -r requirements-sam.txt 2>&1 | { $(PIP_FILTER); }
+	@test -x $(SAM_VENV)/bin/python || $(UV) venv -q --python $(PYTHON) $(SAM_VENV)
+	@$(UV) pip install --python $(SAM_VENV)/bin/python -r requirements-sam.txt 2>&1 | { $(UV_FILTER); }
 	@touch $@
 
-$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt | $(UV)
 	@echo "==> creating $(CHECKOV_VENV) for checkov (it pins its own boto3)"
-	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	@$(CHECKOV_VENV)/bin/python -m pip install -q -r requirements-checkov.txt 2>&1 | { $(PIP_FILTER); }
+	@test -x $(CHECKOV_VENV)/bin/python || $(UV) venv -q --python $(PYTHON) $(CHECKOV_VENV)
+	@$(UV) pip install --python $(CHECKOV_VENV)/bin/python -r requirements-checkov.txt 2>&1 \
+		| { $(UV_FILTER); }
 	@touch $@
 
 # npm ci installs exactly the locked version. Without npm the browser tests cannot check
@@ -107,13 +113,15 @@ format: $(VENV)/.installed
 # tier by tier on 3 workers against 2: tests/http 227 s against 320 s, tests/reliability 134 s
 # against 164 s, tests/unit 71 s against 52 s). Bytecode is written even where the shell sets
 # PYTHONDONTWRITEBYTECODE: a few hundred processes (local stacks, workers, the CLI) import the
-# same modules and would each compile them from source again.
+# same modules and would each compile them from source again. --no-loadscope-reorder keeps the
+# files in collection order: xdist otherwise hands out the files with the most tests first, which
+# leaves the slowest files (one long reliability test each) to the end of the run on one worker.
 TEST_WORKERS ?= 3
 unit-test: $(VENV)/.installed $(AXE)
 	@calls="$$(mktemp -d -t qbo-aws-calls-XXXXXX)"; export QBO_AWS_CALL_LOG_DIR="$$calls"; \
 	unset PYTHONDONTWRITEBYTECODE; \
 	echo "==> tests on $(TEST_WORKERS) workers (AWS call records in $$calls)"; \
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 		-m "not after_suites" --durations=25; \
 	echo "==> IAM: the recorded calls against template.yaml"; \
 	$(BIN)/python -m pytest tests/iam -q -p no:cacheprovider -m after_suites; \
@@ -127,11 +135,11 @@ check-py313:
 
 # A venv made before it ran on 3.13 (or by PYTHON=python3): the fast tests again on 3.13, the
 # Lambda runtime's Python. `make test` needs no such second run when .venv is 3.13 already.
-test-py313: check-py313
+test-py313: check-py313 | $(UV)
 	@echo "==> unit tests on $$($(PY313_BIN)/python3.13 --version)"
 	@test -x .venv313/bin/python || $(PY313_BIN)/python3.13 -m venv .venv313
 	@test -f .venv313/.installed -a .venv313/.installed -nt requirements-dev.txt || { \
-		.venv313/bin/python -m pip install -q -r requirements-dev.txt 2>&1 | { $(PIP_FILTER); }; \
+		$(UV) pip install -q --python .venv313/bin/python -r requirements-dev.txt; \
 		touch .venv313/.installed; }
 	.venv313/bin/python -m pytest tests/unit tests/component -q -p no:cacheprovider
 
