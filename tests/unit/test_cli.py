@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+)
 
 from qbo_connect_cli.backend import (
     EXIT_FAILED,
@@ -21,6 +26,7 @@ from qbo_connect_cli.backend import (
     Unreachable,
     find_endpoints_file,
     local_target,
+    stack_target,
 )
 from qbo_connect_cli.importer import ImportFileError, read_rows
 
@@ -139,6 +145,7 @@ def test_invoke_returns_the_answer_and_raises_the_contract_error():
         (client_error("TooManyRequestsException"), "throttled", EXIT_FAILED),
         (client_error("ExpiredTokenException"), "bad_credentials", EXIT_UNREACHABLE),
         (NoCredentialsError(), "no_credentials", EXIT_UNREACHABLE),
+        (NoRegionError(), "no_region", EXIT_UNREACHABLE),
         (EndpointConnectionError(endpoint_url="http://x"), "unreachable", EXIT_UNREACHABLE),
         (client_error("ServiceException"), "invoke_failed", EXIT_FAILED),
     ],
@@ -148,7 +155,7 @@ def test_invoke_failures_are_one_clear_line(error, code, exit_code):
         target(FakeLambda(error=error)).invoke("ConnectionsFunction", {})
     assert (caught.value.code, caught.value.exit_code) == (code, exit_code)
     message = caught.value.message
-    assert "fn-name" in message or "test stack" in message or code.endswith("credentials")
+    assert "fn-name" in message or "test stack" in message or code.startswith(("no_", "bad_"))
 
 
 def test_local_target_needs_a_running_stack(tmp_path, monkeypatch):
@@ -194,3 +201,44 @@ def test_an_import_row_with_columns_swapped_is_refused_and_never_shows_the_token
     assert row.problem is not None and "columns swapped" in row.problem
     shown = RowResult(row.line, row.realm_id, row.tenant_id, "failed").as_dict()
     assert "RT1-secret-token-value" not in json.dumps(shown)
+
+
+def test_an_unknown_profile_or_a_missing_region_is_a_clear_error(tmp_path, monkeypatch):
+    config = write(tmp_path, "config", "[profile known]\nregion = eu-west-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    with pytest.raises(Unreachable) as caught:
+        stack_target("a-stack", profile="no-such-profile")
+    assert (caught.value.code, caught.value.exit_code) == ("no_credentials", EXIT_UNREACHABLE)
+    assert "'no-such-profile' not found" in caught.value.message
+
+    # A known profile without a region, and none in the environment: says where one goes
+    write(tmp_path, "config", "[profile known]\n")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    with pytest.raises(Unreachable) as caught:
+        stack_target("a-stack", profile="known")
+    assert caught.value.code == "no_region"
+    assert "--region" in caught.value.message and "AWS_DEFAULT_REGION" in caught.value.message
+
+
+def test_the_cli_reaches_the_local_stack_without_importing_boto3(tmp_path):
+    """Every command starts a process: botocore alone builds its clients (boto3 would pull in
+    s3transfer, about a fifth of a second per command)."""
+    import subprocess
+    import sys
+
+    endpoints = write(tmp_path, "endpoints.json", json.dumps({"lambda": "http://127.0.0.1:9"}))
+    program = (
+        "import sys\n"
+        "from qbo_connect_cli.main import cli\n"
+        "from qbo_connect_cli.backend import local_target\n"
+        f"target = local_target(__import__('pathlib').Path({str(endpoints)!r}))\n"
+        "assert target.lambda_client.meta.region_name == 'us-east-1'\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 's3transfer')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

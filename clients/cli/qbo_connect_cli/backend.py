@@ -137,7 +137,10 @@ def _access_problem(exc: Exception, action: str) -> Unreachable | None:
             "no AWS credentials found: set AWS_PROFILE (or pass --profile) or the AWS_* variables",
         )
     if isinstance(exc, NoRegionError):
-        return Unreachable("no_region", "no AWS region: pass --region or set AWS_REGION")
+        return Unreachable(
+            "no_region",
+            "no AWS region: pass --region, set AWS_DEFAULT_REGION or give your profile a region",
+        )
     code, message = _client_error_code(exc) or ("", "")
     if code in _DENIED:
         return Unreachable("no_permission", f"no permission to {action}: {message}")
@@ -176,27 +179,33 @@ def _lambda_client(session: Any, **kwargs: Any) -> Any:
         connect_timeout=5,
         retries={"mode": "standard", "max_attempts": 3},
     )
-    return session.client("lambda", config=config, **kwargs)
+    return session.create_client("lambda", config=config, **kwargs)
 
 
 def _session(profile: str | None, region: str | None) -> Any:
-    import boto3
+    """A botocore session: the CLI makes two clients and needs nothing of boto3's, whose import
+    (s3transfer with it) would add about a fifth of a second to every command."""
+    import botocore.session
     from botocore.exceptions import ProfileNotFound
 
+    session = botocore.session.Session(profile=profile)
+    if region:
+        session.set_config_variable("region", region)
     try:
-        return boto3.session.Session(profile_name=profile, region_name=region)
+        session.get_scoped_config()  # reads the profile now, as boto3's Session would
     except ProfileNotFound:
         raise Unreachable("no_credentials", f"AWS profile {profile!r} not found") from None
+    return session
 
 
 def stack_target(stack: str, *, profile: str | None = None, region: str | None = None) -> Target:
     """The functions named by a deployed stack's Outputs."""
     session = _session(profile, region)
     try:
-        cfn = session.client("cloudformation")
+        cfn = session.create_client("cloudformation")
         answer = cfn.describe_stacks(StackName=stack)
     except Exception as exc:
-        raise _describe_failure(exc, stack, session.region_name) from None
+        raise _describe_failure(exc, stack, session.get_config_variable("region")) from None
     stacks = answer.get("Stacks") or []
     if not stacks:
         raise Unreachable("stack_not_found", f"stack {stack!r} not found")
@@ -211,7 +220,7 @@ def stack_target(stack: str, *, profile: str | None = None, region: str | None =
                 "and has its deployment finished?",
             )
         names[function] = outputs[output]
-    where = f"stack {stack} ({session.region_name})"
+    where = f"stack {stack} ({session.get_config_variable('region')})"
     return Target(where, names, _lambda_client(session))
 
 
@@ -241,7 +250,7 @@ def find_endpoints_file(start: Path | None = None) -> Path | None:
 
 def local_target(endpoints_file: Path | None = None) -> Target:
     """The local stack (``make dev``), from the endpoints file it writes once it is ready."""
-    import boto3
+    import botocore.session
 
     path = endpoints_file or find_endpoints_file()
     if path is None:
@@ -274,11 +283,9 @@ def local_target(endpoints_file: Path | None = None) -> Target:
         )
     functions = endpoints.get("functions") or {}
     names = {f: str(functions.get(f) or f) for f in FUNCTION_OUTPUTS}
-    session = boto3.session.Session(
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name=str(endpoints.get("region") or "us-east-1"),
-    )
+    session = botocore.session.Session()
+    session.set_credentials("testing", "testing")
+    session.set_config_variable("region", str(endpoints.get("region") or "us-east-1"))
     return Target(
         f"the local stack at {url}",
         names,
