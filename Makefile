@@ -23,9 +23,10 @@ ENV ?= sandbox
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-# uv installs the venvs' packages (about seven times faster than pip on a fresh clone, measured
-# here: .venv in 11 s against 75 s). It is pip-installed into .venv first, pinned, so a machine
-# needs nothing beyond python3 and make; `uv pip install` resolves the same requirements files.
+# uv installs the venvs' packages: requirements-dev.txt into a new venv took 2.5 s with an empty
+# uv cache against 26 s for pip with a warm one (2-core machine). uv is pip-installed into .venv
+# first, pinned, so a machine needs nothing beyond python3 and make; `uv pip install` reads the
+# same requirements files.
 UV_VERSION := 0.13.9
 UV := $(VENV)/bin/uv
 export UV_NO_PROGRESS := 1
