@@ -122,8 +122,8 @@ unit-test: $(VENV)/.installed $(AXE)
 	@calls="$$(mktemp -d -t qbo-aws-calls-XXXXXX)"; export QBO_AWS_CALL_LOG_DIR="$$calls"; \
 	unset PYTHONDONTWRITEBYTECODE; \
 	echo "==> tests on $(TEST_WORKERS) workers (AWS call records in $$calls)"; \
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-		-m "not after_suites" --durations=25; \
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
+		--no-loadscope-reorder -m "not after_suites" --durations=25; \
 	echo "==> IAM: the recorded calls against template.yaml"; \
 	$(BIN)/python -m pytest tests/iam -q -p no:cacheprovider -m after_suites; \
 	rm -rf "$$calls"
